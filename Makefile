@@ -1,0 +1,96 @@
+# tidemark: `make demo` runs the whole pipeline on the embedded default, `make test` runs the tests.
+# Both create .venv themselves (python3 -m venv) and install the locked versions from constraints.txt.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+DBT    := $(BIN)/dbt
+ENGINE ?= duckdb
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help demo test test-fast lint docs bench lock clean check-java
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  (make demo ENGINE=spark runs the demo on the Spark engine; needs Java 17 or 21)"
+
+# One stamp per extra set: re-running is a no-op until pyproject.toml or constraints.txt change.
+$(VENV)/.created:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "tidemark needs Python >= 3.10; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	@touch $@
+
+$(VENV)/.base: $(VENV)/.created pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e .
+	@touch $@
+
+$(VENV)/.spark: $(VENV)/.base
+	$(PIP_INSTALL) -e '.[spark]'
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PIP_INSTALL) -e '.[dev]'
+	@touch $@
+
+profiles.yml: profiles.yml.example
+	@test -f $@ || { cp $< $@ && echo "created profiles.yml from profiles.yml.example"; }
+
+check-java:
+	@if ! command -v java >/dev/null 2>&1 && ! [ -x "$$JAVA_HOME/bin/java" ]; then \
+	  echo "The Spark engine needs Java 17 or 21 and none was found."; \
+	  echo "  Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless"; \
+	  echo "  macOS:         brew install openjdk@17"; \
+	  echo "Or run the DuckDB engine, which needs no Java: make demo"; \
+	  exit 1; \
+	fi
+
+DEMO_DEPS := $(VENV)/.base profiles.yml
+ifeq ($(ENGINE),spark)
+DEMO_DEPS += check-java $(VENV)/.spark
+endif
+
+demo: $(DEMO_DEPS) ## land the demo data (2 days) and build the dbt project on DuckDB
+	@echo "== day 1: initial extract"
+	$(PY) -m ingestion demo-data --day 1
+	$(PY) -m ingestion run --engine $(ENGINE)
+	$(DBT) build --target local
+	@echo "== day 2: updates, inserts, a key changed twice, a new column"
+	$(PY) -m ingestion demo-data --day 2
+	$(PY) -m ingestion run --engine $(ENGINE)
+	$(DBT) build --target local
+	@echo "== check: curated tables against the demo source's truth"
+	$(PY) -m ingestion demo-check
+	@echo
+	@echo "lake:      $(CURDIR)/lake   (landing/, _state/, _logs/)"
+	@echo "warehouse: $(CURDIR)/warehouse.duckdb   (try: $(PY) -c \"import duckdb; print(duckdb.connect('warehouse.duckdb').sql('from accounts limit 5'))\")"
+	@echo "next:      source $(BIN)/activate && dbt build --select tag:cdc && dbt docs generate && dbt docs serve"
+
+test: $(VENV)/.dev profiles.yml ## lint, then every test (Spark, DuckDB, dbt)
+	$(BIN)/ruff check ingestion tests
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.dev profiles.yml ## the tests without the slow (Spark, dbt) groups
+	$(PY) -m pytest -m "not slow"
+
+lint: $(VENV)/.dev profiles.yml ## ruff on Python, sqlfluff on the dbt models (DuckDB target)
+	$(BIN)/ruff check ingestion tests
+	$(BIN)/ruff format --check ingestion tests
+	$(BIN)/sqlfluff lint models macros
+
+docs: $(VENV)/.base profiles.yml ## build the dbt docs site (serve it with: dbt docs serve)
+	$(DBT) docs generate --target local
+
+lock: ## re-resolve constraints.txt from pyproject.toml in a scratch venv
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --disable-pip-version-check -e '.[dev,redshift,bench]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	rm -rf .venv-lock
+
+clean: ## remove the demo's lake, inbox, warehouse and dbt output (keeps .venv)
+	rm -rf lake inbox warehouse.duckdb warehouse.duckdb.wal target logs spark-warehouse

@@ -1,0 +1,185 @@
+"""`python -m ingestion …`: the command line. Heavy imports (DuckDB, Spark) happen inside commands."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ingestion import __version__
+from ingestion.errors import TidemarkError
+
+app = typer.Typer(
+    name="python -m ingestion",
+    help="tidemark ingestion: land CSV files as a partitioned Parquet lake with per-table CDC state, "
+    "ready for the dbt project in this repository.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c",
+        help="Pipeline config file. Default: $TIDEMARK_CONFIG, else ./ingestion.yml.",
+        show_default=False,
+    ),
+]
+EnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--env", "-e",
+        help="Environment whose overrides (environments.<env> in the config) apply, e.g. dev or prod. "
+        "Default: $TIDEMARK_ENV, else the config's `env`, else dev.",
+        show_default=False,
+    ),
+]
+
+
+def _fail(exc: TidemarkError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    if exc.hint:
+        err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+    return typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tidemark {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """tidemark ingestion: CSV → Parquet lake with CDC watermarks, for dbt to curate."""
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="duckdb (embedded, no Java) or spark (Glue/EMR/local, needs Java 17/21). "
+            "Default: the config's `engine`, else duckdb.",
+            show_default=False,
+        ),
+    ] = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table", "-t",
+            help="Land only this table (`table` or `source.table`); repeat for several. Default: all.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan only: list what would be landed, write nothing.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+) -> None:
+    """Land new source data into the lake and commit each table's watermark and file ledger.
+
+    Exit code 0 when every table landed or was up to date, 1 when any table failed (the others still
+    ran), 2 for a usage or config error.
+    """
+    from ingestion.config import load_config
+    from ingestion.engines import ENGINES
+    from ingestion.landing import new_run_id
+    from ingestion.logs import setup_logging
+    from ingestion.pipeline import run_pipeline
+
+    if engine is not None and engine not in ENGINES:
+        raise _fail(TidemarkError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}"))
+    try:
+        cfg = load_config(config, env=env)
+        run_id = new_run_id(datetime.now(timezone.utc))
+        log_path = None if dry_run else setup_logging(run_id, cfg.lake_root, verbose=verbose)
+        report = run_pipeline(cfg, engine_name=engine, tables=table, dry_run=dry_run, run_id=run_id)
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+
+    t = Table(title=f"run {report.run_id} · engine {report.engine} · lake {report.lake_root}")
+    for col in ("table", "status", "files", "rows read", "landed", "deduplicated", "watermark", "seconds"):
+        t.add_column(col, justify="right" if col in ("files", "rows read", "landed", "deduplicated") else "left")
+    for o in report.tables:
+        style = {"failed": "red", "landed": "green"}.get(o.status, "")
+        t.add_row(
+            o.name, f"[{style}]{o.status}[/]" if style else o.status, str(o.files), str(o.rows_read),
+            str(o.rows_landed), str(o.rows_deduplicated), o.watermark.value if o.watermark else "",
+            f"{o.seconds:.2f}",
+        )
+    out.print(t)
+    for o in report.failed:
+        err.print(f"[bold red]{o.name} failed:[/] {o.error}", highlight=False)
+    if log_path:
+        out.print(f"log: {log_path}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("demo-data")
+def demo_data(
+    day: Annotated[int, typer.Option("--day", min=1, max=2, help="Which day's drop to write: 1 or 2.")] = 1,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Inbox folder; CSV files go to <out>/billing/.")
+    ] = Path("inbox"),
+) -> None:
+    """Write the deterministic demo billing data (accounts, customers, subscriptions, invoices).
+
+    Day 1 is the initial extract; day 2 holds updates, inserts, a key updated twice and a new column.
+    Files that already hold the same content are left untouched, so reruns land nothing new.
+    """
+    from ingestion.demo import write_day
+
+    for path, status in write_day(day, out_dir):
+        out.print(f"{status:9} {path}", highlight=False)
+
+
+@app.command("demo-check")
+def demo_check(
+    warehouse: Annotated[
+        Path, typer.Option("--warehouse", envvar="DBT_DUCKDB_PATH", help="DuckDB warehouse dbt built.")
+    ] = Path("warehouse.duckdb"),
+    config: ConfigOpt = None,
+) -> None:
+    """Compare the curated tables in the warehouse with the demo data's truth; exit 1 on a mismatch."""
+    from ingestion.config import load_config
+    from ingestion.demo import check_warehouse
+
+    try:
+        cfg = load_config(config)
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+    rows = check_warehouse(warehouse, cfg.lake_root)
+    t = Table(title=f"lake {cfg.lake_root} · warehouse {warehouse.resolve()}")
+    for col in ("table", "landed rows", "curated rows", "distinct keys in source", "check"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.table, str(r.landed), str(r.curated), str(r.expected), "[green]ok[/]" if r.ok else "[red]MISMATCH[/]")
+    out.print(t)
+    if not all(r.ok for r in rows):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of `python -m ingestion` and the `tidemark` script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

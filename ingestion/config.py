@@ -1,0 +1,270 @@
+"""The pipeline config (`ingestion.yml`): parsing, `${VAR}` interpolation, per-env overrides, validation."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ingestion.errors import ConfigError
+
+DEFAULT_CONFIG = "ingestion.yml"
+ENV_CONFIG = "TIDEMARK_CONFIG"
+ENV_ENV = "TIDEMARK_ENV"
+ENV_LAKE = "TIDEMARK_LAKE"
+
+# Names that end up in paths, SQL identifiers and dbt source names.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Engine = Literal["duckdb", "spark"]
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use lowercase letters, digits and '_', starting with a letter"
+        )
+    return value
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=63)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CsvOptions(_Model):
+    """How the CSV files of one table are written."""
+
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    quote: str = Field('"', min_length=1, max_length=1)
+    escape: str = Field('"', min_length=1, max_length=1)
+    header: bool = True
+    encoding: Literal["utf-8", "utf-8-sig", "latin-1"] = "utf-8"
+    null_values: tuple[str, ...] = ("",)
+
+
+class CsvTableConfig(_Model):
+    """One table landed from the CSV files of a source that match `pattern`."""
+
+    name: Identifier
+    pattern: str | None = Field(None, description="glob relative to the source path; default '<name>*.csv'")
+    primary_key: tuple[Identifier, ...] = ()
+    cursor: Identifier | None = None
+    csv: CsvOptions = CsvOptions()
+
+    @field_validator("name", "cursor")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v)
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _key(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("primary_key")
+    @classmethod
+    def _key_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            _identifier(name)
+        if len(set(v)) != len(v):
+            raise ValueError(f"primary_key lists a column twice: {list(v)}")
+        return v
+
+    @property
+    def glob(self) -> str:
+        return self.pattern or f"{self.name}*.csv"
+
+
+class CsvSourceConfig(_Model):
+    """A folder (or, later, an S3 prefix) of CSV drops."""
+
+    name: Identifier
+    kind: Literal["csv"]
+    path: str
+    tables: tuple[CsvTableConfig, ...] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v)
+
+    @model_validator(mode="after")
+    def _unique_tables(self) -> CsvSourceConfig:
+        names = [t.name for t in self.tables]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"table names must be unique within a source; repeated: {dupes}")
+        return self
+
+
+SourceConfig = Annotated[CsvSourceConfig, Field(discriminator="kind")]
+
+
+class LakeConfig(_Model):
+    """Where landed Parquet, state, rejected rows, audit rows and logs live."""
+
+    root: str = "./lake"
+
+
+class SparkConfig(_Model):
+    """Spark session settings for `engine: spark` (ignored on Glue/EMR, where the session exists)."""
+
+    master: str = "local[*]"
+    app_name: str = "tidemark"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class PipelineConfig(_Model):
+    """The whole pipeline: what to land, where, and with which engine."""
+
+    pipeline: Identifier
+    env: str = "dev"
+    engine: Engine = "duckdb"
+    lake: LakeConfig = LakeConfig()
+    spark: SparkConfig = SparkConfig()
+    sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    # Kept for reference only: overrides are merged before validation.
+    environments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    config_path: Path | None = Field(None, exclude=True)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> PipelineConfig:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {dupes}")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.config_path.parent if self.config_path else Path.cwd()
+
+    def resolve(self, path: str) -> str:
+        """Resolve a path from the config relative to the config file's folder; URLs pass through."""
+        if "://" in path:
+            return path
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else (self.base_dir / p).resolve())
+
+    @property
+    def lake_root(self) -> str:
+        return self.resolve(self.lake.root)
+
+    def tables(self) -> list[tuple[CsvSourceConfig, CsvTableConfig]]:
+        return [(s, t) for s in self.sources for t in s.tables]
+
+
+def interpolate(value: Any, where: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{where}: environment variable {name} is not set",
+            hint=f"export {name}=… or write ${{{name}:-default}} in the config",
+        )
+
+    return _VAR.sub(sub, value)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge `override` into a copy of `base`: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _location(loc: tuple[Any, ...], doc: dict[str, Any]) -> str:
+    """Turn a pydantic error location into `sources[0](billing).tables[1](accounts).primary_key`."""
+    parts: list[str] = []
+    node: Any = doc
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]"]
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            if isinstance(node, dict) and "name" in node:
+                parts[-1] += f"({node['name']})"
+        elif item in ("csv",) and parts and parts[-1].startswith("sources"):
+            continue  # the discriminator tag pydantic adds for tagged unions
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def parse_config(doc: Any, *, source: str = DEFAULT_CONFIG, env: str | None = None) -> PipelineConfig:
+    """Validate a parsed config document, applying `${VAR}` interpolation and the env's overrides."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
+    doc = interpolate(doc)
+    chosen = env or os.environ.get(ENV_ENV) or doc.get("env") or "dev"
+    environments = doc.get("environments") or {}
+    if not isinstance(environments, dict):
+        raise ConfigError(f"{source}: environments: expected a mapping of env name to overrides")
+    if chosen in environments:
+        doc = deep_merge(doc, environments[chosen] or {})
+    elif environments and chosen != doc.get("env", "dev"):
+        raise ConfigError(
+            f"{source}: env {chosen!r} is not defined",
+            hint=f"use one of {sorted(environments)} or add environments.{chosen} to the config",
+        )
+    doc["env"] = chosen
+    if os.environ.get(ENV_LAKE):
+        doc.setdefault("lake", {})
+        doc["lake"] = {**(doc["lake"] or {}), "root": os.environ[ENV_LAKE]}
+    try:
+        return PipelineConfig.model_validate(doc)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _location(err["loc"], doc) or "(top level)"
+            got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+            lines.append(f"  {where}: {err['msg']}{got}")
+        raise ConfigError(
+            f"{source} is not a valid tidemark config:\n" + "\n".join(lines),
+            hint="see ingestion.yml in the tidemark repository for a complete example",
+        ) from None
+
+
+def load_config(path: str | Path | None = None, *, env: str | None = None) -> PipelineConfig:
+    """Read, interpolate and validate a config file (default: `$TIDEMARK_CONFIG` or `./ingestion.yml`)."""
+    cfg_path = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+    if not cfg_path.is_file():
+        raise ConfigError(
+            f"config file {cfg_path} not found",
+            hint="pass --config PATH, set TIDEMARK_CONFIG, or run from the folder holding ingestion.yml",
+        )
+    try:
+        doc = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    cfg = parse_config(doc, source=str(cfg_path), env=env)
+    return cfg.model_copy(update={"config_path": cfg_path.resolve()})

@@ -1,0 +1,25 @@
+"""Engines land a batch: read → normalize → dedup → write Parquet. Imported lazily: Spark only when used."""
+
+from __future__ import annotations
+
+from ingestion.config import PipelineConfig
+from ingestion.engines.base import CsvBatch, Engine
+from ingestion.errors import ConfigError
+
+ENGINES = ("duckdb", "spark")
+
+
+def get_engine(name: str, config: PipelineConfig) -> Engine:
+    """Create the named engine; the Spark module (and so pyspark and Java) is only touched for `spark`."""
+    if name == "duckdb":
+        from ingestion.engines.duckdb import DuckDBEngine
+
+        return DuckDBEngine()
+    if name == "spark":
+        from ingestion.engines.spark import SparkEngine
+
+        return SparkEngine(config.spark)
+    raise ConfigError(f"unknown engine {name!r}", hint=f"use one of {', '.join(ENGINES)}")
+
+
+__all__ = ["ENGINES", "CsvBatch", "Engine", "get_engine"]

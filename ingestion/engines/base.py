@@ -1,0 +1,64 @@
+"""The narrow interface between the engine-neutral core and an engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ingestion.config import CsvOptions
+from ingestion.errors import SchemaError
+from ingestion.plan import LandedBatch
+from ingestion.sources.csv import FileFacts
+
+
+@dataclass(frozen=True)
+class CsvBatch:
+    """Everything an engine needs to land one table's new CSV files."""
+
+    source: str
+    table: str
+    files: tuple[FileFacts, ...]
+    options: CsvOptions
+    primary_key: tuple[str, ...]
+    cursor: str | None
+    run_id: str
+    ingested_at: datetime  # UTC, tz-aware
+    target: str  # <lake>/landing/<source>/<table>
+    lake_root: str
+
+    @property
+    def staging(self) -> str:
+        """A scratch folder for this batch outside `landing/`, so dbt never sees half-written files."""
+        return f"{self.lake_root}/_tmp/{self.run_id}/{self.source}/{self.table}"
+
+
+class Engine(Protocol):
+    """Reads a batch, cleans column names, infers types, adds metadata, dedups by key, writes Parquet.
+
+    Files are written as `<target>/_ingest_date=<date>/part-<run_id>-<n>.parquet`; nothing else in
+    `target` is touched. Rules every engine follows live in `ingestion.normalize`.
+    """
+
+    name: str
+
+    def land_csv(self, batch: CsvBatch) -> LandedBatch: ...
+
+    def close(self) -> None: ...
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (both DuckDB and Spark SQL double a single quote)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def require_columns(batch: CsvBatch, columns: list[str]) -> None:
+    """The key and cursor columns the config names must be among the files' cleaned columns."""
+    needed = [*batch.primary_key, *([batch.cursor] if batch.cursor else [])]
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise SchemaError(
+            f"{batch.source}.{batch.table}: configured key/cursor columns {missing} are not in the files "
+            f"(columns after name cleaning: {columns})",
+            hint="fix primary_key/cursor in the config to use the cleaned column names",
+        )

@@ -1,0 +1,39 @@
+"""One exception hierarchy; every message says what went wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class TidemarkError(Exception):
+    """Base class of every error tidemark raises on purpose; `hint` tells the user what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(TidemarkError):
+    """The pipeline config is missing, malformed or names something that does not exist."""
+
+
+class SourceError(TidemarkError):
+    """A source could not be listed or read."""
+
+
+class SchemaError(TidemarkError):
+    """Landed data would not fit the table's columns (name collisions, incompatible types)."""
+
+
+class EngineError(TidemarkError):
+    """An engine (DuckDB, Spark) failed or is not available on this machine."""
+
+
+class StateConflict(TidemarkError):
+    """Another run committed the table's state since this run read it: nothing was committed."""
+
+
+class LeaseHeld(TidemarkError):
+    """Another run holds the table's lease."""

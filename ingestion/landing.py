@@ -1,0 +1,55 @@
+"""The lake's landing layout: run ids, table folders, run-id-named Parquet files."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from ingestion.normalize import PARTITION_COLUMN
+
+
+def new_run_id(now: datetime) -> str:
+    """A run id that sorts by time: `20261122T103700123456Z-1a2b3c` (UTC, microseconds, random suffix)."""
+    return f"{now:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+
+
+def table_dir(lake_root: str, source: str, table: str) -> str:
+    """`<lake>/landing/<source>/<table>`: the folder dbt reads the table from."""
+    return os.path.join(lake_root, "landing", source, table)
+
+
+def partition_value(ingested_at: datetime) -> str:
+    """The `_ingest_date=` partition a run writes to: the run's UTC date."""
+    return ingested_at.strftime("%Y-%m-%d")
+
+
+def run_files(target: str, run_id: str) -> list[Path]:
+    """The Parquet files a run wrote under a table folder."""
+    return sorted(Path(target).glob(f"{PARTITION_COLUMN}=*/part-{run_id}-*.parquet"))
+
+
+def remove_run_files(target: str, run_id: str) -> int:
+    """Delete what a run wrote under a table folder (a failed or abandoned run); returns the count."""
+    files = run_files(target, run_id)
+    for f in files:
+        f.unlink(missing_ok=True)
+    return len(files)
+
+
+def publish_staged(staging: str, target: str, run_id: str) -> list[str]:
+    """Move Parquet files an engine wrote under `staging` into `target`, named `part-<run_id>-<n>.parquet`.
+
+    For engines that cannot choose their file names (Spark); partition folders are kept.
+    """
+    published: list[str] = []
+    for n, src in enumerate(sorted(Path(staging).rglob("*.parquet"))):
+        rel_dir = src.parent.relative_to(staging)
+        dest = Path(target) / rel_dir / f"part-{run_id}-{n}.parquet"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+        published.append(str(dest))
+    shutil.rmtree(staging, ignore_errors=True)
+    return published

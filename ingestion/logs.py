@@ -1,0 +1,75 @@
+"""Logging: JSON lines to `<lake>/_logs/<yyyy-mm-dd>/<run_id>.jsonl`, and to the console.
+
+The console gets rich, human-readable lines on a terminal and the same JSON lines otherwise (cron,
+Airflow, Glue), so machines never have to parse prose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+LOGGER = "tidemark"
+log = logging.getLogger(LOGGER)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, event, run id and the record's `fields`."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+        }
+        if self.run_id:
+            doc["run_id"] = self.run_id
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info and record.exc_info[0] is not None:
+            doc["error_class"] = record.exc_info[0].__name__
+        return json.dumps(doc, default=str)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {})
+        extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        return f"{record.getMessage()}  {extra}".rstrip()
+
+
+def setup_logging(run_id: str, lake_root: str | None, *, verbose: bool = False) -> Path | None:
+    """Send the `tidemark` logger to the console and to the run's JSON log file in the lake."""
+    log.handlers.clear()
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        console: logging.Handler = RichHandler(show_path=False, markup=False)
+        console.setFormatter(_ConsoleFormatter())
+    else:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(JsonFormatter(run_id))
+    log.addHandler(console)
+    if lake_root is None or "://" in lake_root:
+        return None
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    path = Path(lake_root) / "_logs" / day / f"{run_id}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter(run_id))
+    log.addHandler(handler)
+    return path
+
+
+def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log `msg` with structured fields."""
+    log.log(level, msg, extra={"fields": fields})

@@ -1,0 +1,3 @@
+{{ config(unique_key=['customer_id']) }}
+
+{{ cdc_current_state(ref('stg_billing__customers'), cursor='updated_at') }}

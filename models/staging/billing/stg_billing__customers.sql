@@ -1,0 +1,28 @@
+with
+
+source as (
+
+    select * from {{ source('billing', 'customers') }}
+
+),
+
+renamed as (
+
+    select
+        customer_id,
+        account_id,
+        first_name,
+        last_name,
+        e_mail,
+        signup_date,
+        updated_at,
+        _op,
+        _source_file,
+        _run_id,
+        _ingested_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,28 @@
+with
+
+source as (
+
+    select * from {{ source('billing', 'subscriptions') }}
+
+),
+
+renamed as (
+
+    select
+        subscription_id,
+        account_id,
+        product,
+        status,
+        monthly_amount,
+        started_on,
+        updated_at,
+        _op,
+        _source_file,
+        _run_id,
+        _ingested_at
+
+    from source
+
+)
+
+select * from renamed
