@@ -81,7 +81,7 @@ test-fast: $(VENV)/.dev profiles.yml ## the tests without the slow (Spark, dbt) 
 lint: $(VENV)/.dev profiles.yml ## ruff on Python, sqlfluff on the dbt models (DuckDB target)
 	$(BIN)/ruff check ingestion tests
 	$(BIN)/ruff format --check ingestion tests
-	$(BIN)/sqlfluff lint models macros
+	$(BIN)/sqlfluff lint models
 
 docs: $(VENV)/.base profiles.yml ## build the dbt docs site (serve it with: dbt docs serve)
 	$(DBT) docs generate --target local

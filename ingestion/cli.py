@@ -24,11 +24,14 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+if not out.is_terminal:
+    out.width = 160  # logs and CI captures: don't squeeze tables to 80 columns
 
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c",
+        "--config",
+        "-c",
         help="Pipeline config file. Default: $TIDEMARK_CONFIG, else ./ingestion.yml.",
         show_default=False,
     ),
@@ -36,7 +39,8 @@ ConfigOpt = Annotated[
 EnvOpt = Annotated[
     str | None,
     typer.Option(
-        "--env", "-e",
+        "--env",
+        "-e",
         help="Environment whose overrides (environments.<env> in the config) apply, e.g. dev or prod. "
         "Default: $TIDEMARK_ENV, else the config's `env`, else dev.",
         show_default=False,
@@ -82,7 +86,8 @@ def run(
     table: Annotated[
         list[str] | None,
         typer.Option(
-            "--table", "-t",
+            "--table",
+            "-t",
             help="Land only this table (`table` or `source.table`); repeat for several. Default: all.",
             show_default=False,
         ),
@@ -115,12 +120,19 @@ def run(
 
     t = Table(title=f"run {report.run_id} · engine {report.engine} · lake {report.lake_root}")
     for col in ("table", "status", "files", "rows read", "landed", "deduplicated", "watermark", "seconds"):
-        t.add_column(col, justify="right" if col in ("files", "rows read", "landed", "deduplicated") else "left")
+        t.add_column(
+            col, justify="right" if col in ("files", "rows read", "landed", "deduplicated") else "left"
+        )
     for o in report.tables:
         style = {"failed": "red", "landed": "green"}.get(o.status, "")
         t.add_row(
-            o.name, f"[{style}]{o.status}[/]" if style else o.status, str(o.files), str(o.rows_read),
-            str(o.rows_landed), str(o.rows_deduplicated), o.watermark.value if o.watermark else "",
+            o.name,
+            f"[{style}]{o.status}[/]" if style else o.status,
+            str(o.files),
+            str(o.rows_read),
+            str(o.rows_landed),
+            str(o.rows_deduplicated),
+            o.watermark.value if o.watermark else "",
             f"{o.seconds:.2f}",
         )
     out.print(t)
@@ -170,7 +182,13 @@ def demo_check(
     for col in ("table", "landed rows", "curated rows", "distinct keys in source", "check"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r.table, str(r.landed), str(r.curated), str(r.expected), "[green]ok[/]" if r.ok else "[red]MISMATCH[/]")
+        t.add_row(
+            r.table,
+            str(r.landed),
+            str(r.curated),
+            str(r.expected),
+            "[green]ok[/]" if r.ok else "[red]MISMATCH[/]",
+        )
     out.print(t)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)

@@ -17,21 +17,46 @@ from pathlib import Path
 
 SOURCE = "billing"
 TABLES = ("accounts", "customers", "subscriptions", "invoices")
-KEYS = {"accounts": "account_id", "customers": "customer_id", "subscriptions": "subscription_id",
-        "invoices": "invoice_id"}
+KEYS = {
+    "accounts": "account_id",
+    "customers": "customer_id",
+    "subscriptions": "subscription_id",
+    "invoices": "invoice_id",
+}
 DAYS = {1: date(2026, 1, 1), 2: date(2026, 1, 2)}
 # customers arrive with the headers of a hand-made export; tidemark cleans them.
 CUSTOMER_HEADERS = {
-    "customer_id": "Customer ID", "account_id": "Account ID", "first_name": "First Name",
-    "last_name": "Last Name", "email": "E-mail", "signup_date": "Signup Date", "updated_at": "Updated At",
+    "customer_id": "Customer ID",
+    "account_id": "Account ID",
+    "first_name": "First Name",
+    "last_name": "Last Name",
+    "email": "E-mail",
+    "signup_date": "Signup Date",
+    "updated_at": "Updated At",
 }
 COLUMNS = {
     "accounts": ["account_id", "account_name", "plan_tier", "country", "created_at", "updated_at"],
     "customers": list(CUSTOMER_HEADERS),
-    "subscriptions": ["subscription_id", "account_id", "product", "status", "monthly_amount", "started_on",
-                      "updated_at"],
-    "invoices": ["invoice_id", "account_id", "subscription_id", "amount", "currency", "status", "issued_on",
-                 "due_on", "updated_at"],
+    "subscriptions": [
+        "subscription_id",
+        "account_id",
+        "product",
+        "status",
+        "monthly_amount",
+        "started_on",
+        "updated_at",
+    ],
+    "invoices": [
+        "invoice_id",
+        "account_id",
+        "subscription_id",
+        "amount",
+        "currency",
+        "status",
+        "issued_on",
+        "due_on",
+        "updated_at",
+    ],
 }
 NEW_COLUMNS = {2: {"accounts": ["segment"]}}
 
@@ -47,7 +72,18 @@ def build() -> dict[int, dict[str, list[Row]]]:
     """Both days' rows per table; the same on every machine and every call."""
     rng = random.Random(20260101)
     d1, d2 = DAYS[1], DAYS[2]
-    names = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay", "Soylent", "Tyrell"]
+    names = [
+        "Acme",
+        "Globex",
+        "Initech",
+        "Umbrella",
+        "Stark",
+        "Wayne",
+        "Hooli",
+        "Vandelay",
+        "Soylent",
+        "Tyrell",
+    ]
     first = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Linus"]
     last = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton"]
     day1: dict[str, list[Row]] = {t: [] for t in TABLES}
@@ -55,32 +91,51 @@ def build() -> dict[int, dict[str, list[Row]]]:
 
     def account(i: int, day: date) -> Row:
         suffix = rng.choice([", Inc.", " GmbH", " Ltd", " & Sons", ""])
-        return {"account_id": i, "account_name": f"{rng.choice(names)} {i}{suffix}",
-                "plan_tier": rng.choice(["free", "team", "business", "enterprise"]),
-                "country": rng.choice(["US", "DE", "FR", "GB", "JP", "BR"]),
-                "created_at": _ts(rng, day - timedelta(days=rng.randrange(1, 900))), "updated_at": _ts(rng, day)}
+        return {
+            "account_id": i,
+            "account_name": f"{rng.choice(names)} {i}{suffix}",
+            "plan_tier": rng.choice(["free", "team", "business", "enterprise"]),
+            "country": rng.choice(["US", "DE", "FR", "GB", "JP", "BR"]),
+            "created_at": _ts(rng, day - timedelta(days=rng.randrange(1, 900))),
+            "updated_at": _ts(rng, day),
+        }
 
     def customer(i: int, account_id: int, day: date) -> Row:
         fn, ln = rng.choice(first), rng.choice(last)
-        return {"customer_id": i, "account_id": account_id, "first_name": fn, "last_name": ln,
-                "email": "" if rng.random() < 0.05 else f"{fn}.{ln}{i}@example.com".lower(),
-                "signup_date": (day - timedelta(days=rng.randrange(0, 700))).isoformat(),
-                "updated_at": _ts(rng, day)}
+        return {
+            "customer_id": i,
+            "account_id": account_id,
+            "first_name": fn,
+            "last_name": ln,
+            "email": "" if rng.random() < 0.05 else f"{fn}.{ln}{i}@example.com".lower(),
+            "signup_date": (day - timedelta(days=rng.randrange(0, 700))).isoformat(),
+            "updated_at": _ts(rng, day),
+        }
 
     def subscription(i: int, account_id: int, day: date) -> Row:
-        return {"subscription_id": i, "account_id": account_id,
-                "product": rng.choice(["core", "analytics", "support", "storage"]),
-                "status": "active", "monthly_amount": round(rng.uniform(9, 2500), 2),
-                "started_on": (day - timedelta(days=rng.randrange(0, 600))).isoformat(),
-                "updated_at": _ts(rng, day)}
+        return {
+            "subscription_id": i,
+            "account_id": account_id,
+            "product": rng.choice(["core", "analytics", "support", "storage"]),
+            "status": "active",
+            "monthly_amount": round(rng.uniform(9, 2500), 2),
+            "started_on": (day - timedelta(days=rng.randrange(0, 600))).isoformat(),
+            "updated_at": _ts(rng, day),
+        }
 
     def invoice(i: int, sub: Row, day: date) -> Row:
         issued = day - timedelta(days=rng.randrange(0, 90))
-        return {"invoice_id": i, "account_id": sub["account_id"], "subscription_id": sub["subscription_id"],
-                "amount": sub["monthly_amount"], "currency": rng.choice(["USD", "EUR", "GBP"]),
-                "status": rng.choice(["open", "open", "paid", "paid", "paid", "void"]),
-                "issued_on": issued.isoformat(), "due_on": (issued + timedelta(days=30)).isoformat(),
-                "updated_at": _ts(rng, day)}
+        return {
+            "invoice_id": i,
+            "account_id": sub["account_id"],
+            "subscription_id": sub["subscription_id"],
+            "amount": sub["monthly_amount"],
+            "currency": rng.choice(["USD", "EUR", "GBP"]),
+            "status": rng.choice(["open", "open", "paid", "paid", "paid", "void"]),
+            "issued_on": issued.isoformat(),
+            "due_on": (issued + timedelta(days=30)).isoformat(),
+            "updated_at": _ts(rng, day),
+        }
 
     day1["accounts"] = [account(i, d1) for i in range(1, 301)]
     day1["customers"] = [customer(i, rng.randrange(1, 301), d1) for i in range(1, 901)]
@@ -90,17 +145,26 @@ def build() -> dict[int, dict[str, list[Row]]]:
     # Day 2: a CDC drop. Changed rows carry a later updated_at; accounts gain a `segment` column.
     segments = ["smb", "mid-market", "enterprise"]
     for a in rng.sample(day1["accounts"], 30):
-        day2["accounts"].append({**a, "plan_tier": "enterprise", "segment": rng.choice(segments),
-                                 "updated_at": _ts(rng, d2)})
+        day2["accounts"].append(
+            {**a, "plan_tier": "enterprise", "segment": rng.choice(segments), "updated_at": _ts(rng, d2)}
+        )
     for i in range(301, 321):
         day2["accounts"].append({**account(i, d2), "segment": rng.choice(segments)})
     for c in rng.sample(day1["customers"], 60):
-        day2["customers"].append({**c, "email": f"new.{c['customer_id']}@example.com", "updated_at": _ts(rng, d2)})
+        day2["customers"].append(
+            {**c, "email": f"new.{c['customer_id']}@example.com", "updated_at": _ts(rng, d2)}
+        )
     twice = day2["customers"][0]
     # The same key twice in one drop: the later updated_at must win.
-    day2["customers"].append({**twice, "last_name": "Twice-Updated",
-                              "updated_at": (datetime.fromisoformat(str(twice["updated_at"]))
-                                             + timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")})
+    day2["customers"].append(
+        {
+            **twice,
+            "last_name": "Twice-Updated",
+            "updated_at": (datetime.fromisoformat(str(twice["updated_at"])) + timedelta(minutes=5)).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            ),
+        }
+    )
     day2["customers"] += [customer(i, rng.randrange(1, 321), d2) for i in range(901, 941)]
     for s in rng.sample(day1["subscriptions"], 25):
         day2["subscriptions"].append({**s, "status": "cancelled", "updated_at": _ts(rng, d2)})
@@ -178,7 +242,9 @@ def check_warehouse(warehouse: Path, lake_root: str, schema: str = "main") -> li
         rows = []
         for table in TABLES:
             glob = f"{lake_root}/landing/{SOURCE}/{table}/**/*.parquet"
-            landed = con.execute("SELECT count(*) FROM read_parquet(?, union_by_name = true)", [glob]).fetchone()
+            landed = con.execute(
+                "SELECT count(*) FROM read_parquet(?, union_by_name = true)", [glob]
+            ).fetchone()
             curated = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
             rows.append(CheckRow(table, int(landed[0]), int(curated[0]), len(expected[table])))  # type: ignore[index]
         return rows

@@ -21,6 +21,11 @@ def table_dir(lake_root: str, source: str, table: str) -> str:
     return os.path.join(lake_root, "landing", source, table)
 
 
+def scratch_dir(lake_root: str, run_id: str) -> str:
+    """`<lake>/_tmp/<run_id>`: where engines stage files outside `landing/`; removed when the run ends."""
+    return os.path.join(lake_root, "_tmp", run_id)
+
+
 def partition_value(ingested_at: datetime) -> str:
     """The `_ingest_date=` partition a run writes to: the run's UTC date."""
     return ingested_at.strftime("%Y-%m-%d")

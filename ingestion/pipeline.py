@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from datetime import datetime, timezone
 from ingestion.config import CsvSourceConfig, CsvTableConfig, PipelineConfig
 from ingestion.engines import CsvBatch, Engine, get_engine
 from ingestion.errors import ConfigError, TidemarkError
-from ingestion.landing import new_run_id, remove_run_files, table_dir
+from ingestion.landing import new_run_id, remove_run_files, scratch_dir, table_dir
 from ingestion.logs import event
 from ingestion.plan import LandedBatch, TablePlan, next_state, plan_csv_table
 from ingestion.sources.csv import list_files
@@ -116,6 +117,7 @@ def run_pipeline(
     finally:
         if owned and engine is not None:
             engine.close()
+        shutil.rmtree(scratch_dir(lake, run_id), ignore_errors=True)
     event("run finished", run_id=run_id, ok=report.ok, failed=[t.name for t in report.failed])
     return report
 
@@ -141,8 +143,12 @@ def _run_table(
         outcome.files = len(plan.files)
         outcome.watermark = state.watermark if state else None
         if plan.changed:
-            event("files changed since they were landed; landing them again", logging.WARNING,
-                  table=outcome.name, files=list(plan.changed))
+            event(
+                "files changed since they were landed; landing them again",
+                logging.WARNING,
+                table=outcome.name,
+                files=list(plan.changed),
+            )
         if dry_run:
             outcome.status = "planned"
         elif plan.has_work:
@@ -162,10 +168,14 @@ def _run_table(
     event(
         f"table {outcome.status}",
         logging.ERROR if outcome.status == "failed" else logging.INFO,
-        table=outcome.name, files=outcome.files, rows_read=outcome.rows_read,
-        rows_landed=outcome.rows_landed, rows_deduplicated=outcome.rows_deduplicated,
+        table=outcome.name,
+        files=outcome.files,
+        rows_read=outcome.rows_read,
+        rows_landed=outcome.rows_landed,
+        rows_deduplicated=outcome.rows_deduplicated,
         watermark=outcome.watermark.value if outcome.watermark else None,
-        seconds=outcome.seconds, error=outcome.error,
+        seconds=outcome.seconds,
+        error=outcome.error,
     )
     return outcome
 
@@ -186,8 +196,11 @@ def _land(
         lake_root=lake,
     )
     if not table.cursor:
-        event("table has no cursor column: every changed file is landed whole", logging.WARNING,
-              table=f"{plan.source}.{plan.table}")
+        event(
+            "table has no cursor column: every changed file is landed whole",
+            logging.WARNING,
+            table=f"{plan.source}.{plan.table}",
+        )
     return engine.land_csv(batch)
 
 

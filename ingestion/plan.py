@@ -44,7 +44,9 @@ class LandedBatch:
         return self.rows_read - self.rows_landed
 
 
-def plan_csv_table(source: str, table: str, state: TableState | None, listing: Sequence[FileFacts]) -> TablePlan:
+def plan_csv_table(
+    source: str, table: str, state: TableState | None, listing: Sequence[FileFacts]
+) -> TablePlan:
     """Land every listed file the ledger has not seen with the same size and modification time."""
     ledger = state.files if state else {}
     todo, seen, changed = [], [], []

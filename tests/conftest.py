@@ -14,8 +14,12 @@ from ingestion.config import PipelineConfig, load_config
 from ingestion.demo import write_day
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_TABLES = {"accounts": "account_id", "customers": "customer_id", "subscriptions": "subscription_id",
-               "invoices": "invoice_id"}
+DEMO_TABLES = {
+    "accounts": "account_id",
+    "customers": "customer_id",
+    "subscriptions": "subscription_id",
+    "invoices": "invoice_id",
+}
 
 
 def demo_config_doc(inbox: Path, lake: Path, engine: str = "duckdb") -> dict[str, Any]:
@@ -24,11 +28,17 @@ def demo_config_doc(inbox: Path, lake: Path, engine: str = "duckdb") -> dict[str
         "engine": engine,
         "lake": {"root": str(lake)},
         "spark": {"master": "local[2]"},
-        "sources": [{
-            "name": "billing", "kind": "csv", "path": str(inbox / "billing"),
-            "tables": [{"name": t, "pattern": f"{t}_*.csv", "primary_key": [k], "cursor": "updated_at"}
-                       for t, k in DEMO_TABLES.items()],
-        }],
+        "sources": [
+            {
+                "name": "billing",
+                "kind": "csv",
+                "path": str(inbox / "billing"),
+                "tables": [
+                    {"name": t, "pattern": f"{t}_*.csv", "primary_key": [k], "cursor": "updated_at"}
+                    for t, k in DEMO_TABLES.items()
+                ],
+            }
+        ],
     }
 
 

@@ -10,8 +10,14 @@ from .conftest import REPO, demo_config_doc
 
 
 def cli(*args: str, cwd=REPO, env=None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ingestion", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ingestion", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=300,
+    )
 
 
 def test_help_lists_commands_and_every_run_option():
@@ -27,8 +33,10 @@ def test_help_lists_commands_and_every_run_option():
 
 
 def test_help_needs_neither_duckdb_nor_spark():
-    probe = ("import sys, ingestion.cli; "
-             "print(sorted(m for m in ('duckdb', 'pyspark', 'pyarrow') if m in sys.modules))")
+    probe = (
+        "import sys, ingestion.cli; "
+        "print(sorted(m for m in ('duckdb', 'pyspark', 'pyarrow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

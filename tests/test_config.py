@@ -15,8 +15,14 @@ from .conftest import REPO
 def minimal(**over):
     doc = {
         "pipeline": "p",
-        "sources": [{"name": "s", "kind": "csv", "path": "./in",
-                     "tables": [{"name": "t", "primary_key": "id", "cursor": "updated_at"}]}],
+        "sources": [
+            {
+                "name": "s",
+                "kind": "csv",
+                "path": "./in",
+                "tables": [{"name": "t", "primary_key": "id", "cursor": "updated_at"}],
+            }
+        ],
     }
     doc.update(over)
     return doc
@@ -32,7 +38,7 @@ def test_repository_config_is_valid():
 
 def test_defaults_and_single_key_shorthand():
     cfg = parse_config(minimal())
-    (_, table), = cfg.tables()
+    ((_, table),) = cfg.tables()
     assert table.primary_key == ("id",)
     assert table.glob == "t*.csv"
     assert cfg.env == "dev" and cfg.engine == "duckdb"
@@ -66,8 +72,12 @@ def test_duplicate_tables_are_rejected():
 def test_env_interpolation_with_default_and_missing(monkeypatch):
     monkeypatch.setenv("INBOX", "/data/in")
     monkeypatch.delenv("NOPE", raising=False)
-    cfg = parse_config(minimal(lake={"root": "${LAKE_X:-/tmp/lake}"},
-                               sources=[{**minimal()["sources"][0], "path": "${INBOX}/billing"}]))
+    cfg = parse_config(
+        minimal(
+            lake={"root": "${LAKE_X:-/tmp/lake}"},
+            sources=[{**minimal()["sources"][0], "path": "${INBOX}/billing"}],
+        )
+    )
     assert cfg.sources[0].path == "/data/in/billing"
     assert cfg.lake.root == "/tmp/lake"
     with pytest.raises(ConfigError, match=r"lake\.root: environment variable NOPE is not set"):

@@ -33,8 +33,13 @@ def project(tmp_path: Path, demo_inbox: Path, monkeypatch):
     lake = tmp_path / "lake"
     (tmp_path / "profiles").mkdir()
     shutil.copy(REPO / "profiles.yml.example", tmp_path / "profiles" / "profiles.yml")
-    env = {**os.environ, "TIDEMARK_LAKE": str(lake), "DBT_DUCKDB_PATH": str(tmp_path / "wh.duckdb"),
-           "DBT_TARGET": "local", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        "TIDEMARK_LAKE": str(lake),
+        "DBT_DUCKDB_PATH": str(tmp_path / "wh.duckdb"),
+        "DBT_TARGET": "local",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
 
     class Project:
         warehouse = tmp_path / "wh.duckdb"
@@ -46,9 +51,23 @@ def project(tmp_path: Path, demo_inbox: Path, monkeypatch):
 
         def dbt(self, *args: str) -> str:
             proc = subprocess.run(
-                [str(DBT), *args, "--project-dir", str(REPO), "--profiles-dir", str(tmp_path / "profiles"),
-                 "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")],
-                env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                [
+                    str(DBT),
+                    *args,
+                    "--project-dir",
+                    str(REPO),
+                    "--profiles-dir",
+                    str(tmp_path / "profiles"),
+                    "--target-path",
+                    str(tmp_path / "target"),
+                    "--log-path",
+                    str(tmp_path / "logs"),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=tmp_path,
             )
             assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
             return proc.stdout
@@ -58,7 +77,9 @@ def project(tmp_path: Path, demo_inbox: Path, monkeypatch):
             try:
                 rel = con.sql(f"select * from main.{name}")
                 key = KEYS[name]
-                return {r[rel.columns.index(key)]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()}
+                return {
+                    r[rel.columns.index(key)]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()
+                }
             finally:
                 con.close()
 
@@ -96,8 +117,12 @@ def test_cdc_models_track_the_source(project):
     assert_matches_truth(project, 2)
     accounts = project.table("accounts")
     assert sum(r["segment"] is not None for r in accounts.values()) == 50  # the new column arrived
-    assert project.table("customers")[next(k for k, r in truth(2)["customers"].items()
-                                           if r["last_name"] == "Twice-Updated")]["last_name"] == "Twice-Updated"
+    assert (
+        project.table("customers")[
+            next(k for k, r in truth(2)["customers"].items() if r["last_name"] == "Twice-Updated")
+        ]["last_name"]
+        == "Twice-Updated"
+    )
 
     # Re-running everything changes nothing.
     before = {t: project.table(t) for t in KEYS}

@@ -14,8 +14,14 @@ from ingestion.normalize import TYPE_RULES, choose_type, clean_column_name, clea
 
 @pytest.mark.parametrize(
     ("raw", "clean"),
-    [("First Name!", "first_name"), ("Account ID", "account_id"), ("  __E-mail__ ", "e_mail"),
-     ("updated_at", "updated_at"), ("Amount (EUR)", "amount_eur"), ("ÄÖÜ", "")],
+    [
+        ("First Name!", "first_name"),
+        ("Account ID", "account_id"),
+        ("  __E-mail__ ", "e_mail"),
+        ("updated_at", "updated_at"),
+        ("Amount (EUR)", "amount_eur"),
+        ("ÄÖÜ", ""),
+    ],
 )
 def test_clean_column_name(raw, clean):
     assert clean_column_name(raw) == clean
@@ -50,14 +56,22 @@ def test_choose_type_follows_rule_order():
 
 @pytest.mark.parametrize(
     ("rule", "good", "bad"),
-    [("bigint", ["1", "-20", "+3"], ["1.0", "1e3", "9999999999999999999", " 1"]),
-     ("double", ["1", "1.5", "-.5", "1e-3", "2."], ["nan", "1,5", "."]),
-     ("date", ["2026-01-31"], ["2026-1-31", "31.01.2026"]),
-     ("timestamp", ["2026-01-31 10:00:00", "2026-01-31T10:00", "2026-01-31 10:00:00.123456"],
-      ["2026-01-31 10:00:00Z"]),
-     ("timestamptz", ["2026-01-31T10:00:00Z", "2026-01-31 10:00:00+02:00", "2026-01-31 10:00:00-0530"],
-      ["2026-01-31 10:00:00"]),
-     ("boolean", ["true", "FALSE"], ["yes", "1"])],
+    [
+        ("bigint", ["1", "-20", "+3"], ["1.0", "1e3", "9999999999999999999", " 1"]),
+        ("double", ["1", "1.5", "-.5", "1e-3", "2."], ["nan", "1,5", "."]),
+        ("date", ["2026-01-31"], ["2026-1-31", "31.01.2026"]),
+        (
+            "timestamp",
+            ["2026-01-31 10:00:00", "2026-01-31T10:00", "2026-01-31 10:00:00.123456"],
+            ["2026-01-31 10:00:00Z"],
+        ),
+        (
+            "timestamptz",
+            ["2026-01-31T10:00:00Z", "2026-01-31 10:00:00+02:00", "2026-01-31 10:00:00-0530"],
+            ["2026-01-31 10:00:00"],
+        ),
+        ("boolean", ["true", "FALSE"], ["yes", "1"]),
+    ],
 )
 def test_type_patterns(rule, good, bad):
     pattern = re.compile(next(r.pattern for r in TYPE_RULES if r.name == rule))

@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.spark]
 # any case, time zones, an invalid date (→ string), an all-null column, a key twice with the same cursor.
 EDGE = (
     '"Order ID",Amount,Is Paid,Placed On,Placed At,Placed At (TZ),Note,Empty,Mixed\n'
-    "1,10,true,2026-01-01,2026-01-01 10:00:00,2026-01-01T10:00:00Z,\"hello, world\",,1\n"
-    "2,1e3,FALSE,2026-01-02,2026-01-01T11:30:00.250,2026-01-01 12:00:00+02:00,\"\",,2.5\n"
+    '1,10,true,2026-01-01,2026-01-01 10:00:00,2026-01-01T10:00:00Z,"hello, world",,1\n'
+    '2,1e3,FALSE,2026-01-02,2026-01-01T11:30:00.250,2026-01-01 12:00:00+02:00,"",,2.5\n'
     "2,7.25,true,2026-01-03,2026-01-01T11:30:00.250,2026-01-01 12:00:00+02:00,tie,,3\n"
     "3,,false,2026-02-30,2026-01-03 00:00:00,,multi word,,x\n"
     "4,-.5,True,,2026-01-04 00:00:00,2026-01-04T00:00:00-05:30,NULL,,\n"
@@ -58,6 +58,8 @@ def land_both(tmp_path: Path, doc_for, spark) -> tuple[Path, Path]:
         engine = DuckDBEngine() if name == "duckdb" else SparkEngine(cfg.spark, spark=spark)
         report = run_pipeline(cfg, engine=engine)
         assert report.ok, [t.error for t in report.failed]
+        scratch = lake / "_tmp"
+        assert not scratch.exists() or not any(scratch.iterdir()), "staged files left behind"
     return lakes["duckdb"], lakes["spark"]
 
 
@@ -81,19 +83,43 @@ def test_edge_cases_land_identically(tmp_path, spark, monkeypatch):
     (inbox / "orders_1.csv").write_text(EDGE)
 
     def doc(lake: Path) -> dict:
-        return {"pipeline": "edge", "lake": {"root": str(lake)},
-                "sources": [{"name": "shop", "kind": "csv", "path": str(inbox),
-                             "tables": [{"name": "orders", "primary_key": ["order_id"], "cursor": "placed_at",
-                                         "csv": {"null_values": ["", "NULL"]}}]}]}
+        return {
+            "pipeline": "edge",
+            "lake": {"root": str(lake)},
+            "sources": [
+                {
+                    "name": "shop",
+                    "kind": "csv",
+                    "path": str(inbox),
+                    "tables": [
+                        {
+                            "name": "orders",
+                            "primary_key": ["order_id"],
+                            "cursor": "placed_at",
+                            "csv": {"null_values": ["", "NULL"]},
+                        }
+                    ],
+                }
+            ],
+        }
 
     duck, spk = land_both(tmp_path, doc, spark)
     schema = file_schema(duck, "orders")
     assert schema == file_schema(spk, "orders")
     assert schema == {
-        "order_id": "int64", "amount": "double", "is_paid": "bool", "placed_on": "string",
-        "placed_at": "timestamp[us]", "placed_at_tz": "timestamp[us, tz=UTC]", "note": "string",
-        "empty": "string", "mixed": "string", "_run_id": "string", "_ingested_at": "timestamp[us, tz=UTC]",
-        "_source_file": "string", "_op": "string",
+        "order_id": "int64",
+        "amount": "double",
+        "is_paid": "bool",
+        "placed_on": "string",
+        "placed_at": "timestamp[us]",
+        "placed_at_tz": "timestamp[us, tz=UTC]",
+        "note": "string",
+        "empty": "string",
+        "mixed": "string",
+        "_run_id": "string",
+        "_ingested_at": "timestamp[us, tz=UTC]",
+        "_source_file": "string",
+        "_op": "string",
     }
     got = rows(duck, "orders")
     assert got == rows(spk, "orders")

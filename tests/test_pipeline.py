@@ -17,8 +17,10 @@ from .conftest import DEMO_TABLES, demo_config_doc
 
 def landed(lake: Path, table: str) -> list[dict]:
     con = duckdb.connect()
-    rel = con.sql(f"select * from read_parquet('{lake}/landing/billing/{table}/**/*.parquet', "
-                  "hive_partitioning = true, union_by_name = true)")
+    rel = con.sql(
+        f"select * from read_parquet('{lake}/landing/billing/{table}/**/*.parquet', "
+        "hive_partitioning = true, union_by_name = true)"
+    )
     return [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
 
 
@@ -28,8 +30,7 @@ def test_demo_days_land_incrementally(tmp_path, demo_inbox, write_config):
 
     first = run_pipeline(cfg)
     assert first.ok
-    assert {t.table: t.rows_landed for t in first.tables} == {
-        t: len(rows) for t, rows in truth(1).items()}
+    assert {t.table: t.rows_landed for t in first.tables} == {t: len(rows) for t, rows in truth(1).items()}
     accounts = landed(lake, "accounts")
     assert {r["_op"] for r in accounts} == {"u"}
     assert {r["_run_id"] for r in accounts} == {first.run_id}
@@ -40,7 +41,10 @@ def test_demo_days_land_incrementally(tmp_path, demo_inbox, write_config):
     state = LocalStateStore(str(lake), "billing_demo").read("billing", "accounts")
     assert state is not None and state.version == 1
     assert state.watermark.type == "timestamp"
-    assert state.watermark.value == max(str(r["updated_at"]) for r in truth(1)["accounts"].values()).replace(" ", "T") + ".000000"
+    assert (
+        state.watermark.value
+        == max(str(r["updated_at"]) for r in truth(1)["accounts"].values()).replace(" ", "T") + ".000000"
+    )
     assert set(state.files) == {"accounts_2026-01-01.csv"}
 
     again = run_pipeline(cfg)
@@ -56,7 +60,9 @@ def test_demo_days_land_incrementally(tmp_path, demo_inbox, write_config):
     twice = [r for r in landed(lake, "customers") if r["last_name"] == "Twice-Updated"]
     assert len(twice) == 1 and twice[0]["_run_id"] == second.run_id
     # the new column lands; older files simply lack it
-    segments = {r["account_id"]: r["segment"] for r in landed(lake, "accounts") if r["_run_id"] == second.run_id}
+    segments = {
+        r["account_id"]: r["segment"] for r in landed(lake, "accounts") if r["_run_id"] == second.run_id
+    }
     assert segments and all(segments.values())
     # every key of the source is in the lake
     for table, key in DEMO_TABLES.items():
@@ -66,17 +72,36 @@ def test_demo_days_land_incrementally(tmp_path, demo_inbox, write_config):
 def test_types_are_inferred_from_all_rows(tmp_path, write_config):
     inbox = tmp_path / "in"
     inbox.mkdir()
-    rows = ["id,amount,flag,day,at,label"] + [f"{i},{i},true,2026-01-0{1 + i % 9},2026-01-01 10:00:0{i % 10},x" for i in range(30000)]
+    rows = ["id,amount,flag,day,at,label"] + [
+        f"{i},{i},true,2026-01-0{1 + i % 9},2026-01-01 10:00:0{i % 10},x" for i in range(30000)
+    ]
     rows.append("30000,1.5,false,2026-02-30,2026-01-01T10:00:00,y")  # past any sniffer's sample
     (inbox / "t_1.csv").write_text("\n".join(rows) + "\n")
-    cfg = write_config({"pipeline": "p", "lake": {"root": str(tmp_path / "lake")},
-                        "sources": [{"name": "s", "kind": "csv", "path": str(inbox),
-                                     "tables": [{"name": "t", "primary_key": "id", "cursor": "at"}]}]})
+    cfg = write_config(
+        {
+            "pipeline": "p",
+            "lake": {"root": str(tmp_path / "lake")},
+            "sources": [
+                {
+                    "name": "s",
+                    "kind": "csv",
+                    "path": str(inbox),
+                    "tables": [{"name": "t", "primary_key": "id", "cursor": "at"}],
+                }
+            ],
+        }
+    )
     report = run_pipeline(cfg)
     assert report.ok, report.tables[0].error
     state = LocalStateStore(str(tmp_path / "lake"), "p").read("s", "t")
-    assert state.columns == {"id": "bigint", "amount": "double", "flag": "boolean", "day": "string",
-                             "at": "timestamp", "label": "string"}
+    assert state.columns == {
+        "id": "bigint",
+        "amount": "double",
+        "flag": "boolean",
+        "day": "string",
+        "at": "timestamp",
+        "label": "string",
+    }
 
 
 def test_a_failing_table_does_not_stop_the_others(tmp_path, demo_inbox, write_config):

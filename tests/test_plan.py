@@ -25,8 +25,9 @@ def test_first_run_is_full_and_lands_everything():
 
 
 def test_only_new_or_changed_files_are_landed():
-    state = TableState("p", "s", "t", version=1, files={
-        "a.csv": FileEntry(10, 1, "r1"), "b.csv": FileEntry(10, 1, "r1")})
+    state = TableState(
+        "p", "s", "t", version=1, files={"a.csv": FileEntry(10, 1, "r1"), "b.csv": FileEntry(10, 1, "r1")}
+    )
     plan = plan_csv_table("s", "t", state, [f("a.csv"), f("b.csv", size=11), f("c.csv")])
     assert plan.load_type == "incremental"
     assert [x.relpath for x in plan.files] == ["b.csv", "c.csv"]
@@ -35,11 +36,24 @@ def test_only_new_or_changed_files_are_landed():
 
 
 def test_next_state_advances_watermark_ledger_and_version():
-    state = TableState("p", "s", "t", version=3, watermark=Watermark("2026-01-01T00:00:00.000000", "timestamp"),
-                       committed_runs=("r1",), files={"a.csv": FileEntry(10, 1, "r1")}, columns={"id": "bigint"})
+    state = TableState(
+        "p",
+        "s",
+        "t",
+        version=3,
+        watermark=Watermark("2026-01-01T00:00:00.000000", "timestamp"),
+        committed_runs=("r1",),
+        files={"a.csv": FileEntry(10, 1, "r1")},
+        columns={"id": "bigint"},
+    )
     plan = plan_csv_table("s", "t", state, [f("a.csv"), f("b.csv")])
-    batch = LandedBatch(5, 4, Watermark("2026-01-02T00:00:00.000000", "timestamp"),
-                        {"id": "bigint", "x": "string"}, ("part.parquet",))
+    batch = LandedBatch(
+        5,
+        4,
+        Watermark("2026-01-02T00:00:00.000000", "timestamp"),
+        {"id": "bigint", "x": "string"},
+        ("part.parquet",),
+    )
     new = next_state("p", state, plan, batch, "r2", NOW)
     assert new.version == 4
     assert new.watermark == Watermark("2026-01-02T00:00:00.000000", "timestamp")
@@ -57,7 +71,7 @@ def test_an_older_batch_never_moves_the_watermark_back():
     assert max_watermark(Watermark("9", "bigint"), Watermark("10", "bigint")).value == "10"
 
 
-@given(st.lists(st.integers(min_value=-10**12, max_value=10**12), min_size=1))
+@given(st.lists(st.integers(min_value=-(10**12), max_value=10**12), min_size=1))
 def test_max_watermark_is_the_max_in_any_order(values):
     wm = None
     for v in values:

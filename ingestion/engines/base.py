@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from ingestion.config import CsvOptions
 from ingestion.errors import SchemaError
+from ingestion.landing import scratch_dir
 from ingestion.plan import LandedBatch
 from ingestion.sources.csv import FileFacts
 
@@ -30,7 +32,7 @@ class CsvBatch:
     @property
     def staging(self) -> str:
         """A scratch folder for this batch outside `landing/`, so dbt never sees half-written files."""
-        return f"{self.lake_root}/_tmp/{self.run_id}/{self.source}/{self.table}"
+        return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
 
 
 class Engine(Protocol):

@@ -166,4 +166,3 @@ class DuckDBEngine:
         expr = _CURSOR_TEXT.get(ctype, "CAST(max({c}) AS VARCHAR)").format(c=q(cursor))
         value = self.con.execute(f"SELECT {expr} FROM landed").fetchone()[0]  # type: ignore[index]
         return None if value is None else Watermark(value=str(value), type=ctype)
-

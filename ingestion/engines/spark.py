@@ -53,6 +53,7 @@ BASE_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.shuffle.partitions": "8",
     "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
     "spark.sql.ansi.enabled": "false",
 }
 
@@ -65,7 +66,9 @@ def bq(name: str) -> str:
 def java_available() -> bool:
     """Is there a Java runtime Spark can start (JAVA_HOME or `java` on PATH)?"""
     home = os.environ.get("JAVA_HOME")
-    return bool(home and os.path.exists(os.path.join(home, "bin", "java"))) or shutil.which("java") is not None
+    return (
+        bool(home and os.path.exists(os.path.join(home, "bin", "java"))) or shutil.which("java") is not None
+    )
 
 
 def get_spark(cfg: SparkConfig) -> SparkSession:
@@ -158,7 +161,9 @@ class SparkEngine:
             typed = raw.select(
                 *[F.expr(f"CAST({bq(c)} AS {SQL_TYPES[types[c]]})").alias(c) for c in columns],
                 F.lit(batch.run_id).alias(RUN_ID),
-                F.lit(batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp").alias(INGESTED_AT),
+                F.lit(batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f"))
+                .cast("timestamp")
+                .alias(INGESTED_AT),
                 F.col(SOURCE_FILE),
                 F.lit("u").alias(OP),
             )
@@ -201,9 +206,10 @@ class SparkEngine:
             col = F.col(bq(c))
             aggs.append(F.count(col))
             for rule in TYPE_RULES:
-                ok = col.rlike(f"^(?:{rule.pattern})$") & F.expr(
-                    f"try_cast({bq(c)} AS {SQL_TYPES[rule.name]})"
-                ).isNotNull()
+                ok = (
+                    col.rlike(f"^(?:{rule.pattern})$")
+                    & F.expr(f"try_cast({bq(c)} AS {SQL_TYPES[rule.name]})").isNotNull()
+                )
                 # min over booleans of the non-null values; null (no values) counts as "all matched".
                 aggs.append(F.coalesce(F.min(F.when(col.isNotNull(), ok)), F.lit(True)))
         row = raw.agg(*aggs).first()

@@ -35,5 +35,7 @@ def list_files(root: str, pattern: str) -> list[FileFacts]:
     for p in base.glob(pattern):
         if p.is_file() and not p.name.startswith("."):
             st = p.stat()
-            facts.append(FileFacts(p.relative_to(base).as_posix(), str(p.resolve()), st.st_size, st.st_mtime_ns))
+            facts.append(
+                FileFacts(p.relative_to(base).as_posix(), str(p.resolve()), st.st_size, st.st_mtime_ns)
+            )
     return sorted(facts)
