@@ -14,6 +14,8 @@ from rich.table import Table
 from ingestion import __version__
 from ingestion.errors import TidemarkError
 
+LOAD_TYPES = ("auto", "full", "incremental")
+
 app = typer.Typer(
     name="python -m ingestion",
     help="tidemark ingestion: land CSV files as a partitioned Parquet lake with per-table CDC state, "
@@ -92,6 +94,33 @@ def run(
             show_default=False,
         ),
     ] = None,
+    load_type: Annotated[
+        str | None,
+        typer.Option(
+            "--load-type",
+            help="auto: full without committed state, incremental with it. full: re-land every file and "
+            "reset the watermark. incremental: fail tables that have no state. Default: each table's "
+            "`load_type` in the config, else auto.",
+            show_default=False,
+        ),
+    ] = None,
+    pause: Annotated[
+        bool,
+        typer.Option(
+            "--pause",
+            help="Land data but commit no watermark and no file ledger (like a paused Glue bookmark): "
+            "the next run reads the same range again.",
+        ),
+    ] = False,
+    force_unlock: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--force-unlock",
+            help="Break the lease on this table (`source.table`) before running, e.g. after a run died on "
+            "another machine. Repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan only: list what would be landed, write nothing.")
     ] = False,
@@ -99,22 +128,41 @@ def run(
 ) -> None:
     """Land new source data into the lake and commit each table's watermark and file ledger.
 
-    Exit code 0 when every table landed or was up to date, 1 when any table failed (the others still
-    ran), 2 for a usage or config error.
+    Each table is leased, cleaned of files from runs that never committed, landed, and committed
+    atomically with its watermark. Exit code 0 when every table landed or was up to date, 1 when any
+    table failed or was locked by another run (the others still ran), 2 for a usage or config error.
     """
     from ingestion.config import load_config
     from ingestion.engines import ENGINES
     from ingestion.landing import new_run_id
     from ingestion.logs import setup_logging
-    from ingestion.pipeline import run_pipeline
+    from ingestion.pipeline import run_pipeline, select_tables, state_store
 
     if engine is not None and engine not in ENGINES:
         raise _fail(TidemarkError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}"))
+    if load_type is not None and load_type not in LOAD_TYPES:
+        raise _fail(
+            TidemarkError(f"unknown load type {load_type!r}", hint=f"use one of {', '.join(LOAD_TYPES)}")
+        )
     try:
         cfg = load_config(config, env=env)
         run_id = new_run_id(datetime.now(timezone.utc))
         log_path = None if dry_run else setup_logging(run_id, cfg.lake_root, verbose=verbose)
-        report = run_pipeline(cfg, engine_name=engine, tables=table, dry_run=dry_run, run_id=run_id)
+        if force_unlock:
+            store = state_store(cfg)
+            for src, tbl in select_tables(cfg, force_unlock):
+                lease = store.force_unlock(src.name, tbl.name)
+                what = f"run {lease.run_id} (since {lease.acquired_at})" if lease else "nobody"
+                out.print(f"unlocked {src.name}.{tbl.name}: was held by {what}", highlight=False)
+        report = run_pipeline(
+            cfg,
+            engine_name=engine,
+            tables=table,
+            dry_run=dry_run,
+            run_id=run_id,
+            load_type=load_type,
+            pause=pause,  # type: ignore[arg-type]
+        )
     except TidemarkError as exc:
         raise _fail(exc) from None
 
@@ -142,6 +190,38 @@ def run(
         out.print(f"log: {log_path}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def reset(
+    tables: Annotated[list[str], typer.Argument(help="Tables to forget: `table` or `source.table`.")],
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Forget tables' watermark, file ledger and column types: their next run is a full load.
+
+    Landed files stay in the lake (dbt dedups re-landed rows by key and cursor).
+    """
+    from ingestion.config import load_config
+    from ingestion.pipeline import select_tables, state_store
+
+    try:
+        cfg = load_config(config, env=env)
+        chosen = select_tables(cfg, tables)
+        names = ", ".join(f"{s.name}.{t.name}" for s, t in chosen)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise TidemarkError(f"reset {names}: refusing without confirmation", hint="add --yes")
+            typer.confirm(f"Forget the state of {names}? Their next run re-lands every file", abort=True)
+        store = state_store(cfg)
+        now = datetime.now(timezone.utc)
+        for src, tbl in chosen:
+            old = store.reset(src.name, tbl.name, now)
+            wm = old.watermark.value if old and old.watermark else "none"
+            out.print(f"reset {src.name}.{tbl.name} (watermark was {wm})", highlight=False)
+    except TidemarkError as exc:
+        raise _fail(exc) from None
 
 
 @app.command("demo-data")

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +24,8 @@ IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Engine = Literal["duckdb", "spark"]
+LoadType = Literal["auto", "full", "incremental"]
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 
 
 def _identifier(value: str) -> str:
@@ -58,7 +61,34 @@ class CsvTableConfig(_Model):
     pattern: str | None = Field(None, description="glob relative to the source path; default '<name>*.csv'")
     primary_key: tuple[Identifier, ...] = ()
     cursor: Identifier | None = None
+    load_type: LoadType = "auto"
+    lookback: str | float = Field(
+        0,
+        description="re-read this much before the watermark: a duration ('90s', '15m', '2h', '1d') for "
+        "time cursors, a number for numeric ones",
+    )
+    cursor_timezone: str | None = Field(None, description="IANA zone of a timestamp cursor without offset")
     csv: CsvOptions = CsvOptions()
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | float) -> str | float:
+        if isinstance(v, str) and not DURATION.fullmatch(v.strip()):
+            raise ValueError(f"{v!r} is not a duration: write e.g. '90s', '15m', '2h' or '1d'")
+        if not isinstance(v, str) and v < 0:
+            raise ValueError("lookback cannot be negative")
+        return v
+
+    @field_validator("cursor_timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)") from None
+        return v
 
     @field_validator("name", "cursor")
     @classmethod
@@ -131,6 +161,8 @@ class PipelineConfig(_Model):
     engine: Engine = "duckdb"
     lake: LakeConfig = LakeConfig()
     spark: SparkConfig = SparkConfig()
+    max_parallel_tables: int = Field(2, ge=1, le=64, description="tables landed at the same time")
+    lease_ttl_seconds: int = Field(3600, ge=10, description="a run's claim on a table lapses after this")
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
     # Kept for reference only: overrides are merged before validation.
     environments: dict[str, dict[str, Any]] = Field(default_factory=dict)

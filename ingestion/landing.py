@@ -36,6 +36,27 @@ def run_files(target: str, run_id: str) -> list[Path]:
     return sorted(Path(target).glob(f"{PARTITION_COLUMN}=*/part-{run_id}-*.parquet"))
 
 
+def run_id_of(path: Path) -> str | None:
+    """The run id in a landed file's name (`part-<run_id>-<n>.parquet`)."""
+    stem = path.name.removeprefix("part-").removesuffix(".parquet")
+    run_id, sep, n = stem.rpartition("-")
+    return run_id if sep and n.isdigit() and path.name.startswith("part-") else None
+
+
+def remove_orphans(target: str, committed: set[str]) -> list[str]:
+    """Delete landed files whose run never committed (a crashed or failed run); returns their paths.
+
+    Only safe while holding the table's lease: then no live run can be writing here.
+    """
+    removed = []
+    for f in sorted(Path(target).glob(f"{PARTITION_COLUMN}=*/part-*.parquet")):
+        run_id = run_id_of(f)
+        if run_id is not None and run_id not in committed:
+            f.unlink(missing_ok=True)
+            removed.append(str(f))
+    return removed
+
+
 def remove_run_files(target: str, run_id: str) -> int:
     """Delete what a run wrote under a table folder (a failed or abandoned run); returns the count."""
     files = run_files(target, run_id)

@@ -1,22 +1,32 @@
-"""One run of the pipeline: for each table, plan → extract/normalize/dedup/write → commit."""
+"""One run of the pipeline: for each table, lease → state → orphans → plan → land → commit → release.
+
+DESIGN.md "A run, per table" is this module. A crash before the commit leaves files of an uncommitted
+run, which the next run removes before writing; a crash after it only leaves the lease, which expires
+(or is taken over at once when its process is known to be dead).
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from ingestion.config import CsvSourceConfig, CsvTableConfig, PipelineConfig
+from ingestion.config import CsvSourceConfig, CsvTableConfig, LoadType, PipelineConfig
 from ingestion.engines import CsvBatch, Engine, get_engine
-from ingestion.errors import ConfigError, TidemarkError
-from ingestion.landing import new_run_id, remove_run_files, scratch_dir, table_dir
+from ingestion.errors import ConfigError, LeaseHeld, TidemarkError
+from ingestion.faults import checkpoint
+from ingestion.landing import new_run_id, remove_orphans, remove_run_files, scratch_dir, table_dir
 from ingestion.logs import event
-from ingestion.plan import LandedBatch, TablePlan, next_state, plan_csv_table
+from ingestion.plan import TablePlan, next_state, plan_csv_table
 from ingestion.sources.csv import list_files
-from ingestion.state import LocalStateStore, Watermark
+from ingestion.state import StateStore, TableState, Watermark
+
+log = logging.getLogger("tidemark")
 
 
 @dataclass
@@ -25,11 +35,14 @@ class TableOutcome:
 
     source: str
     table: str
-    status: str  # landed | up_to_date | failed | planned
+    status: str  # landed | up_to_date | planned | locked | failed
+    load_type: str = ""
     files: int = 0
     rows_read: int = 0
     rows_landed: int = 0
     rows_deduplicated: int = 0
+    rows_filtered: int = 0
+    orphans_removed: int = 0
     watermark: Watermark | None = None
     seconds: float = 0.0
     error: str | None = None
@@ -41,7 +54,7 @@ class TableOutcome:
 
 @dataclass
 class RunReport:
-    """What a run did, table by table; `ok` is false when any table failed."""
+    """What a run did, table by table; `ok` is false when any table failed or was locked."""
 
     run_id: str
     engine: str
@@ -50,11 +63,37 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return all(t.status != "failed" for t in self.tables)
+        return not self.failed
 
     @property
     def failed(self) -> list[TableOutcome]:
-        return [t for t in self.tables if t.status == "failed"]
+        return [t for t in self.tables if t.status in ("failed", "locked")]
+
+
+@dataclass
+class _Run:
+    """What every table of a run shares."""
+
+    cfg: PipelineConfig
+    store: StateStore
+    run_id: str
+    now: datetime
+    engine_name: str
+    load_type: LoadType | None
+    pause: bool
+    dry_run: bool
+    engine: Engine | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get_engine(self) -> Engine:
+        with self.lock:  # tables start in parallel; only one engine (one JVM) is made
+            if self.engine is None:
+                self.engine = get_engine(self.engine_name, self.cfg)
+            return self.engine
+
+    @property
+    def ttl(self) -> timedelta:
+        return timedelta(seconds=self.cfg.lease_ttl_seconds)
 
 
 def select_tables(
@@ -77,71 +116,127 @@ def select_tables(
     return chosen
 
 
+def state_store(cfg: PipelineConfig) -> StateStore:
+    """The pipeline's state store, in the lake's `_state/` folder."""
+    return StateStore(cfg.lake_root, cfg.pipeline)
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     *,
     engine_name: str | None = None,
     tables: Sequence[str] | None = None,
+    load_type: LoadType | None = None,
+    pause: bool = False,
     dry_run: bool = False,
     engine: Engine | None = None,
     run_id: str | None = None,
     on_table: Callable[[TableOutcome], None] | None = None,
 ) -> RunReport:
-    """Land every selected table; one table's failure is recorded and never stops the others."""
+    """Land every selected table, `max_parallel_tables` at a time.
+
+    One table's failure is recorded in its outcome and never stops, or rolls back, the others.
+    `load_type` overrides every table's configured one; `pause` lands data but commits no watermark.
+    """
     now = datetime.now(timezone.utc)
-    run_id = run_id or new_run_id(now)
-    engine_name = engine.name if engine else (engine_name or cfg.engine)
+    run = _Run(
+        cfg=cfg,
+        store=state_store(cfg),
+        run_id=run_id or new_run_id(now),
+        now=now,
+        engine_name=engine.name if engine else (engine_name or cfg.engine),
+        load_type=load_type,
+        pause=pause,
+        dry_run=dry_run,
+        engine=engine,
+    )
     lake = cfg.lake_root
     if "://" in lake:
         raise ConfigError(
-            f"lake root {lake}: only local folders are supported by this version",
+            f"lake root {lake}: landing data on object storage is not supported by this version",
             hint="set lake.root (or TIDEMARK_LAKE) to a local folder",
         )
     selected = select_tables(cfg, tables)
-    store = LocalStateStore(lake, cfg.pipeline)
-    report = RunReport(run_id=run_id, engine=engine_name, lake_root=lake)
-    owned = engine is None
-    event("run started", run_id=run_id, pipeline=cfg.pipeline, env=cfg.env, engine=engine_name, lake=lake)
-
-    def get() -> Engine:
-        nonlocal engine
-        engine = engine or get_engine(engine_name, cfg)
-        return engine
-
+    report = RunReport(run_id=run.run_id, engine=run.engine_name, lake_root=lake)
+    event(
+        "run started",
+        run_id=run.run_id,
+        pipeline=cfg.pipeline,
+        env=cfg.env,
+        engine=run.engine_name,
+        lake=lake,
+        tables=len(selected),
+        pause=pause or None,
+        load_type=load_type,
+    )
+    checkpoint("run_started")
     try:
-        for source, table in selected:
-            outcome = _run_table(cfg, store, source, table, run_id, now, dry_run, get)
-            report.tables.append(outcome)
-            if on_table:
-                on_table(outcome)
+        with ThreadPoolExecutor(max_workers=cfg.max_parallel_tables, thread_name_prefix="table") as pool:
+            futures = [pool.submit(_run_table, run, s, t) for s, t in selected]
+            for fut in futures:
+                outcome = fut.result()
+                report.tables.append(outcome)
+                if on_table:
+                    on_table(outcome)
     finally:
-        if owned and engine is not None:
-            engine.close()
-        shutil.rmtree(scratch_dir(lake, run_id), ignore_errors=True)
-    event("run finished", run_id=run_id, ok=report.ok, failed=[t.name for t in report.failed])
+        if engine is None and run.engine is not None:
+            run.engine.close()
+        shutil.rmtree(scratch_dir(lake, run.run_id), ignore_errors=True)
+        event(
+            "run finished",
+            run_id=run.run_id,
+            ok=report.ok,
+            failed={t.name: t.error for t in report.failed} or None,
+        )
+    checkpoint("run_finished")
     return report
 
 
-def _run_table(
-    cfg: PipelineConfig,
-    store: LocalStateStore,
-    source: CsvSourceConfig,
-    table: CsvTableConfig,
-    run_id: str,
-    now: datetime,
-    dry_run: bool,
-    engine: Callable[[], Engine],
-) -> TableOutcome:
-    """Plan, land and commit one table; errors end up in the outcome, never in the caller."""
+def _plan(run: _Run, source: CsvSourceConfig, table: CsvTableConfig, state: TableState | None) -> TablePlan:
+    listing = list_files(run.cfg.resolve(source.path), table.glob)
+    return plan_csv_table(
+        source.name,
+        table.name,
+        state,
+        listing,
+        load_type=run.load_type or table.load_type,
+        lookback=table.lookback,
+        has_cursor=table.cursor is not None,
+    )
+
+
+def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> TableOutcome:
+    """The commit protocol for one table; every error ends up in the outcome, none escapes."""
     started = time.monotonic()
     outcome = TableOutcome(source.name, table.name, status="up_to_date")
-    lake = cfg.lake_root
+    target = table_dir(run.cfg.lake_root, source.name, table.name)
+    held, committed = None, False
     try:
-        state = store.read(source.name, table.name)
-        listing = list_files(cfg.resolve(source.path), table.glob)
-        plan = plan_csv_table(source.name, table.name, state, listing)
+        # Look before taking the lease: a table with nothing new costs no write.
+        plan = _plan(run, source, table, run.store.read(source.name, table.name))
+        outcome.load_type = plan.load_type
         outcome.files = len(plan.files)
-        outcome.watermark = state.watermark if state else None
+        if run.dry_run or not plan.has_work:
+            outcome.status = "planned" if run.dry_run else "up_to_date"
+            state = run.store.read(source.name, table.name)
+            outcome.watermark = state.watermark if state else None
+            return outcome
+
+        held = run.store.acquire(source.name, table.name, run.run_id, run.now, run.ttl)
+        checkpoint("lease_acquired", table.name)
+        orphans = remove_orphans(target, set(held.state.committed_runs))
+        outcome.orphans_removed = len(orphans)
+        if orphans:
+            event(
+                "removed files of runs that never committed",
+                logging.WARNING,
+                table=outcome.name,
+                files=len(orphans),
+            )
+        checkpoint("orphans_removed", table.name)
+
+        plan = _plan(run, source, table, held.state)  # the state may have moved before we got the lease
+        outcome.load_type, outcome.files = plan.load_type, len(plan.files)
         if plan.changed:
             event(
                 "files changed since they were landed; landing them again",
@@ -149,63 +244,85 @@ def _run_table(
                 table=outcome.name,
                 files=list(plan.changed),
             )
-        if dry_run:
-            outcome.status = "planned"
-        elif plan.has_work:
-            batch = _land(engine(), plan, table, run_id, now, lake)
-            new_state = next_state(cfg.pipeline, state, plan, batch, run_id, now)
-            store.commit(new_state, expected_version=state.version if state else 0)
+        if not table.cursor:
+            event(
+                "no cursor column: every new file is landed whole and no watermark is kept",
+                logging.WARNING,
+                table=outcome.name,
+            )
+        if plan.has_work:
+            batch = run.get_engine().land_csv(
+                CsvBatch(
+                    source=source.name,
+                    table=table.name,
+                    files=plan.files,
+                    options=table.csv,
+                    primary_key=table.primary_key,
+                    cursor=table.cursor,
+                    run_id=run.run_id,
+                    ingested_at=run.now,
+                    target=target,
+                    lake_root=run.cfg.lake_root,
+                    lower_bound=plan.lower_bound,
+                )
+            )
+            checkpoint("batch_written", table.name)
+            new = next_state(
+                held.state,
+                plan,
+                batch,
+                run.run_id,
+                run.now,
+                cursor_timezone=table.cursor_timezone,
+                pause=run.pause,
+            )
+            held = run.store.commit(held, new)
+            committed = True
+            checkpoint("state_committed", table.name)
             outcome.status = "landed"
-            outcome.rows_read = batch.rows_read
-            outcome.rows_landed = batch.rows_landed
-            outcome.rows_deduplicated = batch.rows_deduplicated
-            outcome.watermark = new_state.watermark
+            outcome.rows_read, outcome.rows_landed = batch.rows_read, batch.rows_landed
+            outcome.rows_deduplicated, outcome.rows_filtered = batch.rows_deduplicated, batch.rows_filtered
+        outcome.watermark = held.state.watermark
+    except LeaseHeld as exc:
+        outcome.status, outcome.error = "locked", str(exc.message)
     except Exception as exc:  # even an engine bug must not stop the other tables
-        _fail(outcome, exc, lake, run_id)
+        outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, TidemarkError):
-            logging.getLogger("tidemark").debug("traceback", exc_info=True)
-    outcome.seconds = round(time.monotonic() - started, 3)
-    event(
-        f"table {outcome.status}",
-        logging.ERROR if outcome.status == "failed" else logging.INFO,
-        table=outcome.name,
-        files=outcome.files,
-        rows_read=outcome.rows_read,
-        rows_landed=outcome.rows_landed,
-        rows_deduplicated=outcome.rows_deduplicated,
-        watermark=outcome.watermark.value if outcome.watermark else None,
-        seconds=outcome.seconds,
-        error=outcome.error,
-    )
+            log.debug("traceback", exc_info=True)
+        if not committed:
+            # This run's files never counted; remove them now rather than at the next run.
+            remove_run_files(target, run.run_id)
+    finally:
+        if held is not None:
+            try:
+                run.store.release(held)
+                checkpoint("lease_released", table.name)
+            except TidemarkError as exc:
+                event(
+                    "could not release the lease; it expires by itself",
+                    logging.WARNING,
+                    table=outcome.name,
+                    error=str(exc),
+                )
+        outcome.seconds = round(time.monotonic() - started, 3)
+        _log_outcome(outcome)
     return outcome
 
 
-def _land(
-    engine: Engine, plan: TablePlan, table: CsvTableConfig, run_id: str, now: datetime, lake: str
-) -> LandedBatch:
-    batch = CsvBatch(
-        source=plan.source,
-        table=plan.table,
-        files=plan.files,
-        options=table.csv,
-        primary_key=table.primary_key,
-        cursor=table.cursor,
-        run_id=run_id,
-        ingested_at=now,
-        target=table_dir(lake, plan.source, plan.table),
-        lake_root=lake,
+def _log_outcome(o: TableOutcome) -> None:
+    level = {"failed": logging.ERROR, "locked": logging.ERROR}.get(o.status, logging.INFO)
+    event(
+        f"table {o.status}",
+        level,
+        table=o.name,
+        load_type=o.load_type or None,
+        files=o.files,
+        rows_read=o.rows_read,
+        rows_landed=o.rows_landed,
+        rows_deduplicated=o.rows_deduplicated,
+        rows_filtered=o.rows_filtered,
+        orphans_removed=o.orphans_removed or None,
+        watermark=o.watermark.value if o.watermark else None,
+        seconds=o.seconds,
+        error=o.error,
     )
-    if not table.cursor:
-        event(
-            "table has no cursor column: every changed file is landed whole",
-            logging.WARNING,
-            table=f"{plan.source}.{plan.table}",
-        )
-    return engine.land_csv(batch)
-
-
-def _fail(outcome: TableOutcome, exc: BaseException, lake: str, run_id: str) -> None:
-    outcome.status = "failed"
-    outcome.error = f"{type(exc).__name__}: {exc}"
-    # What this run wrote for the table is not committed: remove it so readers never see it.
-    remove_run_files(table_dir(lake, outcome.source, outcome.table), run_id)

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
 from typing import Literal
+from zoneinfo import ZoneInfo
 
+from ingestion.config import DURATION, LoadType
+from ingestion.errors import ConfigError, TidemarkError
 from ingestion.sources.csv import FileFacts
 from ingestion.state import FileEntry, TableState, Watermark
 
-LoadType = Literal["full", "incremental"]
+Effective = Literal["full", "incremental"]
+TIME_TYPES = ("timestamp", "timestamptz", "date")
+NUMERIC_TYPES = ("bigint", "double")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class NoState(TidemarkError):
+    """An incremental load was asked for a table that has never been landed."""
 
 
 @dataclass(frozen=True)
 class TablePlan:
-    """The files a run lands for one table, and why the others are left alone."""
+    """The files a run lands for one table, the rows it keeps, and why the rest is left alone."""
 
     source: str
     table: str
-    load_type: LoadType
+    load_type: Effective
     files: tuple[FileFacts, ...]
     already_landed: tuple[str, ...]
     changed: tuple[str, ...]  # landed before with another size or mtime: landed again
+    lower_bound: Watermark | None = None  # keep rows with cursor >= this (in the column's own terms)
 
     @property
     def has_work(self) -> bool:
@@ -31,24 +43,111 @@ class TablePlan:
 
 @dataclass(frozen=True)
 class LandedBatch:
-    """What an engine reports after writing a batch (the facts the commit needs)."""
+    """What an engine reports after writing a batch (the facts the commit needs).
+
+    `max_cursor` is in the column's own terms (naive timestamps as written in the source).
+    """
 
     rows_read: int
     rows_landed: int
     max_cursor: Watermark | None
     columns: dict[str, str]
     files_written: tuple[str, ...]
+    rows_filtered: int = 0  # older than the lower bound: landed by an earlier run
 
     @property
     def rows_deduplicated(self) -> int:
-        return self.rows_read - self.rows_landed
+        return self.rows_read - self.rows_filtered - self.rows_landed
+
+
+def parse_lookback(value: str | float, cursor_type: str) -> timedelta | float:
+    """The lookback as a timedelta for time cursors, a number for numeric ones."""
+    if cursor_type in NUMERIC_TYPES:
+        if isinstance(value, str):
+            raise ConfigError(
+                f"lookback {value!r} is a duration, but the cursor is {cursor_type}",
+                hint="give a number in the cursor's units",
+            )
+        return float(value)
+    if isinstance(value, str):
+        m = DURATION.fullmatch(value.strip())
+        assert m, value  # validated with the config
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    return timedelta(seconds=float(value))
+
+
+def _utc(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(timezone.utc)
+
+
+def _text(ts: datetime, *, utc: bool) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%f") + ("+00:00" if utc else "")
+
+
+def lower_bound(wm: Watermark, lookback: str | float) -> Watermark | None:
+    """Watermark minus lookback, in the column's own terms; rows at the bound itself are kept (>=)."""
+    back = parse_lookback(lookback, wm.type)
+    if wm.type == "bigint":
+        assert isinstance(back, float)
+        return replace(wm, value=str(int(wm.value) - math.ceil(back)))
+    if wm.type == "double":
+        assert isinstance(back, float)
+        return replace(wm, value=repr(float(wm.value) - back))
+    if wm.type not in TIME_TYPES:
+        return wm if wm.type == "string" else None
+    assert isinstance(back, timedelta)
+    if wm.type == "date":
+        days = math.ceil(back.total_seconds() / 86400)
+        return replace(wm, value=(date.fromisoformat(wm.value) - timedelta(days=days)).isoformat())
+    bound = _utc(wm.value) - back
+    if wm.type == "timestamptz":
+        return replace(wm, value=_text(bound, utc=True))
+    # A naive column compares in its own zone: the UTC bound is turned into that zone's wall clock.
+    local = bound.astimezone(ZoneInfo(wm.timezone or "UTC")).replace(tzinfo=None)
+    return replace(wm, value=_text(local, utc=False))
+
+
+def canonical_watermark(raw: Watermark | None, cursor_timezone: str | None, table: str) -> Watermark | None:
+    """An engine's max cursor as a watermark: timestamps in UTC, naive ones read in the declared zone."""
+    if raw is None:
+        return None
+    if raw.type == "timestamptz":
+        return replace(raw, value=_text(_utc(raw.value), utc=True))
+    if raw.type != "timestamp":
+        return raw
+    if not cursor_timezone:
+        raise ConfigError(
+            f"{table}: the cursor is a timestamp without time zone, so its watermark can't be placed in UTC",
+            hint="declare the zone the source writes it in: cursor_timezone: UTC (or e.g. Europe/Berlin)",
+        )
+    # fold=0 takes the earlier instant of a repeated wall-clock hour: the watermark errs low, never high.
+    local = datetime.fromisoformat(raw.value).replace(tzinfo=ZoneInfo(cursor_timezone), fold=0)
+    return Watermark(_text(local.astimezone(timezone.utc), utc=True), "timestamp", cursor_timezone)
 
 
 def plan_csv_table(
-    source: str, table: str, state: TableState | None, listing: Sequence[FileFacts]
+    source: str,
+    table: str,
+    state: TableState | None,
+    listing: Sequence[FileFacts],
+    *,
+    load_type: LoadType = "auto",
+    lookback: str | float = 0,
+    has_cursor: bool = True,
 ) -> TablePlan:
-    """Land every listed file the ledger has not seen with the same size and modification time."""
-    ledger = state.files if state else {}
+    """Choose the files to land and the cursor bound to keep rows from.
+
+    auto: full without committed state, incremental with it. full: every listed file, no bound.
+    incremental: files the ledger has not seen with the same size and mtime, rows >= watermark - lookback.
+    """
+    has_state = state is not None and state.has_data
+    if load_type == "incremental" and not has_state:
+        raise NoState(
+            f"{source}.{table} has no committed state, so there is nothing to be incremental from",
+            hint="run it once with --load-type auto (the default) or full",
+        )
+    effective: Effective = "full" if load_type == "full" or not has_state else "incremental"
+    ledger = state.files if state and effective == "incremental" else {}
     todo, seen, changed = [], [], []
     for f in listing:
         entry = ledger.get(f.relpath)
@@ -59,49 +158,53 @@ def plan_csv_table(
         else:
             todo.append(f)
             changed.append(f.relpath)
-    return TablePlan(
-        source=source,
-        table=table,
-        load_type="incremental" if state else "full",
-        files=tuple(todo),
-        already_landed=tuple(seen),
-        changed=tuple(changed),
-    )
-
-
-def _as_comparable(w: Watermark) -> object:
-    if w.type == "bigint":
-        return int(w.value)
-    if w.type == "double":
-        return float(w.value)
-    return w.value  # canonical ISO strings and plain strings order correctly as text
+    bound = None
+    if effective == "incremental" and has_cursor and state and state.watermark:
+        bound = lower_bound(state.watermark, lookback)
+    return TablePlan(source, table, effective, tuple(todo), tuple(seen), tuple(changed), bound)
 
 
 def max_watermark(old: Watermark | None, new: Watermark | None) -> Watermark | None:
-    """The later of two watermarks; a cursor whose type changed restarts from the new value."""
+    """The later of two canonical watermarks; a cursor whose type changed restarts from the new value."""
     if old is None or (new is not None and new.type != old.type):
         return new
     if new is None:
         return old
-    return new if _as_comparable(new) > _as_comparable(old) else old
+    key = {"bigint": int, "double": float}.get(old.type)
+    if key:
+        return new if key(new.value) > key(old.value) else old
+    if old.type in ("timestamp", "timestamptz"):
+        return new if _utc(new.value) > _utc(old.value) else old
+    return new if new.value > old.value else old
 
 
 def next_state(
-    pipeline: str,
-    state: TableState | None,
+    state: TableState,
     plan: TablePlan,
     batch: LandedBatch,
     run_id: str,
     now: datetime,
+    *,
+    cursor_timezone: str | None = None,
+    pause: bool = False,
 ) -> TableState:
-    """The state to commit once `batch` is landed: watermark, run id, ledger entries and columns advance."""
-    base = state or TableState(pipeline=pipeline, source=plan.source, table=plan.table)
-    files = dict(base.files)
+    """The state to commit once `batch` is landed.
+
+    The run id always joins the committed runs (its files now count). Unless paused, the ledger records
+    the files and the watermark advances; a full load resets the watermark to what it landed.
+    """
+    runs = (*state.committed_runs, run_id)
+    if pause:
+        return replace(state, committed_runs=runs, updated_at=now.isoformat())
+    landed = canonical_watermark(batch.max_cursor, cursor_timezone, f"{plan.source}.{plan.table}")
+    watermark = landed if plan.load_type == "full" else max_watermark(state.watermark, landed)
+    files = dict(state.files)
     files.update({f.relpath: FileEntry(f.size, f.mtime_ns, run_id) for f in plan.files})
-    return base.bump(
-        watermark=max_watermark(base.watermark, batch.max_cursor),
-        committed_runs=(*base.committed_runs, run_id),
+    return replace(
+        state,
+        watermark=watermark,
+        committed_runs=runs,
         files=files,
-        columns={**base.columns, **batch.columns},
+        columns={**state.columns, **batch.columns},
         updated_at=now.isoformat(),
     )

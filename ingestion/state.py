@@ -1,25 +1,38 @@
-"""Per-table CDC state (watermark, committed runs, file ledger, columns) and the store that keeps it."""
+"""Per-table CDC state and leases: one JSON document per table, every change a conditional write.
+
+The document holds the watermark, committed run ids, file ledger, column types and the lease. Because
+the lease lives in the same document, taking over an expired lease changes the document's token, and
+the old holder's commit (conditional on the token it last wrote) fails: the token is the fencing token.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
+import socket
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
-from ingestion.errors import StateConflict
+from ingestion.docstore import DocStore, PreconditionFailed, open_docstore
+from ingestion.errors import LeaseHeld, StateConflict
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+log = logging.getLogger("tidemark")
 
 
 @dataclass(frozen=True)
 class Watermark:
-    """The highest cursor value committed for a table, in its canonical string form (see engines)."""
+    """The highest cursor value committed for a table.
+
+    `value` is canonical text: timestamps in UTC (`2026-01-01T10:00:00.000000+00:00`), dates
+    `YYYY-MM-DD`, numbers as digits. `timezone` is the declared zone of a naive timestamp cursor.
+    """
 
     value: str
     type: str
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,32 @@ class FileEntry:
     size: int
     mtime_ns: int
     run_id: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who is working on a table, since when, and until when the claim holds without renewal."""
+
+    run_id: str
+    acquired_at: str
+    expires_at: str
+    host: str
+    pid: int
+
+    def expired(self, now: datetime) -> bool:
+        return now >= datetime.fromisoformat(self.expires_at)
+
+    def holder_is_dead(self) -> bool:
+        """A holder on this machine whose process is gone (killed, OOM) can't come back to commit."""
+        if self.host != socket.gethostname() or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
 
 @dataclass(frozen=True)
@@ -44,64 +83,168 @@ class TableState:
     files: dict[str, FileEntry] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)
     updated_at: str | None = None
+    lease: Lease | None = None
 
-    def to_json(self) -> str:
+    @property
+    def name(self) -> str:
+        return f"{self.source}.{self.table}"
+
+    @property
+    def has_data(self) -> bool:
+        """Has any run committed a watermark or files (an empty document holds only a lease)?"""
+        return self.watermark is not None or bool(self.files) or bool(self.committed_runs)
+
+    def to_json(self) -> bytes:
         doc: dict[str, Any] = {"format": STATE_FORMAT, **asdict(self)}
         doc["committed_runs"] = list(self.committed_runs)
-        return json.dumps(doc, indent=2, sort_keys=True)
+        return json.dumps(doc, indent=2, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, text: str) -> TableState:
-        doc = json.loads(text)
+    def from_json(cls, body: bytes | str) -> TableState:
+        doc = json.loads(body)
         doc.pop("format", None)
-        wm = doc.pop("watermark", None)
+        wm, lease = doc.pop("watermark", None), doc.pop("lease", None)
         files = {k: FileEntry(**v) for k, v in doc.pop("files", {}).items()}
+        runs = tuple(doc.pop("committed_runs", ()))
         return cls(
-            **{k: v for k, v in doc.items() if k != "committed_runs"},
+            **doc,
             watermark=Watermark(**wm) if wm else None,
-            committed_runs=tuple(doc.get("committed_runs", ())),
+            lease=Lease(**lease) if lease else None,
+            committed_runs=runs,
             files=files,
         )
 
-    def bump(self, **changes: Any) -> TableState:
-        """The next version of this state with `changes` applied."""
-        return replace(self, version=self.version + 1, **changes)
+
+@dataclass(frozen=True)
+class Held:
+    """A table's state as this run last wrote it, with the token its next write must present."""
+
+    state: TableState
+    token: str
 
 
-class LocalStateStore:
-    """State documents in `<lake>/_state/<pipeline>/<source>/<table>.json` on a local filesystem."""
+class StateStore:
+    """Table documents under `<lake>/_state/<pipeline>/<source>/<table>.json`, local or on S3."""
 
-    def __init__(self, lake_root: str, pipeline: str) -> None:
-        self.root = Path(lake_root) / "_state" / pipeline
+    def __init__(self, lake_root: str, pipeline: str, docs: DocStore | None = None) -> None:
         self.pipeline = pipeline
+        self.docs = docs or open_docstore(f"{lake_root.rstrip('/')}/_state")
 
-    def path(self, source: str, table: str) -> Path:
-        return self.root / source / f"{table}.json"
+    def key(self, source: str, table: str) -> str:
+        return f"{self.pipeline}/{source}/{table}.json"
+
+    def _get(self, source: str, table: str) -> tuple[TableState | None, str | None]:
+        doc = self.docs.get(self.key(source, table))
+        return (TableState.from_json(doc.body), doc.token) if doc else (None, None)
 
     def read(self, source: str, table: str) -> TableState | None:
-        """The table's committed state, or None when it was never landed (or was reset)."""
-        p = self.path(source, table)
-        try:
-            return TableState.from_json(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
+        """The table's current document, or None when no run ever touched it."""
+        return self._get(source, table)[0]
 
-    def commit(self, state: TableState, expected_version: int) -> None:
-        """Write `state` if the stored version is still `expected_version`; raise StateConflict if not."""
-        current = self.read(state.source, state.table)
-        found = current.version if current else 0
-        if found != expected_version:
+    def tables(self) -> list[TableState]:
+        """Every table document of the pipeline."""
+        out = []
+        for key in self.docs.list(self.pipeline):
+            doc = self.docs.get(key)
+            if doc:
+                out.append(TableState.from_json(doc.body))
+        return out
+
+    def acquire(self, source: str, table: str, run_id: str, now: datetime, ttl: timedelta) -> Held:
+        """Take the table's lease; raise LeaseHeld while another live run holds it."""
+        for _ in range(5):
+            state, token = self._get(source, table)
+            base = state or TableState(pipeline=self.pipeline, source=source, table=table)
+            held = base.lease
+            if held and held.run_id != run_id and not held.expired(now):
+                if not held.holder_is_dead():
+                    raise LeaseHeld(
+                        f"{base.name} is locked by run {held.run_id} since {held.acquired_at} "
+                        f"(host {held.host}, pid {held.pid}; the lease expires {held.expires_at})",
+                        hint=f"wait for that run, or if it is dead: python -m ingestion run --force-unlock {base.name}",
+                    )
+                log.warning(
+                    "taking over a lease whose process is gone",
+                    extra={"fields": {"table": base.name, "dead_run": held.run_id, "pid": held.pid}},
+                )
+            lease = Lease(run_id, now.isoformat(), (now + ttl).isoformat(), socket.gethostname(), os.getpid())
+            new = replace(base, version=base.version + 1, lease=lease)
+            try:
+                return Held(new, self.docs.put(self.key(source, table), new.to_json(), token=token))
+            except PreconditionFailed:
+                continue  # someone wrote in between: look again, it may now be leased
+        raise StateConflict(f"{source}.{table}: could not take the lease: its state keeps changing")
+
+    def renew(self, held: Held, now: datetime, ttl: timedelta) -> Held:
+        """Push the lease's expiry out; fails with StateConflict if the lease was taken over."""
+        assert held.state.lease is not None
+        lease = replace(held.state.lease, expires_at=(now + ttl).isoformat())
+        return self._write(held, replace(held.state, lease=lease))
+
+    def commit(self, held: Held, new: TableState) -> Held:
+        """Write the run's new state (still leased) if nobody else wrote since `held`."""
+        return self._write(held, replace(new, lease=held.state.lease))
+
+    def release(self, held: Held) -> None:
+        """Drop the lease; harmless if someone already took it over."""
+        try:
+            self._write(held, replace(held.state, lease=None))
+        except StateConflict:
+            log.warning("lease was taken over before release", extra={"fields": {"table": held.state.name}})
+
+    def _write(self, held: Held, new: TableState) -> Held:
+        new = replace(new, version=held.state.version + 1)
+        try:
+            token = self.docs.put(self.key(new.source, new.table), new.to_json(), token=held.token)
+        except PreconditionFailed:
+            current = self.read(new.source, new.table)
+            who = current.lease.run_id if current and current.lease else "nobody"
             raise StateConflict(
-                f"state of {state.source}.{state.table} moved from version {expected_version} to {found} "
-                "while this run was landing it; nothing was committed",
-                hint="another run landed this table at the same time; rerun to pick up where it left off",
+                f"{new.name}: state changed under run {held.state.lease.run_id if held.state.lease else '?'} "
+                f"(now version {current.version if current else 0}, leased by {who}); nothing was committed",
+                hint="another run took this table over (its lease expired or was force-unlocked); rerun",
+            ) from None
+        return Held(new, token)
+
+    def force_unlock(self, source: str, table: str) -> Lease | None:
+        """Remove a table's lease whoever holds it; returns the lease that was removed."""
+        for _ in range(5):
+            state, token = self._get(source, table)
+            if state is None or state.lease is None:
+                return None
+            try:
+                self.docs.put(
+                    self.key(source, table),
+                    replace(state, version=state.version + 1, lease=None).to_json(),
+                    token=token,
+                )
+                return state.lease
+            except PreconditionFailed:
+                continue
+        raise StateConflict(f"{source}.{table}: could not unlock: its state keeps changing")
+
+    def reset(self, source: str, table: str, now: datetime) -> TableState | None:
+        """Forget watermark, file ledger and columns; keep the committed run ids (they vouch for landed files)."""
+        for _ in range(5):
+            state, token = self._get(source, table)
+            if state is None:
+                return None
+            if state.lease and not state.lease.expired(now) and not state.lease.holder_is_dead():
+                raise LeaseHeld(
+                    f"{state.name} is locked by run {state.lease.run_id} since {state.lease.acquired_at}",
+                    hint="reset it when that run has finished",
+                )
+            fresh = TableState(
+                self.pipeline,
+                source,
+                table,
+                version=state.version + 1,
+                committed_runs=state.committed_runs,
+                updated_at=now.isoformat(),
             )
-        p = self.path(state.source, state.table)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename so a reader never sees half a document.
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(state.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+            try:
+                self.docs.put(self.key(source, table), fresh.to_json(), token=token)
+                return state
+            except PreconditionFailed:
+                continue
+        raise StateConflict(f"{source}.{table}: could not reset: its state keeps changing")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,13 @@ def demo_config_doc(inbox: Path, lake: Path, engine: str = "duckdb") -> dict[str
                 "kind": "csv",
                 "path": str(inbox / "billing"),
                 "tables": [
-                    {"name": t, "pattern": f"{t}_*.csv", "primary_key": [k], "cursor": "updated_at"}
+                    {
+                        "name": t,
+                        "pattern": f"{t}_*.csv",
+                        "primary_key": [k],
+                        "cursor": "updated_at",
+                        "cursor_timezone": "UTC",
+                    }
                     for t, k in DEMO_TABLES.items()
                 ],
             }
@@ -75,3 +85,54 @@ def spark() -> Iterator[Any]:
     yield session
     session.stop()
     shutil.rmtree(REPO / "spark-warehouse", ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 server as a separate process on 127.0.0.1; skips when it can't be started."""
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists():
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.skip(f"moto_server did not start on 127.0.0.1:{port}")
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, monkeypatch) -> str:
+    """A fresh bucket on the moto server; boto3 in this process is pointed at it."""
+    import uuid
+
+    import boto3
+
+    for key, value in {
+        "AWS_ENDPOINT_URL_S3": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    name = f"tidemark-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name

@@ -11,7 +11,7 @@ import pytest
 from ingestion.demo import write_day
 from ingestion.engines.duckdb import DuckDBEngine
 from ingestion.pipeline import run_pipeline
-from ingestion.state import LocalStateStore
+from ingestion.state import StateStore
 
 from .conftest import DEMO_TABLES, demo_config_doc
 
@@ -71,8 +71,8 @@ def test_demo_data_lands_identically(tmp_path, demo_inbox, spark, monkeypatch):
         assert file_schema(duck, table) == file_schema(spk, table), table
         assert rows(duck, table) == rows(spk, table), table
     for table in DEMO_TABLES:
-        a = LocalStateStore(str(duck), "billing_demo").read("billing", table)
-        b = LocalStateStore(str(spk), "billing_demo").read("billing", table)
+        a = StateStore(str(duck), "billing_demo").read("billing", table)
+        b = StateStore(str(spk), "billing_demo").read("billing", table)
         assert (a.watermark, a.columns) == (b.watermark, b.columns)
 
 
@@ -96,6 +96,7 @@ def test_edge_cases_land_identically(tmp_path, spark, monkeypatch):
                             "name": "orders",
                             "primary_key": ["order_id"],
                             "cursor": "placed_at",
+                            "cursor_timezone": "UTC",
                             "csv": {"null_values": ["", "NULL"]},
                         }
                     ],
@@ -131,7 +132,7 @@ def test_edge_cases_land_identically(tmp_path, spark, monkeypatch):
     assert by_key[1]["note"] == "hello, world"
     assert by_key[4]["note"] is None  # a configured null token
     assert str(by_key[4]["placed_at_tz"]).startswith("2026-01-04 05:30:00")
-    a = LocalStateStore(str(duck), "edge").read("shop", "orders")
-    b = LocalStateStore(str(spk), "edge").read("shop", "orders")
+    a = StateStore(str(duck), "edge").read("shop", "orders")
+    b = StateStore(str(spk), "edge").read("shop", "orders")
     assert a.watermark == b.watermark
-    assert a.watermark.value == "2026-01-04T00:00:00.000000"
+    assert a.watermark.value == "2026-01-04T00:00:00.000000+00:00"

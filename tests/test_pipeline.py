@@ -10,7 +10,7 @@ import pytest
 
 from ingestion.demo import truth, write_day
 from ingestion.pipeline import run_pipeline
-from ingestion.state import LocalStateStore
+from ingestion.state import StateStore
 
 from .conftest import DEMO_TABLES, demo_config_doc
 
@@ -38,12 +38,14 @@ def test_demo_days_land_incrementally(tmp_path, demo_inbox, write_config):
     files = list((lake / "landing/billing/accounts").glob("_ingest_date=*/part-*.parquet"))
     assert files and all(p.name.startswith(f"part-{first.run_id}-") for p in files)
 
-    state = LocalStateStore(str(lake), "billing_demo").read("billing", "accounts")
-    assert state is not None and state.version == 1
-    assert state.watermark.type == "timestamp"
+    state = StateStore(str(lake), "billing_demo").read("billing", "accounts")
+    assert state is not None and state.lease is None
+    assert state.committed_runs == (first.run_id,)
+    assert (state.watermark.type, state.watermark.timezone) == ("timestamp", "UTC")
     assert (
         state.watermark.value
-        == max(str(r["updated_at"]) for r in truth(1)["accounts"].values()).replace(" ", "T") + ".000000"
+        == max(str(r["updated_at"]) for r in truth(1)["accounts"].values()).replace(" ", "T")
+        + ".000000+00:00"
     )
     assert set(state.files) == {"accounts_2026-01-01.csv"}
 
@@ -86,14 +88,14 @@ def test_types_are_inferred_from_all_rows(tmp_path, write_config):
                     "name": "s",
                     "kind": "csv",
                     "path": str(inbox),
-                    "tables": [{"name": "t", "primary_key": "id", "cursor": "at"}],
+                    "tables": [{"name": "t", "primary_key": "id", "cursor": "at", "cursor_timezone": "UTC"}],
                 }
             ],
         }
     )
     report = run_pipeline(cfg)
     assert report.ok, report.tables[0].error
-    state = LocalStateStore(str(tmp_path / "lake"), "p").read("s", "t")
+    state = StateStore(str(tmp_path / "lake"), "p").read("s", "t")
     assert state.columns == {
         "id": "bigint",
         "amount": "double",
@@ -115,7 +117,8 @@ def test_a_failing_table_does_not_stop_the_others(tmp_path, demo_inbox, write_co
     assert [t.status for t in others] == ["landed"] * 3
     # nothing of the failed table is left in the lake, and its state was not written
     assert not list((tmp_path / "lake/landing/billing/accounts").glob("**/*.parquet"))
-    assert LocalStateStore(str(tmp_path / "lake"), "billing_demo").read("billing", "accounts") is None
+    state = StateStore(str(tmp_path / "lake"), "billing_demo").read("billing", "accounts")
+    assert state is not None and not state.has_data and state.lease is None
 
 
 def test_missing_inbox_is_a_clear_table_failure(tmp_path, write_config):

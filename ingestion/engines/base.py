@@ -12,6 +12,7 @@ from ingestion.errors import SchemaError
 from ingestion.landing import scratch_dir
 from ingestion.plan import LandedBatch
 from ingestion.sources.csv import FileFacts
+from ingestion.state import Watermark
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class CsvBatch:
     ingested_at: datetime  # UTC, tz-aware
     target: str  # <lake>/landing/<source>/<table>
     lake_root: str
+    # Keep rows whose cursor is >= this value (or null); None keeps every row.
+    lower_bound: Watermark | None = None
 
     @property
     def staging(self) -> str:
@@ -63,4 +66,14 @@ def require_columns(batch: CsvBatch, columns: list[str]) -> None:
             f"{batch.source}.{batch.table}: configured key/cursor columns {missing} are not in the files "
             f"(columns after name cleaning: {columns})",
             hint="fix primary_key/cursor in the config to use the cleaned column names",
+        )
+
+
+def check_bound_type(batch: CsvBatch, types: dict[str, str]) -> None:
+    """The bound must be of the type the batch's cursor column was inferred as."""
+    if batch.lower_bound and batch.cursor and types.get(batch.cursor) != batch.lower_bound.type:
+        raise SchemaError(
+            f"{batch.source}.{batch.table}: cursor {batch.cursor} is {types.get(batch.cursor)} in the new "
+            f"files but {batch.lower_bound.type} in the committed watermark",
+            hint="fix the files, or re-land the table with --load-type full",
         )

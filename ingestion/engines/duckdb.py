@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import duckdb
 
-from ingestion.engines.base import CsvBatch, require_columns, sql_string
+from ingestion.engines.base import CsvBatch, check_bound_type, require_columns, sql_string
 from ingestion.errors import EngineError, SourceError
 from ingestion.landing import partition_value, run_files
 from ingestion.normalize import (
@@ -33,12 +34,13 @@ SQL_TYPES = {
     "timestamptz": "TIMESTAMPTZ",
     STRING: "VARCHAR",
 }
-# Canonical watermark text per type; identical to the Spark engine's.
+# Canonical max-cursor text per type; identical to the Spark engine's.
 _CURSOR_TEXT = {
     "timestamp": "strftime(max({c}), '%Y-%m-%dT%H:%M:%S.%f')",
     "timestamptz": "strftime(max({c}), '%Y-%m-%dT%H:%M:%S.%f') || '+00:00'",
     "date": "strftime(max({c}), '%Y-%m-%d')",
 }
+_batch_ids = itertools.count()
 
 
 def q(name: str) -> str:
@@ -47,122 +49,141 @@ def q(name: str) -> str:
 
 
 class DuckDBEngine:
-    """Lands batches with an in-memory DuckDB connection (spills to disk when a batch outgrows memory)."""
+    """Lands batches in process; each batch gets its own connection, so tables can land in parallel."""
 
     name = "duckdb"
 
     def __init__(self) -> None:
-        self.con = duckdb.connect(":memory:")
-        self.con.execute("SET TimeZone = 'UTC'")
+        self.db = duckdb.connect(":memory:")
 
     def close(self) -> None:
-        self.con.close()
-
-    def _read_file_sql(self, path: str, relpath: str, batch: CsvBatch) -> tuple[str, list[str]]:
-        o = batch.options
-        reader = (
-            f"read_csv({sql_string(path)}, all_varchar = true, header = {str(o.header).lower()}, "
-            f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, "
-            f"escape = {sql_string(o.escape)}, encoding = {sql_string(o.encoding.replace('-sig', ''))})"
-        )
-        try:
-            raw = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
-        except duckdb.Error as exc:
-            raise SourceError(f"{relpath}: cannot read the CSV file: {exc}") from None
-        cleaned = clean_header(raw, file=relpath)
-        nulls = [sql_string(v) for v in o.null_values]
-        cols = []
-        for r, c in zip(raw, cleaned, strict=True):
-            expr = q(r)
-            if nulls:
-                expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
-            cols.append(f"{expr} AS {q(c)}")
-        sql = f"SELECT {', '.join(cols)}, {sql_string(relpath)} AS {SOURCE_FILE} FROM {reader}"
-        return sql, cleaned
+        self.db.close()
 
     def land_csv(self, batch: CsvBatch) -> LandedBatch:
         """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`."""
-        con = self.con
+        con = self.db.cursor()  # a connection of its own: temp tables and settings stay per batch
+        n = next(_batch_ids)
+        raw, kept, landed = f"raw_{n}", f"kept_{n}", f"landed_{n}"
         try:
+            con.execute("SET TimeZone = 'UTC'")
             selects, headers = [], []
             for f in batch.files:
-                sql, cleaned = self._read_file_sql(f.path, f.relpath, batch)
+                sql, cleaned = _read_file_sql(con, f.path, f.relpath, batch)
                 selects.append(sql)
                 headers.append(cleaned)
             columns = union_columns(headers)
             require_columns(batch, columns)
-            con.execute("CREATE OR REPLACE TEMP TABLE raw AS " + "\nUNION ALL BY NAME\n".join(selects))
-            rows_read = con.execute("SELECT count(*) FROM raw").fetchone()[0]  # type: ignore[index]
-            types = self._infer(columns)
+            con.execute(f"CREATE TEMP TABLE {raw} AS " + "\nUNION ALL BY NAME\n".join(selects))
+            rows_read = _count(con, raw)
+            types = _infer(con, raw, columns)
+            check_bound_type(batch, types)
 
             typed = ", ".join(f"CAST({q(c)} AS {SQL_TYPES[types[c]]}) AS {q(c)}" for c in columns)
             ingested = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
             select = (
                 f"SELECT {typed}, {sql_string(batch.run_id)} AS {RUN_ID}, "
-                f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, {SOURCE_FILE}, 'u' AS {OP} FROM raw"
+                f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, {SOURCE_FILE}, 'u' AS {OP} FROM {raw}"
             )
+            # Filter and dedup see the typed columns: in the SELECT above they would see the raw text.
+            select = f"SELECT * FROM ({select}) AS typed"
+            if batch.lower_bound and batch.cursor:
+                bound = f"CAST({sql_string(batch.lower_bound.value)} AS {SQL_TYPES[types[batch.cursor]]})"
+                select += f" WHERE {q(batch.cursor)} IS NULL OR {q(batch.cursor)} >= {bound}"
+            con.execute(f"CREATE TEMP VIEW {kept} AS {select}")
+            rows_kept = _count(con, kept)
+            dedup = f"SELECT * FROM {kept}"
             if batch.primary_key:
-                # Dedup over the typed columns (a window in the same SELECT would sort the raw text).
-                select = (
-                    f"SELECT * FROM ({select}) AS typed "
-                    f"QUALIFY row_number() OVER ({self._dedup_window(batch, columns)}) = 1"
-                )
-            con.execute(f"CREATE OR REPLACE TEMP TABLE landed AS {select}")
-            rows_landed = con.execute("SELECT count(*) FROM landed").fetchone()[0]  # type: ignore[index]
-            max_cursor = self._max_cursor(batch.cursor, types)
+                dedup += f" QUALIFY row_number() OVER ({_dedup_window(batch, columns)}) = 1"
+            con.execute(f"CREATE TEMP TABLE {landed} AS {dedup}")
+            rows_landed = _count(con, landed)
+            max_cursor = _max_cursor(con, landed, batch.cursor, types)
             Path(batch.target).mkdir(parents=True, exist_ok=True)
             pattern = sql_string(f"part-{batch.run_id}-{{i}}")
             con.execute(
                 f"COPY (SELECT *, {sql_string(partition_value(batch.ingested_at))} AS {PARTITION_COLUMN} "
-                f"FROM landed) TO {sql_string(batch.target)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
+                f"FROM {landed}) TO {sql_string(batch.target)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
                 f"FILENAME_PATTERN {pattern}, OVERWRITE_OR_IGNORE true)"
             )
         except duckdb.Error as exc:
             raise EngineError(f"{batch.source}.{batch.table}: DuckDB failed: {exc}") from exc
         finally:
-            con.execute("DROP TABLE IF EXISTS raw; DROP TABLE IF EXISTS landed")
+            con.close()
         return LandedBatch(
             rows_read=rows_read,
             rows_landed=rows_landed,
+            rows_filtered=rows_read - rows_kept,
             max_cursor=max_cursor,
             columns=types,
             files_written=tuple(str(p) for p in run_files(batch.target, batch.run_id)),
         )
 
-    def _infer(self, columns: list[str]) -> dict[str, str]:
-        """One scan: for each column and rule, do all non-null values match and cast?"""
-        checks = []
-        for c in columns:
-            checks.append(f"count({q(c)})")
-            for rule in TYPE_RULES:
-                checks.append(
-                    # FILTER, not a null-tolerant AND: for a null value `NULL AND false` is false.
-                    f"coalesce(bool_and(regexp_full_match({q(c)}, {sql_string(rule.pattern)}) "
-                    f"AND TRY_CAST({q(c)} AS {SQL_TYPES[rule.name]}) IS NOT NULL) "
-                    f"FILTER (WHERE {q(c)} IS NOT NULL), true)"
-                )
-        row = self.con.execute(f"SELECT {', '.join(checks)} FROM raw").fetchone()
-        assert row is not None
-        types, width = {}, len(TYPE_RULES) + 1
-        for i, c in enumerate(columns):
-            chunk = row[i * width : (i + 1) * width]
-            types[c] = choose_type(
-                {rule.name: bool(ok) for rule, ok in zip(TYPE_RULES, chunk[1:], strict=True)}, int(chunk[0])
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+
+def _read_file_sql(
+    con: duckdb.DuckDBPyConnection, path: str, relpath: str, batch: CsvBatch
+) -> tuple[str, list[str]]:
+    """A SELECT reading one file as text with cleaned column names, null tokens mapped, source file added."""
+    o = batch.options
+    reader = (
+        f"read_csv({sql_string(path)}, all_varchar = true, header = {str(o.header).lower()}, "
+        f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, "
+        f"escape = {sql_string(o.escape)}, encoding = {sql_string(o.encoding.replace('-sig', ''))})"
+    )
+    try:
+        raw = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+    except duckdb.Error as exc:
+        raise SourceError(f"{relpath}: cannot read the CSV file: {exc}") from None
+    cleaned = clean_header(raw, file=relpath)
+    nulls = [sql_string(v) for v in o.null_values]
+    cols = []
+    for r, c in zip(raw, cleaned, strict=True):
+        expr = q(r)
+        if nulls:
+            expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
+        cols.append(f"{expr} AS {q(c)}")
+    return f"SELECT {', '.join(cols)}, {sql_string(relpath)} AS {SOURCE_FILE} FROM {reader}", cleaned
+
+
+def _infer(con: duckdb.DuckDBPyConnection, raw: str, columns: list[str]) -> dict[str, str]:
+    """One scan: for each column and rule, do all non-null values match and cast?"""
+    checks = []
+    for c in columns:
+        checks.append(f"count({q(c)})")
+        for rule in TYPE_RULES:
+            # FILTER, not a null-tolerant AND: for a null value `NULL AND false` is false.
+            checks.append(
+                f"coalesce(bool_and(regexp_full_match({q(c)}, {sql_string(rule.pattern)}) "
+                f"AND TRY_CAST({q(c)} AS {SQL_TYPES[rule.name]}) IS NOT NULL) "
+                f"FILTER (WHERE {q(c)} IS NOT NULL), true)"
             )
-        return types
+    row = con.execute(f"SELECT {', '.join(checks)} FROM {raw}").fetchone()
+    assert row is not None
+    types, width = {}, len(TYPE_RULES) + 1
+    for i, c in enumerate(columns):
+        chunk = row[i * width : (i + 1) * width]
+        types[c] = choose_type(
+            {rule.name: bool(ok) for rule, ok in zip(TYPE_RULES, chunk[1:], strict=True)}, int(chunk[0])
+        )
+    return types
 
-    @staticmethod
-    def _dedup_window(batch: CsvBatch, columns: list[str]) -> str:
-        # Latest cursor wins, then the later file, then the greatest row: deterministic on any engine.
-        order = [f"{q(batch.cursor)} DESC NULLS LAST"] if batch.cursor else []
-        order.append(f"{SOURCE_FILE} DESC")
-        order += [f"{q(c)} DESC NULLS LAST" for c in columns if c not in batch.primary_key]
-        return f"PARTITION BY {', '.join(q(k) for k in batch.primary_key)} ORDER BY {', '.join(order)}"
 
-    def _max_cursor(self, cursor: str | None, types: dict[str, str]) -> Watermark | None:
-        if not cursor:
-            return None
-        ctype = types[cursor]
-        expr = _CURSOR_TEXT.get(ctype, "CAST(max({c}) AS VARCHAR)").format(c=q(cursor))
-        value = self.con.execute(f"SELECT {expr} FROM landed").fetchone()[0]  # type: ignore[index]
-        return None if value is None else Watermark(value=str(value), type=ctype)
+def _dedup_window(batch: CsvBatch, columns: list[str]) -> str:
+    """Latest cursor wins, then the later file, then the greatest row: deterministic on any engine."""
+    order = [f"{q(batch.cursor)} DESC NULLS LAST"] if batch.cursor else []
+    order.append(f"{SOURCE_FILE} DESC")
+    order += [f"{q(c)} DESC NULLS LAST" for c in columns if c not in batch.primary_key]
+    return f"PARTITION BY {', '.join(q(k) for k in batch.primary_key)} ORDER BY {', '.join(order)}"
+
+
+def _max_cursor(
+    con: duckdb.DuckDBPyConnection, table: str, cursor: str | None, types: dict[str, str]
+) -> Watermark | None:
+    if not cursor:
+        return None
+    ctype = types[cursor]
+    expr = _CURSOR_TEXT.get(ctype, "CAST(max({c}) AS VARCHAR)").format(c=q(cursor))
+    value = con.execute(f"SELECT {expr} FROM {table}").fetchone()[0]  # type: ignore[index]
+    return None if value is None else Watermark(value=str(value), type=ctype)

@@ -12,7 +12,7 @@ from functools import reduce
 from typing import TYPE_CHECKING, Any
 
 from ingestion.config import SparkConfig
-from ingestion.engines.base import CsvBatch, require_columns
+from ingestion.engines.base import CsvBatch, check_bound_type, require_columns
 from ingestion.errors import EngineError
 from ingestion.landing import partition_value, publish_staged
 from ingestion.normalize import (
@@ -158,6 +158,7 @@ class SparkEngine:
         try:
             rows_read = raw.count()
             types = self._infer(raw, columns)
+            check_bound_type(batch, types)
             typed = raw.select(
                 *[F.expr(f"CAST({bq(c)} AS {SQL_TYPES[types[c]]})").alias(c) for c in columns],
                 F.lit(batch.run_id).alias(RUN_ID),
@@ -167,6 +168,12 @@ class SparkEngine:
                 F.col(SOURCE_FILE),
                 F.lit("u").alias(OP),
             )
+            if batch.lower_bound and batch.cursor:
+                bound = F.lit(batch.lower_bound.value).cast(SQL_TYPES[types[batch.cursor]])
+                typed = typed.where(F.col(batch.cursor).isNull() | (F.col(batch.cursor) >= bound))
+                rows_kept = typed.count()
+            else:
+                rows_kept = rows_read
             if batch.primary_key:
                 order = [F.col(batch.cursor).desc_nulls_last()] if batch.cursor else []
                 order.append(F.col(SOURCE_FILE).desc())
@@ -191,6 +198,7 @@ class SparkEngine:
         return LandedBatch(
             rows_read=rows_read,
             rows_landed=rows_landed,
+            rows_filtered=rows_read - rows_kept,
             max_cursor=max_cursor,
             columns=types,
             files_written=tuple(files),

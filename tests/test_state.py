@@ -1,0 +1,159 @@
+"""The state store suite, run against both backends: a local folder and S3 (moto server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ingestion.docstore import LocalDocStore, PreconditionFailed, S3DocStore
+from ingestion.errors import LeaseHeld, StateConflict
+from ingestion.state import Lease, StateStore, TableState, Watermark
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path) -> str:
+    """A lake root on each backend."""
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"s3://{bucket}/lake"
+
+
+@pytest.fixture
+def store(root) -> StateStore:
+    return StateStore(root, "pipe")
+
+
+def landed(held_state: TableState, run_id: str) -> TableState:
+    return replace(held_state, watermark=Watermark("5", "bigint"), committed_runs=(run_id,))
+
+
+def test_backend_matches_the_root(store, root):
+    assert isinstance(store.docs, S3DocStore if root.startswith("s3://") else LocalDocStore)
+
+
+def test_conditional_writes(store):
+    docs = store.docs
+    assert docs.get("x/doc.json") is None
+    t1 = docs.put("x/doc.json", b"1", token=None)
+    with pytest.raises(PreconditionFailed):
+        docs.put("x/doc.json", b"2", token=None)  # exists already
+    with pytest.raises(PreconditionFailed):
+        docs.put("x/doc.json", b"2", token="stale")
+    t2 = docs.put("x/doc.json", b"2", token=t1)
+    assert docs.get("x/doc.json").body == b"2"
+    with pytest.raises(PreconditionFailed):
+        docs.delete("x/doc.json", token=t1)
+    docs.delete("x/doc.json", token=t2)
+    assert docs.get("x/doc.json") is None
+
+
+def test_lease_commit_release(store):
+    assert store.read("s", "t") is None
+    held = store.acquire("s", "t", "run-a", T0, HOUR)
+    assert held.state.lease.run_id == "run-a"
+    held = store.commit(held, landed(held.state, "run-a"))
+    store.release(held)
+    state = store.read("s", "t")
+    assert state.lease is None
+    assert state.watermark == Watermark("5", "bigint")
+    assert state.committed_runs == ("run-a",)
+    assert [s.name for s in store.tables()] == ["s.t"]
+
+
+def test_a_second_run_is_told_who_holds_the_lease(store):
+    store.acquire("s", "t", "run-a", T0, HOUR)
+    with pytest.raises(LeaseHeld) as e:
+        store.acquire("s", "t", "run-b", T0 + timedelta(minutes=5), HOUR)
+    assert "locked by run run-a since 2026-01-01T00:00:00+00:00" in e.value.message
+    assert "--force-unlock s.t" in e.value.hint
+
+
+def test_a_stale_holder_cannot_commit_after_takeover(store):
+    a = store.acquire("s", "t", "run-a", T0, HOUR)
+    b = store.acquire("s", "t", "run-b", T0 + 2 * HOUR, HOUR)  # a's lease expired
+    with pytest.raises(StateConflict, match="nothing was committed"):
+        store.commit(a, landed(a.state, "run-a"))
+    b = store.commit(b, landed(b.state, "run-b"))
+    store.release(a)  # harmless: logs and leaves b's lease alone
+    assert store.read("s", "t").lease.run_id == "run-b"
+    assert store.read("s", "t").committed_runs == ("run-b",)
+
+
+def test_renewal_keeps_others_out_and_force_unlock_fences_the_holder(store):
+    a = store.acquire("s", "t", "run-a", T0, HOUR)
+    a = store.renew(a, T0 + 50 * timedelta(minutes=1), HOUR)
+    with pytest.raises(LeaseHeld):
+        store.acquire("s", "t", "run-b", T0 + 90 * timedelta(minutes=1), HOUR)
+    removed = store.force_unlock("s", "t")
+    assert removed.run_id == "run-a"
+    assert store.force_unlock("s", "t") is None
+    with pytest.raises(StateConflict):
+        store.commit(a, landed(a.state, "run-a"))
+
+
+def test_reset_forgets_progress_but_keeps_committed_runs(store):
+    held = store.acquire("s", "t", "run-a", T0, HOUR)
+    with pytest.raises(LeaseHeld):
+        store.reset("s", "t", T0)
+    store.release(store.commit(held, landed(held.state, "run-a")))
+    old = store.reset("s", "t", T0)
+    assert old.watermark is not None
+    state = store.read("s", "t")
+    assert state.watermark is None and state.files == {} and state.committed_runs == ("run-a",)
+    assert store.reset("s", "other", T0) is None
+
+
+def test_exactly_one_of_many_concurrent_acquirers_wins(store):
+    winners, losers, errors = [], [], []
+    barrier = threading.Barrier(6)
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        try:
+            store.acquire("s", "t", f"run-{i}", T0, HOUR)
+            winners.append(i)
+        except LeaseHeld:
+            losers.append(i)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(winners) == 1 and len(losers) == 5
+    assert store.read("s", "t").lease.run_id == f"run-{winners[0]}"
+
+
+def test_a_dead_local_holder_is_taken_over_at_once(store):
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    held = store.acquire("s", "t", "run-dead", T0, HOUR)
+    dead = replace(held.state.lease, pid=int(gone.stdout))
+    store.commit(held, replace(held.state, lease=None))  # commit keeps the held lease…
+    # …so plant the dead process's lease directly, as a killed run leaves it
+    doc = store.docs.get(store.key("s", "t"))
+    store.docs.put(
+        store.key("s", "t"), replace(TableState.from_json(doc.body), lease=dead).to_json(), token=doc.token
+    )
+    assert (
+        store.acquire("s", "t", "run-next", T0 + timedelta(minutes=1), HOUR).state.lease.run_id == "run-next"
+    )
+
+
+def test_lease_expiry():
+    lease = Lease("r", T0.isoformat(), (T0 + HOUR).isoformat(), "h", 1)
+    assert not lease.expired(T0 + timedelta(minutes=59))
+    assert lease.expired(T0 + HOUR)
