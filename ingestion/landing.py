@@ -57,6 +57,13 @@ def remove_orphans(target: str, committed: set[str]) -> list[str]:
     return removed
 
 
+def remove_stale_scratch(lake_root: str, source: str, table: str, run_id: str) -> None:
+    """Remove other runs' scratch folders for a table (only while holding its lease)."""
+    for d in Path(lake_root, "_tmp").glob(f"*/{source}/{table}"):
+        if d.parent.parent.name != run_id:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def remove_run_files(target: str, run_id: str) -> int:
     """Delete what a run wrote under a table folder (a failed or abandoned run); returns the count."""
     files = run_files(target, run_id)

@@ -20,7 +20,14 @@ from ingestion.config import CsvSourceConfig, CsvTableConfig, LoadType, Pipeline
 from ingestion.engines import CsvBatch, Engine, get_engine
 from ingestion.errors import ConfigError, LeaseHeld, TidemarkError
 from ingestion.faults import checkpoint
-from ingestion.landing import new_run_id, remove_orphans, remove_run_files, scratch_dir, table_dir
+from ingestion.landing import (
+    new_run_id,
+    remove_orphans,
+    remove_run_files,
+    remove_stale_scratch,
+    scratch_dir,
+    table_dir,
+)
 from ingestion.logs import event
 from ingestion.plan import TablePlan, next_state, plan_csv_table
 from ingestion.sources.csv import list_files
@@ -212,19 +219,26 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
     target = table_dir(run.cfg.lake_root, source.name, table.name)
     held, committed = None, False
     try:
-        # Look before taking the lease: a table with nothing new costs no write.
-        plan = _plan(run, source, table, run.store.read(source.name, table.name))
+        # Look before taking the lease: a table with nothing new costs no write, unless a dead run left
+        # its lease (and maybe files) behind, which is tidied up now rather than when new data comes.
+        state = run.store.read(source.name, table.name)
+        plan = _plan(run, source, table, state)
         outcome.load_type = plan.load_type
         outcome.files = len(plan.files)
-        if run.dry_run or not plan.has_work:
+        outcome.watermark = state.watermark if state else None
+        stale = (
+            state is not None
+            and state.lease is not None
+            and (state.lease.expired(run.now) or state.lease.holder_is_dead())
+        )
+        if run.dry_run or not (plan.has_work or stale):
             outcome.status = "planned" if run.dry_run else "up_to_date"
-            state = run.store.read(source.name, table.name)
-            outcome.watermark = state.watermark if state else None
             return outcome
 
         held = run.store.acquire(source.name, table.name, run.run_id, run.now, run.ttl)
         checkpoint("lease_acquired", table.name)
         orphans = remove_orphans(target, set(held.state.committed_runs))
+        remove_stale_scratch(run.cfg.lake_root, source.name, table.name, run.run_id)
         outcome.orphans_removed = len(orphans)
         if orphans:
             event(

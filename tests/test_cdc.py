@@ -48,12 +48,28 @@ def table(tmp_path, monkeypatch):
             self.inbox = inbox
 
         def config(self, **table_options):
-            return parse_config({
-                "pipeline": "p", "lake": {"root": str(lake)},
-                "sources": [{"name": "s", "kind": "csv", "path": str(inbox), "tables": [{
-                    "name": "t", "primary_key": ["id"], "cursor": "updated_at", "cursor_timezone": "UTC",
-                    **table_options}]}],
-            })
+            return parse_config(
+                {
+                    "pipeline": "p",
+                    "lake": {"root": str(lake)},
+                    "sources": [
+                        {
+                            "name": "s",
+                            "kind": "csv",
+                            "path": str(inbox),
+                            "tables": [
+                                {
+                                    "name": "t",
+                                    "primary_key": ["id"],
+                                    "cursor": "updated_at",
+                                    "cursor_timezone": "UTC",
+                                    **table_options,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            )
 
         def drop(self, name: str, rows: str) -> None:
             (inbox / name).write_text(HEADER + rows)
@@ -85,7 +101,9 @@ def test_equal_timestamps_at_the_watermark_are_landed(table, make_engine):
     assert first.watermark.value == "2026-01-01T12:00:00.000000+00:00"
     # The next drop: a new key stamped exactly at the watermark, key 2 re-delivered at the watermark,
     # a row older than the watermark (landed before: filtered), and a row without a cursor (kept).
-    table.drop("t_2.csv", "3,c,2026-01-01 12:00:00\n2,b,2026-01-01 12:00:00\n1,old,2026-01-01 09:00:00\n4,d,\n")
+    table.drop(
+        "t_2.csv", "3,c,2026-01-01 12:00:00\n2,b,2026-01-01 12:00:00\n1,old,2026-01-01 09:00:00\n4,d,\n"
+    )
     second = table.run(engine)
     assert (second.status, second.load_type) == ("landed", "incremental")
     assert (second.rows_read, second.rows_filtered, second.rows_landed) == (4, 1, 3)
@@ -101,7 +119,9 @@ def test_lookback_re_reads_the_overlap_window(table, make_engine):
     table.drop("t_2.csv", "2,late,2026-01-01 10:30:00\n3,too-late,2026-01-01 09:00:00\n")
     out = table.run(engine, table_options={"lookback": "2h"})
     assert (out.rows_landed, out.rows_filtered) == (1, 1)
-    assert ("late" in {n for _, n, _, _ in table.rows()}) and ("too-late" not in {n for _, n, _, _ in table.rows()})
+    assert ("late" in {n for _, n, _, _ in table.rows()}) and (
+        "too-late" not in {n for _, n, _, _ in table.rows()}
+    )
 
 
 def test_orphans_of_a_crashed_run_are_removed_before_writing(table, make_engine):
@@ -109,7 +129,10 @@ def test_orphans_of_a_crashed_run_are_removed_before_writing(table, make_engine)
     table.drop("t_1.csv", "1,a,2026-01-01 10:00:00\n")
     table.run(engine)
     kept = sorted(p.name for p in (table.lake / "landing/s/t").glob("**/*.parquet"))
-    orphan = next((table.lake / "landing/s/t").glob("_ingest_date=*")) / "part-19990101T000000000000Z-dead00-0.parquet"
+    orphan = (
+        next((table.lake / "landing/s/t").glob("_ingest_date=*"))
+        / "part-19990101T000000000000Z-dead00-0.parquet"
+    )
     orphan.write_bytes(b"half a file from a run that died")
     table.drop("t_2.csv", "2,b,2026-01-02 10:00:00\n")
     out = table.run(engine)
@@ -176,8 +199,11 @@ def test_a_cursor_whose_type_changed_is_a_clear_error(table, make_engine):
 # --- batch dedup: the engines against a reference in plain Python -------------------------------------
 
 rows_strategy = st.lists(
-    st.tuples(st.integers(1, 4), st.one_of(st.none(), st.integers(0, 3)), st.sampled_from(["", "x", "y", "zz"])),
-    min_size=1, max_size=25,
+    st.tuples(
+        st.integers(1, 4), st.one_of(st.none(), st.integers(0, 3)), st.sampled_from(["", "x", "y", "zz"])
+    ),
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -201,11 +227,20 @@ def land_rows(engine, tmp: Path, rows) -> set[tuple]:
     src.write_text(buf.getvalue())
     target = tmp / "lake" / "landing" / "s" / "t"
     run_id = f"20260101T000000000000Z-{abs(hash(buf.getvalue())) % 16**6:06x}"
-    out = engine.land_csv(CsvBatch(
-        source="s", table="t", files=(FileFacts("in.csv", str(src), 1, 1),), options=CsvOptions(),
-        primary_key=("id",), cursor="c", run_id=run_id, ingested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
-        target=str(target), lake_root=str(tmp / "lake"),
-    ))
+    out = engine.land_csv(
+        CsvBatch(
+            source="s",
+            table="t",
+            files=(FileFacts("in.csv", str(src), 1, 1),),
+            options=CsvOptions(),
+            primary_key=("id",),
+            cursor="c",
+            run_id=run_id,
+            ingested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            target=str(target),
+            lake_root=str(tmp / "lake"),
+        )
+    )
     got = duckdb.sql(f"select id, c, v from read_parquet('{target}/**/part-{run_id}-*.parquet')").fetchall()
     assert out.rows_landed == len(got) and out.rows_read == len(rows)
     return set(got)

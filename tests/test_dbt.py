@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
-from datetime import date, datetime
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from ingestion.config import parse_config
-from ingestion.demo import COLUMNS, KEYS, truth, write_day
+from ingestion.demo import KEYS, truth, write_day
 from ingestion.pipeline import run_pipeline
 
-from .conftest import REPO, demo_config_doc
+from .conftest import demo_config_doc
+from .helpers import DBT, Dbt, assert_curated_matches_truth, curated
 
 pytestmark = pytest.mark.slow
-DBT = Path(sys.executable).parent / "dbt"
-# The demo source's column names as they land (customers' headers are cleaned).
-LANDED_NAME = {"email": "e_mail"}
 
 
 @pytest.fixture
@@ -30,78 +23,32 @@ def project(tmp_path: Path, demo_inbox: Path, monkeypatch):
     if not DBT.exists():
         pytest.skip(f"dbt is not installed next to {sys.executable}")
     monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
-    lake = tmp_path / "lake"
-    (tmp_path / "profiles").mkdir()
-    shutil.copy(REPO / "profiles.yml.example", tmp_path / "profiles" / "profiles.yml")
-    env = {
-        **os.environ,
-        "TIDEMARK_LAKE": str(lake),
-        "DBT_DUCKDB_PATH": str(tmp_path / "wh.duckdb"),
-        "DBT_TARGET": "local",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
 
     class Project:
+        lake = tmp_path / "lake"
         warehouse = tmp_path / "wh.duckdb"
         inbox = demo_inbox
+        dbt = Dbt(tmp_path, tmp_path / "lake", tmp_path / "wh.duckdb")
 
-        def ingest(self) -> None:
-            report = run_pipeline(parse_config(demo_config_doc(demo_inbox, lake)))
+        def ingest(self, **table_options) -> None:
+            report = run_pipeline(parse_config(_doc(self, **table_options)))
             assert report.ok, [t.error for t in report.failed]
 
-        def dbt(self, *args: str) -> str:
-            proc = subprocess.run(
-                [
-                    str(DBT),
-                    *args,
-                    "--project-dir",
-                    str(REPO),
-                    "--profiles-dir",
-                    str(tmp_path / "profiles"),
-                    "--target-path",
-                    str(tmp_path / "target"),
-                    "--log-path",
-                    str(tmp_path / "logs"),
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                cwd=tmp_path,
-            )
-            assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-            return proc.stdout
-
         def table(self, name: str) -> dict[int, dict]:
-            con = duckdb.connect(str(self.warehouse), read_only=True)
-            try:
-                rel = con.sql(f"select * from main.{name}")
-                key = KEYS[name]
-                return {
-                    r[rel.columns.index(key)]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()
-                }
-            finally:
-                con.close()
+            return curated(self.warehouse, name)
 
     return Project()
 
 
-def as_source_text(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, date):
-        return value.isoformat()
-    return "" if value is None else str(value)
+def _doc(project, **table_options) -> dict:
+    doc = demo_config_doc(project.inbox, project.lake)
+    for t in doc["sources"][0]["tables"]:
+        t.update(table_options)
+    return doc
 
 
 def assert_matches_truth(project, day: int) -> None:
-    for table, expected in truth(day).items():
-        got = project.table(table)
-        assert set(got) == set(expected), table
-        for key, row in expected.items():
-            for col in COLUMNS[table]:
-                want = "" if row.get(col) is None else str(row[col])
-                assert as_source_text(got[key][LANDED_NAME.get(col, col)]) == want, (table, key, col)
+    assert_curated_matches_truth(project.warehouse, day)
 
 
 def test_cdc_models_track_the_source(project):
@@ -143,6 +90,20 @@ def test_an_older_version_never_overwrites_a_newer_one(project):
         "account_id,account_name,plan_tier,country,created_at,updated_at\n"
         "1,Stale Name,free,US,2020-01-01 00:00:00,2020-01-01 00:00:00\n"
     )
-    project.ingest()
+    # A lookback reaching back years lets the stale row through ingestion: the dbt guard must stop it.
+    project.ingest(lookback="3650d")
     project.dbt("build", "--select", "tag:cdc")
     assert project.table("accounts")[1] == current
+
+
+def test_rows_relanded_in_the_overlap_window_do_not_duplicate(project):
+    list(write_day(2, project.inbox))
+    project.ingest(lookback="1d")
+    project.dbt("build")
+    # The source re-delivers day 2's customers (cursors at and just below the watermark).
+    day2 = (project.inbox / "billing" / "customers_2026-01-02.csv").read_text()
+    (project.inbox / "billing" / "customers_2026-01-03.csv").write_text(day2)
+    report = run_pipeline(parse_config(_doc(project, lookback="1d")), tables=["customers"])
+    assert report.tables[0].rows_landed == 100  # landed again: inside the overlap window
+    project.dbt("build", "--select", "tag:cdc")
+    assert_matches_truth(project, 2)

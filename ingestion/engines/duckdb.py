@@ -9,7 +9,7 @@ import duckdb
 
 from ingestion.engines.base import CsvBatch, check_bound_type, require_columns, sql_string
 from ingestion.errors import EngineError, SourceError
-from ingestion.landing import partition_value, run_files
+from ingestion.landing import partition_value, publish_staged
 from ingestion.normalize import (
     INGESTED_AT,
     OP,
@@ -97,13 +97,15 @@ class DuckDBEngine:
             con.execute(f"CREATE TEMP TABLE {landed} AS {dedup}")
             rows_landed = _count(con, landed)
             max_cursor = _max_cursor(con, landed, batch.cursor, types)
-            Path(batch.target).mkdir(parents=True, exist_ok=True)
-            pattern = sql_string(f"part-{batch.run_id}-{{i}}")
+            # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
+            # a truncated file where dbt reads.
+            Path(batch.staging).mkdir(parents=True, exist_ok=True)
             con.execute(
                 f"COPY (SELECT *, {sql_string(partition_value(batch.ingested_at))} AS {PARTITION_COLUMN} "
-                f"FROM {landed}) TO {sql_string(batch.target)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
-                f"FILENAME_PATTERN {pattern}, OVERWRITE_OR_IGNORE true)"
+                f"FROM {landed}) TO {sql_string(batch.staging)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE true)"
             )
+            files = publish_staged(batch.staging, batch.target, batch.run_id)
         except duckdb.Error as exc:
             raise EngineError(f"{batch.source}.{batch.table}: DuckDB failed: {exc}") from exc
         finally:
@@ -114,7 +116,7 @@ class DuckDBEngine:
             rows_filtered=rows_read - rows_kept,
             max_cursor=max_cursor,
             columns=types,
-            files_written=tuple(str(p) for p in run_files(batch.target, batch.run_id)),
+            files_written=tuple(files),
         )
 
 
