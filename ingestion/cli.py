@@ -167,25 +167,26 @@ def run(
         raise _fail(exc) from None
 
     t = Table(title=f"run {report.run_id} · engine {report.engine} · lake {report.lake_root}")
-    for col in ("table", "status", "files", "rows read", "landed", "deduplicated", "watermark", "seconds"):
-        t.add_column(
-            col, justify="right" if col in ("files", "rows read", "landed", "deduplicated") else "left"
-        )
+    numbers = ("files", "rows read", "landed", "deduplicated", "filtered")
+    for col in ("table", "status", "load", *numbers, "watermark", "seconds"):
+        t.add_column(col, justify="right" if col in numbers else "left")
     for o in report.tables:
-        style = {"failed": "red", "landed": "green"}.get(o.status, "")
+        style = {"failed": "red", "locked": "red", "landed": "green"}.get(o.status, "")
         t.add_row(
             o.name,
             f"[{style}]{o.status}[/]" if style else o.status,
+            o.load_type,
             str(o.files),
             str(o.rows_read),
             str(o.rows_landed),
             str(o.rows_deduplicated),
+            str(o.rows_filtered),
             o.watermark.value if o.watermark else "",
             f"{o.seconds:.2f}",
         )
     out.print(t)
     for o in report.failed:
-        err.print(f"[bold red]{o.name} failed:[/] {o.error}", highlight=False)
+        err.print(f"[bold red]{o.name} {o.status}:[/] {o.error}", highlight=False)
     if log_path:
         out.print(f"log: {log_path}", highlight=False)
     if not report.ok:

@@ -91,8 +91,12 @@ class TableState:
 
     @property
     def has_data(self) -> bool:
-        """Has any run committed a watermark or files (an empty document holds only a lease)?"""
-        return self.watermark is not None or bool(self.files) or bool(self.committed_runs)
+        """Has a run committed progress (a watermark or landed files) that an incremental load builds on?
+
+        Committed run ids alone are not progress: a reset or paused table keeps them only so that its
+        landed files are not taken for orphans.
+        """
+        return self.watermark is not None or bool(self.files)
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {"format": STATE_FORMAT, **asdict(self)}

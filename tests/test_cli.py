@@ -73,3 +73,46 @@ def test_demo_data_is_deterministic_and_idempotent(tmp_path):
     again = cli("demo-data", "--day", "1", "--out", str(tmp_path))
     assert again.stdout.count("unchanged") == 4
     assert (tmp_path / "billing/accounts_2026-01-01.csv").read_bytes() == content
+
+
+def test_reset_force_unlock_and_load_type(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    import yaml
+
+    from ingestion.demo import write_day
+    from ingestion.state import StateStore
+
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    list(write_day(1, inbox))
+    cfg = tmp_path / "ingestion.yml"
+    cfg.write_text(yaml.safe_dump(demo_config_doc(inbox, lake)))
+    assert cli("run", "--config", str(cfg)).returncode == 0
+
+    bad = cli("run", "--config", str(cfg), "--load-type", "sometimes")
+    assert bad.returncode == 2 and "unknown load type" in bad.stderr
+
+    # A live run (this test process) holds accounts: the CLI run reports it and exits 1.
+    store = StateStore(str(lake), "billing_demo")
+    held = store.acquire(
+        "billing", "accounts", "run-elsewhere", datetime.now(timezone.utc), timedelta(hours=1)
+    )
+    (inbox / "billing" / "accounts_2026-01-01.csv").touch()  # changed mtime: there is work to do
+    locked = cli("run", "--config", str(cfg))
+    assert locked.returncode == 1
+    assert "billing.accounts locked" in locked.stderr and "run-elsewhere" in locked.stderr
+    unlocked = cli("run", "--config", str(cfg), "--force-unlock", "billing.accounts")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert "unlocked billing.accounts: was held by run run-elsewhere" in " ".join(unlocked.stdout.split())
+    assert store.read("billing", "accounts").version > held.state.version
+
+    refused = cli("reset", "customers", "--config", str(cfg))  # no terminal, no --yes
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert store.read("billing", "customers").watermark is not None
+    done = cli("reset", "customers", "--config", str(cfg), "--yes")
+    assert done.returncode == 0 and "reset billing.customers" in done.stdout
+    assert store.read("billing", "customers").watermark is None
+    incremental = cli("run", "--config", str(cfg), "--table", "customers", "--load-type", "incremental")
+    assert incremental.returncode == 1 and "no committed state" in incremental.stderr
+    again = cli("run", "--config", str(cfg), "--table", "customers")
+    assert again.returncode == 0 and "full" in again.stdout

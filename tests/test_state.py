@@ -157,3 +157,38 @@ def test_lease_expiry():
     lease = Lease("r", T0.isoformat(), (T0 + HOUR).isoformat(), "h", 1)
     assert not lease.expired(T0 + timedelta(minutes=59))
     assert lease.expired(T0 + HOUR)
+
+
+def test_transient_s3_errors_are_retried_and_permanent_ones_are_not(monkeypatch):
+    from botocore.exceptions import ClientError
+
+    import ingestion.docstore as docstore
+
+    monkeypatch.setattr(docstore.s3_retry.retry.wait, "__call__", lambda *_a, **_k: 0, raising=False)
+
+    class Flaky:
+        class exceptions:  # noqa: N801 - mirrors boto3's client.exceptions
+            NoSuchKey = KeyError
+
+        def __init__(self, failures: list[str]) -> None:
+            self.failures, self.calls = failures, 0
+
+        def put_object(self, **kw):
+            self.calls += 1
+            if self.failures:
+                code = self.failures.pop(0)
+                raise ClientError({"Error": {"Code": code, "Message": code}}, "PutObject")
+            return {"ETag": '"e"'}
+
+    flaky = Flaky(["SlowDown", "ConditionalRequestConflict"])
+    store = S3DocStore("s3://bucket/prefix", client=flaky)
+    assert store.put("k.json", b"{}", token=None) == '"e"'
+    assert flaky.calls == 3
+    denied = Flaky(["AccessDenied"])
+    with pytest.raises(ClientError):
+        S3DocStore("s3://bucket/prefix", client=denied).put("k.json", b"{}", token=None)
+    assert denied.calls == 1
+    conflict = Flaky(["PreconditionFailed"])
+    with pytest.raises(PreconditionFailed):
+        S3DocStore("s3://bucket/prefix", client=conflict).put("k.json", b"{}", token="old")
+    assert conflict.calls == 1
