@@ -167,7 +167,7 @@ def test_transient_s3_errors_are_retried_and_permanent_ones_are_not(monkeypatch)
     monkeypatch.setattr(docstore.s3_retry.retry.wait, "__call__", lambda *_a, **_k: 0, raising=False)
 
     class Flaky:
-        class exceptions:  # noqa: N801 - mirrors boto3's client.exceptions
+        class exceptions:
             NoSuchKey = KeyError
 
         def __init__(self, failures: list[str]) -> None:
