@@ -39,20 +39,22 @@ class Dbt:
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
 
+    def paths(self) -> list[str]:
+        """The options that point dbt at the repository's project and this test's folders."""
+        return [
+            "--project-dir",
+            str(REPO),
+            "--profiles-dir",
+            str(self.work / "profiles"),
+            "--target-path",
+            str(self.target),
+            "--log-path",
+            str(self.work / "logs"),
+        ]
+
     def __call__(self, *args: str) -> str:
         proc = subprocess.run(
-            [
-                str(DBT),
-                *args,
-                "--project-dir",
-                str(REPO),
-                "--profiles-dir",
-                str(self.work / "profiles"),
-                "--target-path",
-                str(self.target),
-                "--log-path",
-                str(self.work / "logs"),
-            ],
+            [str(DBT), *args, *self.paths()],
             env=self.env,
             capture_output=True,
             text=True,
@@ -128,20 +130,7 @@ class InProcessDbt(Dbt):
         saved = {k: os.environ.get(k) for k in keys}
         os.environ.update({k: self.env[k] for k in keys})
         try:
-            res = dbtRunner(manifest=self.manifest).invoke(
-                [
-                    *args,
-                    "--project-dir",
-                    str(REPO),
-                    "--profiles-dir",
-                    str(self.work / "profiles"),
-                    "--target-path",
-                    str(self.target),
-                    "--log-path",
-                    str(self.work / "logs"),
-                    "--quiet",
-                ]
-            )
+            res = dbtRunner(manifest=self.manifest).invoke([*args, *self.paths(), "--quiet"])
         finally:
             # dbt-duckdb keeps its database open between invocations; close it so the file can be
             # read, replaced or copied before the next call.

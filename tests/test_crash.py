@@ -35,17 +35,6 @@ ALL_POINTS = [
     *[(p, t) for p in PER_TABLE for t in DEMO_TABLES],
     ("run_finished", None),
 ]
-# Spark pays a JVM start per kill: each kind of checkpoint once, on rotating tables.
-SPARK_POINTS = [
-    ("run_started", None),
-    ("lease_acquired", "accounts"),
-    ("orphans_removed", "customers"),
-    ("batch_written", "subscriptions"),
-    ("batch_written", "accounts"),
-    ("state_committed", "invoices"),
-    ("lease_released", "customers"),
-    ("run_finished", None),
-]
 RANDOM_DELAYS = {"duckdb": [round(random.Random(7).uniform(0.6, 2.0), 2) for _ in range(4)], "spark": [9.0]}
 
 
@@ -69,6 +58,7 @@ def template(tmp_path_factory):
 def _doc(root: Path, engine: str) -> dict:
     doc = demo_config_doc(root / "inbox", root / "lake", engine)
     doc["max_parallel_tables"] = 2
+    doc["spark"]["conf"] = {"spark.sql.shuffle.partitions": "2"}  # tiny tables: fewer tasks, faster kills
     return doc
 
 
@@ -149,7 +139,7 @@ def test_duckdb_two_crashes_in_a_row(template):
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize(("point", "table"), SPARK_POINTS, ids=[_fault(p, t) for p, t in SPARK_POINTS])
+@pytest.mark.parametrize(("point", "table"), ALL_POINTS, ids=[_fault(p, t) for p, t in ALL_POINTS])
 def test_spark_kill_at_checkpoint(template, spark, point, table):
     from ingestion.config import SparkConfig
     from ingestion.engines.spark import SparkEngine

@@ -156,8 +156,7 @@ class SparkEngine:
         raw = raw.select(*columns, SOURCE_FILE).persist()
         staging = batch.staging
         try:
-            rows_read = raw.count()
-            types = self._infer(raw, columns)
+            rows_read, types = self._infer(raw, columns)
             check_bound_type(batch, types)
             typed = raw.select(
                 *[F.expr(f"CAST({bq(c)} AS {SQL_TYPES[types[c]]})").alias(c) for c in columns],
@@ -183,8 +182,7 @@ class SparkEngine:
             out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
             out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
             landed = self.spark.read.parquet(staging)
-            rows_landed = landed.count()
-            max_cursor = self._max_cursor(landed, batch.cursor, types)
+            rows_landed, max_cursor = self._count_and_max(landed, batch.cursor, types)
             files = publish_staged(staging, batch.target, batch.run_id)
         except EngineError:
             raise
@@ -205,11 +203,11 @@ class SparkEngine:
         )
 
     @staticmethod
-    def _infer(raw: DataFrame, columns: list[str]) -> dict[str, str]:
-        """One scan: for each column and rule, do all non-null values match and cast?"""
+    def _infer(raw: DataFrame, columns: list[str]) -> tuple[int, dict[str, str]]:
+        """One scan: the row count, and for each column and rule, do all non-null values match and cast?"""
         from pyspark.sql import functions as F
 
-        aggs: list[Any] = []
+        aggs: list[Any] = [F.count(F.lit(1))]
         for c in columns:
             col = F.col(bq(c))
             aggs.append(F.count(col))
@@ -220,24 +218,28 @@ class SparkEngine:
                 )
                 # min over booleans of the non-null values; null (no values) counts as "all matched".
                 aggs.append(F.coalesce(F.min(F.when(col.isNotNull(), ok)), F.lit(True)))
-        row = raw.agg(*aggs).first()
-        assert row is not None
+        first = raw.agg(*aggs).first()
+        assert first is not None
+        rows, row = int(first[0]), first[1:]
         types, width = {}, len(TYPE_RULES) + 1
         for i, c in enumerate(columns):
             chunk = row[i * width : (i + 1) * width]
             types[c] = choose_type(
                 {rule.name: bool(ok) for rule, ok in zip(TYPE_RULES, chunk[1:], strict=True)}, int(chunk[0])
             )
-        return types
+        return rows, types
 
     @staticmethod
-    def _max_cursor(landed: DataFrame, cursor: str | None, types: dict[str, str]) -> Watermark | None:
+    def _count_and_max(
+        landed: DataFrame, cursor: str | None, types: dict[str, str]
+    ) -> tuple[int, Watermark | None]:
+        """One scan of what was written: its row count and the max cursor in canonical text."""
         from pyspark.sql import functions as F
 
         if not cursor:
-            return None
+            return landed.count(), None
         ctype = types[cursor]
         agg = F.max(F.col(bq(cursor)))
         expr = F.date_format(agg, _CURSOR_FORMAT[ctype]) if ctype in _CURSOR_FORMAT else agg.cast("string")
-        value = landed.agg(expr).first()[0]  # type: ignore[index]
-        return None if value is None else Watermark(value=str(value), type=ctype)
+        count, value = landed.agg(F.count(F.lit(1)), expr).first()  # type: ignore[misc]
+        return int(count), None if value is None else Watermark(value=str(value), type=ctype)
