@@ -31,7 +31,7 @@ from ingestion.landing import (
 from ingestion.logs import event
 from ingestion.plan import TablePlan, next_state, plan_csv_table
 from ingestion.sources.csv import list_files
-from ingestion.state import StateStore, TableState, Watermark
+from ingestion.state import LeaseKeeper, StateStore, TableState, Watermark
 
 log = logging.getLogger("tidemark")
 
@@ -217,7 +217,8 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
     started = time.monotonic()
     outcome = TableOutcome(source.name, table.name, status="up_to_date")
     target = table_dir(run.cfg.lake_root, source.name, table.name)
-    held, committed = None, False
+    keeper: LeaseKeeper | None = None
+    committed = False
     try:
         # Look before taking the lease: a table with nothing new costs no write, unless a dead run left
         # its lease (and maybe files) behind, which is tidied up now rather than when new data comes.
@@ -229,13 +230,15 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         stale = (
             state is not None
             and state.lease is not None
-            and (state.lease.expired(run.now) or state.lease.holder_is_dead())
+            and (state.lease.expired(_utcnow()) or state.lease.holder_is_dead())
         )
         if run.dry_run or not (plan.has_work or stale):
             outcome.status = "planned" if run.dry_run else "up_to_date"
             return outcome
 
-        held = run.store.acquire(source.name, table.name, run.run_id, run.now, run.ttl)
+        # The lease's clock is now, not the run's start: a table may wait in the pool a long time.
+        held = run.store.acquire(source.name, table.name, run.run_id, _utcnow(), run.ttl)
+        keeper = LeaseKeeper(run.store, held, run.ttl, _utcnow)
         checkpoint("lease_acquired", table.name)
         orphans = remove_orphans(target, set(held.state.committed_runs))
         remove_stale_scratch(run.cfg.lake_root, source.name, table.name, run.run_id)
@@ -249,7 +252,8 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             )
         checkpoint("orphans_removed", table.name)
 
-        plan = _plan(run, source, table, held.state)  # the state may have moved before we got the lease
+        state = keeper.held.state  # it may have moved between our first look and the lease
+        plan = _plan(run, source, table, state)
         outcome.load_type, outcome.files = plan.load_type, len(plan.files)
         if plan.changed:
             event(
@@ -282,7 +286,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             )
             checkpoint("batch_written", table.name)
             new = next_state(
-                held.state,
+                state,
                 plan,
                 batch,
                 run.run_id,
@@ -290,13 +294,13 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                 cursor_timezone=table.cursor_timezone,
                 pause=run.pause,
             )
-            held = run.store.commit(held, new)
+            keeper.commit(new)
             committed = True
             checkpoint("state_committed", table.name)
             outcome.status = "landed"
             outcome.rows_read, outcome.rows_landed = batch.rows_read, batch.rows_landed
             outcome.rows_deduplicated, outcome.rows_filtered = batch.rows_deduplicated, batch.rows_filtered
-        outcome.watermark = held.state.watermark
+        outcome.watermark = keeper.held.state.watermark
     except LeaseHeld as exc:
         outcome.status, outcome.error = "locked", str(exc.message)
     except Exception as exc:  # even an engine bug must not stop the other tables
@@ -307,9 +311,9 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             # This run's files never counted; remove them now rather than at the next run.
             remove_run_files(target, run.run_id)
     finally:
-        if held is not None:
+        if keeper is not None:
             try:
-                run.store.release(held)
+                keeper.release()
                 checkpoint("lease_released", table.name)
             except TidemarkError as exc:
                 event(
@@ -321,6 +325,10 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         outcome.seconds = round(time.monotonic() - started, 3)
         _log_outcome(outcome)
     return outcome
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _log_outcome(o: TableOutcome) -> None:

@@ -252,3 +252,59 @@ class StateStore:
             except PreconditionFailed:
                 continue
         raise StateConflict(f"{source}.{table}: could not reset: its state keeps changing")
+
+
+class LeaseKeeper:
+    """Holds a table's lease for a run: renews it in the background every ttl/3 while the table lands.
+
+    Commit and release go through the keeper, under the same lock as the renewals, so the token a write
+    presents is always the latest this run wrote. If a renewal finds the lease taken over, renewing stops
+    and the commit fails with StateConflict (fencing), as it would have anyway.
+    """
+
+    def __init__(self, store: StateStore, held: Held, ttl: timedelta, clock: Any) -> None:
+        import threading
+
+        self.store, self.ttl, self.clock = store, ttl, clock
+        self._held = held
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._renew_until_stopped, daemon=True, name=f"lease-{held.state.name}"
+        )
+        self._thread.start()
+
+    @property
+    def held(self) -> Held:
+        with self._lock:
+            return self._held
+
+    def _renew_until_stopped(self) -> None:
+        while not self._stop.wait(self.ttl.total_seconds() / 3):
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                try:
+                    self._held = self.store.renew(self._held, self.clock(), self.ttl)
+                except StateConflict:
+                    log.warning(
+                        "lease was taken over; this run will not commit",
+                        extra={"fields": {"table": self._held.state.name}},
+                    )
+                    return
+                except Exception as exc:  # a flaky store: the next round tries again
+                    log.warning(
+                        "could not renew the lease",
+                        extra={"fields": {"table": self._held.state.name, "error": str(exc)}},
+                    )
+
+    def commit(self, new: TableState) -> Held:
+        with self._lock:
+            self._held = self.store.commit(self._held, new)
+            return self._held
+
+    def release(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self.store.release(self._held)
+        self._thread.join(timeout=5)

@@ -188,3 +188,23 @@ def test_transient_s3_errors_are_retried_and_permanent_ones_are_not():
     with pytest.raises(PreconditionFailed):
         S3DocStore("s3://bucket/prefix", client=conflict).put("k.json", b"{}", token="old")
     assert conflict.calls == 1
+
+
+def test_the_keeper_renews_the_lease_while_the_table_lands(store):
+    import time
+
+    from ingestion.state import LeaseKeeper
+
+    def now() -> datetime:
+        return datetime.now(timezone.utc)
+
+    ttl = timedelta(seconds=1.2)  # renewed every 0.4 s
+    keeper = LeaseKeeper(store, store.acquire("s", "t", "run-a", now(), ttl), ttl, now)
+    time.sleep(3)  # well past the first expiry: only renewals keep the lease alive
+    with pytest.raises(LeaseHeld):
+        store.acquire("s", "t", "run-b", now(), ttl)
+    keeper.commit(landed(keeper.held.state, "run-a"))
+    keeper.release()
+    assert store.read("s", "t").lease is None
+    assert store.read("s", "t").committed_runs == ("run-a",)
+    assert store.acquire("s", "t", "run-b", now(), ttl).state.lease.run_id == "run-b"
