@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -154,10 +156,30 @@ class StateStore:
                 out.append(TableState.from_json(doc.body))
         return out
 
-    def acquire(self, source: str, table: str, run_id: str, now: datetime, ttl: timedelta) -> Held:
-        """Take the table's lease; raise LeaseHeld while another live run holds it."""
+    def _update(
+        self, source: str, table: str, what: str, change: Callable[[TableState | None], TableState | None]
+    ) -> tuple[TableState | None, Held | None]:
+        """Read, change, write conditionally; on a lost race read again (up to 5 times).
+
+        `change` returns the next document (None: write nothing) or raises. Returns the state it saw and,
+        when it wrote, what it wrote.
+        """
         for _ in range(5):
             state, token = self._get(source, table)
+            new = change(state)
+            if new is None:
+                return state, None
+            new = replace(new, version=(state.version if state else 0) + 1)
+            try:
+                return state, Held(new, self.docs.put(self.key(source, table), new.to_json(), token=token))
+            except PreconditionFailed:
+                continue  # someone wrote in between: look again
+        raise StateConflict(f"{source}.{table}: could not {what}: its state keeps changing")
+
+    def acquire(self, source: str, table: str, run_id: str, now: datetime, ttl: timedelta) -> Held:
+        """Take the table's lease; raise LeaseHeld while another live run holds it."""
+
+        def take(state: TableState | None) -> TableState:
             base = state or TableState(pipeline=self.pipeline, source=source, table=table)
             held = base.lease
             if held and held.run_id != run_id and not held.expired(now):
@@ -172,12 +194,11 @@ class StateStore:
                     extra={"fields": {"table": base.name, "dead_run": held.run_id, "pid": held.pid}},
                 )
             lease = Lease(run_id, now.isoformat(), (now + ttl).isoformat(), socket.gethostname(), os.getpid())
-            new = replace(base, version=base.version + 1, lease=lease)
-            try:
-                return Held(new, self.docs.put(self.key(source, table), new.to_json(), token=token))
-            except PreconditionFailed:
-                continue  # someone wrote in between: look again, it may now be leased
-        raise StateConflict(f"{source}.{table}: could not take the lease: its state keeps changing")
+            return replace(base, lease=lease)
+
+        _, held = self._update(source, table, "take the lease", take)
+        assert held is not None
+        return held
 
     def renew(self, held: Held, now: datetime, ttl: timedelta) -> Held:
         """Push the lease's expiry out; fails with StateConflict if the lease was taken over."""
@@ -212,25 +233,18 @@ class StateStore:
 
     def force_unlock(self, source: str, table: str) -> Lease | None:
         """Remove a table's lease whoever holds it; returns the lease that was removed."""
-        for _ in range(5):
-            state, token = self._get(source, table)
-            if state is None or state.lease is None:
-                return None
-            try:
-                self.docs.put(
-                    self.key(source, table),
-                    replace(state, version=state.version + 1, lease=None).to_json(),
-                    token=token,
-                )
-                return state.lease
-            except PreconditionFailed:
-                continue
-        raise StateConflict(f"{source}.{table}: could not unlock: its state keeps changing")
+        old, _ = self._update(
+            source,
+            table,
+            "unlock",
+            lambda state: replace(state, lease=None) if state and state.lease else None,
+        )
+        return old.lease if old else None
 
     def reset(self, source: str, table: str, now: datetime) -> TableState | None:
         """Forget watermark, file ledger and columns; keep the committed run ids (they vouch for landed files)."""
-        for _ in range(5):
-            state, token = self._get(source, table)
+
+        def forget(state: TableState | None) -> TableState | None:
             if state is None:
                 return None
             if state.lease and not state.lease.expired(now) and not state.lease.holder_is_dead():
@@ -238,20 +252,16 @@ class StateStore:
                     f"{state.name} is locked by run {state.lease.run_id} since {state.lease.acquired_at}",
                     hint="reset it when that run has finished",
                 )
-            fresh = TableState(
+            return TableState(
                 self.pipeline,
                 source,
                 table,
-                version=state.version + 1,
+                version=state.version,
                 committed_runs=state.committed_runs,
                 updated_at=now.isoformat(),
             )
-            try:
-                self.docs.put(self.key(source, table), fresh.to_json(), token=token)
-                return state
-            except PreconditionFailed:
-                continue
-        raise StateConflict(f"{source}.{table}: could not reset: its state keeps changing")
+
+        return self._update(source, table, "reset", forget)[0]
 
 
 class LeaseKeeper:
@@ -262,9 +272,7 @@ class LeaseKeeper:
     and the commit fails with StateConflict (fencing), as it would have anyway.
     """
 
-    def __init__(self, store: StateStore, held: Held, ttl: timedelta, clock: Any) -> None:
-        import threading
-
+    def __init__(self, store: StateStore, held: Held, ttl: timedelta, clock: Callable[[], datetime]) -> None:
         self.store, self.ttl, self.clock = store, ttl, clock
         self._held = held
         self._lock = threading.Lock()
