@@ -50,8 +50,49 @@ class CsvOptions(_Model):
     quote: str = Field('"', min_length=1, max_length=1)
     escape: str = Field('"', min_length=1, max_length=1)
     header: bool = True
-    encoding: Literal["utf-8", "utf-8-sig", "latin-1"] = "utf-8"
+    # utf-8 also reads files that start with a byte-order mark (utf-8-sig is accepted as a synonym).
+    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "utf-16"] = "utf-8"
     null_values: tuple[str, ...] = ("",)
+    multiline: bool = Field(
+        True,
+        description="quoted fields may hold line breaks; on Spark, false lets big files split across tasks",
+    )
+    date_format: str | None = Field(None, description="strftime format of date columns, e.g. '%d/%m/%Y'")
+    timestamp_format: str | None = Field(
+        None, description="strftime format of timestamp columns, e.g. '%d/%m/%Y %H:%M:%S'"
+    )
+    timezone: str | None = Field(
+        None,
+        description="IANA zone of timestamps written without an offset: they land as UTC timestamptz",
+    )
+
+    @field_validator("date_format", "timestamp_format")
+    @classmethod
+    def _format(cls, v: str | None) -> str | None:
+        if v is not None:
+            from ingestion.formats import to_java_pattern
+
+            to_java_pattern(v)  # raises ValueError naming the unsupported directive
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return _zone_name(v)
+
+
+def _zone_name(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{v!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)") from None
+    return v
+
+
+# Types a table may declare for its columns (`columns:`); the landed Parquet types follow them.
+DECLARABLE_TYPES = ("boolean", "bigint", "decimal", "double", "date", "timestamp", "timestamptz", "string")
 
 
 class CsvTableConfig(_Model):
@@ -69,6 +110,21 @@ class CsvTableConfig(_Model):
     )
     cursor_timezone: str | None = Field(None, description="IANA zone of a timestamp cursor without offset")
     csv: CsvOptions = CsvOptions()
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="declared types by cleaned column name (boolean, bigint, decimal, double, date, "
+        "timestamp, timestamptz, string); other columns are inferred",
+    )
+    max_rejected_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="a file with a larger share of rejected rows is not landed and goes to unprocessed/",
+    )
+    double_as_decimal: bool = Field(
+        True, description="land non-integer numbers as decimal(38,18) when they fit (key columns excepted)"
+    )
+    decimal_keys: bool = Field(False, description="also turn key columns holding doubles into decimal(38,18)")
 
     @field_validator("lookback")
     @classmethod
@@ -82,12 +138,15 @@ class CsvTableConfig(_Model):
     @field_validator("cursor_timezone")
     @classmethod
     def _zone(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{v!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)") from None
+        return _zone_name(v)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, kind in v.items():
+            _identifier(name)
+            if kind not in DECLARABLE_TYPES:
+                raise ValueError(f"column {name}: type {kind!r} is not one of {', '.join(DECLARABLE_TYPES)}")
         return v
 
     @field_validator("name", "cursor")
@@ -114,12 +173,22 @@ class CsvTableConfig(_Model):
         return self.pattern or f"{self.name}*.csv"
 
 
+class ArchiveConfig(_Model):
+    """Where processed files go after the commit: `archive/<yyyy>/<mm>/` or `unprocessed/<yyyy>/<mm>/`."""
+
+    enabled: bool = Field(True, description="false for read-only inboxes: files stay, the ledger skips them")
+    root: str | None = Field(
+        None, description="folder or s3:// prefix holding archive/ and unprocessed/; default: the source path"
+    )
+
+
 class CsvSourceConfig(_Model):
-    """A folder (or, later, an S3 prefix) of CSV drops."""
+    """A folder or `s3://bucket/prefix` of CSV drops."""
 
     name: Identifier
     kind: Literal["csv"]
     path: str
+    archive: ArchiveConfig = ArchiveConfig()
     tables: tuple[CsvTableConfig, ...] = Field(min_length=1)
 
     @field_validator("name")

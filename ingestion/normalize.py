@@ -57,17 +57,26 @@ def clean_header(raw_names: Sequence[str], *, file: str) -> list[str]:
 
 @dataclass(frozen=True)
 class TypeRule:
-    """A logical column type and the pattern every non-null string value must match to infer it."""
+    """A logical column type and the pattern every non-null string value must match to infer it.
+
+    `fmt` (strftime) is set for dates/timestamps in a configured format: values are parsed with it
+    instead of cast.
+    """
 
     name: str
     pattern: str  # full-match regex in the common subset of RE2 (DuckDB) and java.util.regex (Spark)
+    fmt: str | None = None
 
 
+DECIMAL = "decimal"
+# decimal(38,18) holds 20 integer digits; a value with more, or an exponent, stays double.
+DECIMAL_PRECISION, DECIMAL_SCALE = 38, 18
 # Tried in order; a column gets the first type whose pattern all its non-null values match *and* to
 # which every value casts. Inference scans all rows of the batch, not a sample.
 TYPE_RULES: tuple[TypeRule, ...] = (
     TypeRule("boolean", r"(?i)(true|false)"),
     TypeRule("bigint", r"[+-]?[0-9]{1,18}"),
+    TypeRule(DECIMAL, r"[+-]?([0-9]{1,20}(\.[0-9]{0,18})?|\.[0-9]{1,18})"),
     TypeRule("double", r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"),
     TypeRule("date", r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
     TypeRule("timestamp", r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"),
@@ -80,14 +89,130 @@ STRING = "string"
 LOGICAL_TYPES = (*(r.name for r in TYPE_RULES), STRING)
 
 
-def choose_type(matches: dict[str, bool], non_null: int) -> str:
-    """Pick the first rule every value satisfied; `string` when none did or the column is all null."""
+def type_rules(date_format: str | None = None, timestamp_format: str | None = None) -> tuple[TypeRule, ...]:
+    """The rules for a table's files: a configured date/timestamp format replaces the ISO rule."""
+    from ingestion.formats import has_offset, to_regex
+
+    rules = []
+    for rule in TYPE_RULES:
+        if rule.name == "date" and date_format:
+            rule = TypeRule("date", to_regex(date_format), date_format)
+        elif timestamp_format and rule.name == (
+            "timestamptz" if has_offset(timestamp_format) else "timestamp"
+        ):
+            rule = TypeRule(rule.name, to_regex(timestamp_format), timestamp_format)
+        rules.append(rule)
+    return tuple(rules)
+
+
+def choose_type(matches: dict[str, bool], non_null: int, *, decimal: bool = False) -> str:
+    """Pick the first rule every value satisfied; `string` when none did or the column is all null.
+
+    `decimal`: non-integer numbers become decimal(38,18) when they all fit, else double.
+    """
     if non_null == 0:
         return STRING
     for rule in TYPE_RULES:
+        if rule.name == DECIMAL and not decimal:
+            continue
         if matches.get(rule.name):
             return rule.name
     return STRING
+
+
+# Type changes between files that keep every landed value: the landed column takes the wider type.
+_WIDENS_TO: dict[str, tuple[str, ...]] = {
+    "bigint": (DECIMAL, "double"),
+    DECIMAL: ("double",),
+    "date": ("timestamp",),
+}
+
+
+def widen(current: str, new: str) -> str | None:
+    """The type a column takes when a file brings `new` values into a `current` column; None: incompatible.
+
+    A string column takes anything; numbers widen bigint → decimal → double; dates widen to timestamps.
+    """
+    if current in (new, STRING):
+        return current
+    if new in _WIDENS_TO.get(current, ()):
+        return new
+    if current in _WIDENS_TO.get(new, ()):
+        return current
+    return None
+
+
+def accepted_rules(target: str) -> tuple[str, ...]:
+    """Rules whose values a `target` column takes: its own and those that widen into it."""
+    return (target, *(t for t, wider in _WIDENS_TO.items() if target in wider))
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """One column of one file: non-null values, and how many satisfy each type rule (pattern and cast)."""
+
+    non_null: int
+    ok: dict[str, int]
+
+    def matches(self) -> dict[str, bool]:
+        return {rule: n == self.non_null for rule, n in self.ok.items()}
+
+    def failing(self, target: str) -> int:
+        """Non-null values a `target` column can't take (numeric patterns nest; date/timestamp don't)."""
+        if target == STRING:
+            return 0
+        good = self.ok.get(target, 0)
+        if target == "timestamp":
+            good += self.ok.get("date", 0)
+        return max(self.non_null - good, 0)
+
+
+@dataclass(frozen=True)
+class TypePlan:
+    """The landed type of every column of a batch, and why some values of some files can't be taken."""
+
+    types: dict[str, str]
+    # (file, column) → values that don't fit the column's type: those rows are rejected.
+    misfits: dict[tuple[str, str], int]
+
+
+def plan_types(
+    files: Sequence[tuple[str, dict[str, ColumnStats]]],
+    *,
+    committed: dict[str, str],
+    declared: dict[str, str],
+    keys: Sequence[str] = (),
+    double_as_decimal: bool = True,
+    decimal_keys: bool = False,
+) -> TypePlan:
+    """Fold the files (in landing order) into one type per column, starting from declared and committed types.
+
+    A declared type never changes. Otherwise a column keeps the first type it got (in an earlier run or
+    an earlier file) and widens when a file brings a compatible wider type; a file whose values don't
+    fit (an incompatible change) keeps the column's type and has those rows rejected.
+    """
+    types: dict[str, str] = {**committed, **declared}
+    misfits: dict[tuple[str, str], int] = {}
+    for _, stats in files:
+        for col, st in stats.items():
+            if st.non_null == 0:
+                continue  # all null: says nothing about the type
+            decimal = double_as_decimal and (decimal_keys or col not in keys)
+            inferred = choose_type(st.matches(), st.non_null, decimal=decimal)
+            current = types.get(col)
+            if current is None:
+                types[col] = inferred
+            elif col not in declared:
+                types[col] = widen(current, inferred) or current
+    for _, stats in files:
+        for col in stats:
+            types.setdefault(col, STRING)  # all null everywhere: nothing to go by
+    for relpath, stats in files:
+        for col, st in stats.items():
+            bad = st.failing(types[col])
+            if bad:
+                misfits[(relpath, col)] = bad
+    return TypePlan(types, misfits)
 
 
 def output_columns(data_columns: Sequence[str]) -> list[str]:

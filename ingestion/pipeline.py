@@ -29,8 +29,9 @@ from ingestion.landing import (
     table_dir,
 )
 from ingestion.logs import event
-from ingestion.plan import TablePlan, next_state, plan_csv_table
-from ingestion.sources.csv import list_files
+from ingestion.plan import TablePlan, next_state, plan_csv_table, settle_fetched
+from ingestion.quarantine import remove_rejects, write_rejects
+from ingestion.sources.csv import ARCHIVE_DIR, UNPROCESSED_DIR, Move, fetch, list_files, move_files
 from ingestion.state import LeaseKeeper, StateStore, TableState, Watermark
 
 log = logging.getLogger("tidemark")
@@ -49,6 +50,8 @@ class TableOutcome:
     rows_landed: int = 0
     rows_deduplicated: int = 0
     rows_filtered: int = 0
+    rows_rejected: int = 0
+    files_refused: dict[str, str] = field(default_factory=dict)  # file → why it went to unprocessed/
     orphans_removed: int = 0
     watermark: Watermark | None = None
     seconds: float = 0.0
@@ -74,7 +77,8 @@ class RunReport:
 
     @property
     def failed(self) -> list[TableOutcome]:
-        return [t for t in self.tables if t.status in ("failed", "locked")]
+        """Tables that failed or were locked, and tables that refused a file (it needs a human)."""
+        return [t for t in self.tables if t.status in ("failed", "locked") or t.files_refused]
 
 
 @dataclass
@@ -232,7 +236,8 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             and state.lease is not None
             and (state.lease.expired(_utcnow()) or state.lease.holder_is_dead())
         )
-        if run.dry_run or not (plan.has_work or stale):
+        leftovers = bool(plan.leftovers) and source.archive.enabled
+        if run.dry_run or not (plan.has_work or stale or leftovers):
             outcome.status = "planned" if run.dry_run else "up_to_date"
             return outcome
 
@@ -241,6 +246,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         keeper = LeaseKeeper(run.store, held, run.ttl, _utcnow)
         checkpoint("lease_acquired", table.name)
         orphans = remove_orphans(target, set(held.state.committed_runs))
+        remove_rejects(run.cfg.lake_root, source.name, table.name, keep=set(held.state.committed_runs))
         remove_stale_scratch(run.cfg.lake_root, source.name, table.name, run.run_id)
         outcome.orphans_removed = len(orphans)
         if orphans:
@@ -254,6 +260,10 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
 
         state = keeper.held.state  # it may have moved between our first look and the lease
         plan = _plan(run, source, table, state)
+        if plan.has_work:
+            # Checksums settle files whose size or mtime changed: same bytes are not landed again.
+            fetched = fetch(plan.files, scratch_dir(run.cfg.lake_root, run.run_id))
+            plan = settle_fetched(plan, fetched, state)
         outcome.load_type, outcome.files = plan.load_type, len(plan.files)
         if plan.changed:
             event(
@@ -262,12 +272,20 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                 table=outcome.name,
                 files=list(plan.changed),
             )
+        if plan.duplicates:
+            event(
+                "files hold the same bytes as files already landed; not landed again",
+                logging.WARNING,
+                table=outcome.name,
+                files=dict(plan.duplicates),
+            )
         if not table.cursor:
             event(
                 "no cursor column: every new file is landed whole and no watermark is kept",
                 logging.WARNING,
                 table=outcome.name,
             )
+        moves = [Move(f.relpath, f.source_path, _folder_of(state, f.relpath)) for f in plan.leftovers]
         if plan.has_work:
             batch = run.get_engine().land_csv(
                 CsvBatch(
@@ -282,9 +300,18 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                     target=target,
                     lake_root=run.cfg.lake_root,
                     lower_bound=plan.lower_bound,
+                    declared=dict(table.columns),
+                    committed=dict(state.columns) if state and plan.load_type == "incremental" else {},
+                    max_rejected_fraction=table.max_rejected_fraction,
+                    double_as_decimal=table.double_as_decimal,
+                    decimal_keys=table.decimal_keys,
                 )
             )
             checkpoint("batch_written", table.name)
+            q = batch.quarantine
+            if q and q.rejects:
+                write_rejects(q.rejects, run.cfg.lake_root, source.name, table.name, run.run_id, run.now)
+            refused = q.refused if q else {}
             new = next_state(
                 state,
                 plan,
@@ -300,6 +327,22 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             outcome.status = "landed"
             outcome.rows_read, outcome.rows_landed = batch.rows_read, batch.rows_landed
             outcome.rows_deduplicated, outcome.rows_filtered = batch.rows_deduplicated, batch.rows_filtered
+            outcome.rows_rejected, outcome.files_refused = batch.rows_rejected, refused
+            if refused:
+                event(
+                    "files refused; moved to unprocessed/", logging.ERROR, table=outcome.name, files=refused
+                )
+            if not run.pause:
+                moves += [
+                    Move(f.relpath, f.source_path, UNPROCESSED_DIR if f.relpath in refused else ARCHIVE_DIR)
+                    for f in plan.files
+                ]
+        if moves and source.archive.enabled and not run.pause:
+            root = run.cfg.resolve(source.path)
+            archive_root = run.cfg.resolve(source.archive.root) if source.archive.root else None
+            done = move_files(root, moves, run.now, archive_root)
+            checkpoint("files_archived", table.name)
+            event("files moved out of the inbox", table=outcome.name, files=len(done))
         outcome.watermark = keeper.held.state.watermark
     except LeaseHeld as exc:
         outcome.status, outcome.error = "locked", str(exc.message)
@@ -310,6 +353,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         if not committed:
             # This run's files never counted; remove them now rather than at the next run.
             remove_run_files(target, run.run_id)
+            remove_rejects(run.cfg.lake_root, source.name, table.name, only={run.run_id})
     finally:
         if keeper is not None:
             try:
@@ -325,6 +369,12 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         outcome.seconds = round(time.monotonic() - started, 3)
         _log_outcome(outcome)
     return outcome
+
+
+def _folder_of(state: TableState | None, relpath: str) -> str:
+    """Where a file the ledger already knows belongs: archive/ if it landed, unprocessed/ if refused."""
+    entry = state.files.get(relpath) if state else None
+    return UNPROCESSED_DIR if entry and entry.status == "rejected" else ARCHIVE_DIR
 
 
 def _utcnow() -> datetime:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from ingestion.config import DURATION, LoadType
 from ingestion.errors import ConfigError, TidemarkError
+from ingestion.quarantine import Quarantine
 from ingestion.sources.csv import FileFacts
 from ingestion.state import FileEntry, TableState, Watermark
 
@@ -35,6 +36,9 @@ class TablePlan:
     already_landed: tuple[str, ...]
     changed: tuple[str, ...]  # landed before with another size or mtime: landed again
     lower_bound: Watermark | None = None  # keep rows with cursor >= this (in the column's own terms)
+    # Files a committed run processed that are still in the inbox (a crash before the archive step).
+    leftovers: tuple[FileFacts, ...] = ()
+    duplicates: tuple[tuple[str, str], ...] = ()  # (new file, landed file with the same bytes)
 
     @property
     def has_work(self) -> bool:
@@ -54,10 +58,12 @@ class LandedBatch:
     columns: dict[str, str]
     files_written: tuple[str, ...]
     rows_filtered: int = 0  # older than the lower bound: landed by an earlier run
+    rows_rejected: int = 0  # quarantined in _rejected/ (files refused whole are not counted)
+    quarantine: Quarantine | None = None
 
     @property
     def rows_deduplicated(self) -> int:
-        return self.rows_read - self.rows_filtered - self.rows_landed
+        return self.rows_read - self.rows_rejected - self.rows_filtered - self.rows_landed
 
 
 def parse_lookback(value: str | float, cursor_type: str) -> timedelta | float:
@@ -148,20 +154,59 @@ def plan_csv_table(
         )
     effective: Effective = "full" if load_type == "full" or not has_state else "incremental"
     ledger = state.files if state and effective == "incremental" else {}
-    todo, seen, changed = [], [], []
+    todo, seen, changed, leftovers = [], [], [], []
     for f in listing:
         entry = ledger.get(f.relpath)
         if entry is None:
             todo.append(f)
-        elif (entry.size, entry.mtime_ns) == (f.size, f.mtime_ns):
+        elif same_file(entry, f):
             seen.append(f.relpath)
+            leftovers.append(f)
         else:
-            todo.append(f)
+            todo.append(f)  # its checksum decides, once fetched: see settle_fetched
             changed.append(f.relpath)
     bound = None
     if effective == "incremental" and has_cursor and state and state.watermark:
         bound = lower_bound(state.watermark, lookback)
-    return TablePlan(source, table, effective, tuple(todo), tuple(seen), tuple(changed), bound)
+    return TablePlan(
+        source, table, effective, tuple(todo), tuple(seen), tuple(changed), bound, tuple(leftovers)
+    )
+
+
+def same_file(entry: FileEntry, f: FileFacts) -> bool:
+    """Is a listed file the one the ledger recorded? Size and mtime (and the ETag on S3) all agree."""
+    if entry.etag and f.etag:
+        return (entry.size, entry.etag) == (f.size, f.etag)
+    return (entry.size, entry.mtime_ns) == (f.size, f.mtime_ns)
+
+
+def settle_fetched(plan: TablePlan, fetched: Sequence[FileFacts], state: TableState | None) -> TablePlan:
+    """Drop fetched files whose bytes were already landed: touched but unchanged, or re-delivered under
+    another name. A file whose bytes changed stays in the plan (landed again, flagged as changed).
+    """
+    ledger = state.files if state and plan.load_type == "incremental" else {}
+    by_checksum = {e.checksum: name for name, e in ledger.items() if e.checksum and e.status == "landed"}
+    keep, seen, leftovers, dupes, changed = [], list(plan.already_landed), list(plan.leftovers), [], []
+    for f in fetched:
+        entry = ledger.get(f.relpath)
+        if entry is not None and entry.checksum and entry.checksum == f.checksum:
+            seen.append(f.relpath)
+            leftovers.append(f)
+        elif entry is None and f.checksum in by_checksum:
+            dupes.append((f.relpath, by_checksum[f.checksum]))
+            leftovers.append(f)
+        else:
+            keep.append(f)
+            if entry is not None:
+                changed.append(f.relpath)
+    return replace(
+        plan,
+        files=tuple(keep),
+        already_landed=tuple(seen),
+        changed=tuple(changed),
+        leftovers=tuple(leftovers),
+        duplicates=tuple(dupes),
+    )
 
 
 def max_watermark(old: Watermark | None, new: Watermark | None) -> Watermark | None:
@@ -199,7 +244,24 @@ def next_state(
     landed = canonical_watermark(batch.max_cursor, cursor_timezone, f"{plan.source}.{plan.table}")
     watermark = landed if plan.load_type == "full" else max_watermark(state.watermark, landed)
     files = dict(state.files)
-    files.update({f.relpath: FileEntry(f.size, f.mtime_ns, run_id) for f in plan.files})
+    counts = batch.quarantine.files if batch.quarantine else {}
+    for f in plan.files:
+        c = counts.get(f.relpath)
+        files[f.relpath] = FileEntry(
+            f.size,
+            f.mtime_ns,
+            run_id,
+            etag=f.etag,
+            checksum=f.checksum,
+            status="rejected" if c and c.error else "landed",
+            reason=c.error if c else None,
+            rows_read=c.read if c else 0,
+            rows_rejected=c.rejected if c else 0,
+        )
+    # A re-delivered copy of landed bytes is recorded too, so it is not checksummed again next run.
+    for new, old in plan.duplicates:
+        f = next(x for x in plan.leftovers if x.relpath == new)
+        files[new] = replace(state.files[old], size=f.size, mtime_ns=f.mtime_ns, etag=f.etag)
     return replace(
         state,
         watermark=watermark,

@@ -39,11 +39,21 @@ class Watermark:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A landed file in a table's ledger: what it looked like when it was landed, and by which run."""
+    """A file in a table's ledger: what it looked like when a run processed it, and what became of it.
+
+    `status` is `landed`, or `rejected` for a file refused whole (moved to unprocessed/, with `reason`).
+    Rows add up: `rows_read` = landed-or-deduplicated rows + `rows_rejected`.
+    """
 
     size: int
     mtime_ns: int
     run_id: str
+    etag: str | None = None
+    checksum: str | None = None
+    status: str = "landed"
+    reason: str | None = None
+    rows_read: int = 0
+    rows_rejected: int = 0
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ def table(tmp_path, monkeypatch):
                             "name": "s",
                             "kind": "csv",
                             "path": str(inbox),
+                            # These tests edit the inbox between runs: files stay where they are.
+                            "archive": {"enabled": False},
                             "tables": [
                                 {
                                     "name": "t",
@@ -186,14 +188,20 @@ def test_incremental_without_state_fails_the_table(table, make_engine):
     assert table.rows() == []
 
 
-def test_a_cursor_whose_type_changed_is_a_clear_error(table, make_engine):
+def test_a_file_whose_cursor_type_changed_is_refused_and_named(table, make_engine):
+    # Issue 4: an incompatible type change refuses the file (to unprocessed/) with the file and column
+    # named, instead of failing the whole table; the watermark stays where it was.
     engine = make_engine()
     table.drop("t_1.csv", "1,a,2026-01-01 10:00:00\n")
-    table.run(engine)
+    first = table.run(engine)
     table.drop("t_2.csv", "2,b,yesterday\n")
     out = table.run(engine)
-    assert out.status == "failed"
-    assert "cursor updated_at is string in the new files but timestamp" in out.error
+    assert out.status == "landed" and out.rows_landed == 0
+    assert list(out.files_refused) == ["t_2.csv"]
+    assert "column updated_at is timestamp in this table" in out.files_refused["t_2.csv"]
+    assert out.watermark == first.watermark
+    state = StateStore(str(table.lake), "p").read("s", "t")
+    assert state.files["t_2.csv"].status == "rejected"
 
 
 # --- batch dedup: the engines against a reference in plain Python -------------------------------------

@@ -61,6 +61,7 @@ def test_exit_codes(tmp_path):
     doc["sources"][0]["tables"][1]["cursor"] = "nope"
     (tmp_path / "bad.yml").write_text(yaml.safe_dump(doc))
     (tmp_path / "lake2").mkdir()
+    list(write_day(1, inbox))  # the first run archived the drop: deliver it again
     failed = cli("run", "--config", str(tmp_path / "bad.yml"), env={"TIDEMARK_LAKE": str(tmp_path / "lake2")})
     assert failed.returncode == 1
     assert "billing.customers failed" in failed.stderr and "nope" in failed.stderr

@@ -98,7 +98,7 @@ def test_types_are_inferred_from_all_rows(tmp_path, write_config):
     state = StateStore(str(tmp_path / "lake"), "p").read("s", "t")
     assert state.columns == {
         "id": "bigint",
-        "amount": "double",
+        "amount": "decimal",  # issue 4: doubles land as decimal(38,18)
         "flag": "boolean",
         "day": "string",
         "at": "timestamp",

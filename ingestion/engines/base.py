@@ -1,23 +1,34 @@
-"""The narrow interface between the engine-neutral core and an engine."""
+"""The narrow interface between the engine-neutral core and an engine, and the CSV landing flow.
+
+`land_csv_files` is the one flow both engines run: headers → read with structural rejects → per-file
+type statistics → one type plan → type rejects → per-file verdicts (conservation, max rejected share)
+→ filter, dedup, write. Engines only supply the data-parallel steps (`CsvOps`); every decision is made
+here, in plain Python, so both engines land the same rows and reject the same ones.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from ingestion.config import CsvOptions
-from ingestion.errors import SchemaError
+from ingestion.errors import SchemaError, SourceError
 from ingestion.landing import scratch_dir
+from ingestion.normalize import ColumnStats, TypePlan, TypeRule, clean_header, plan_types, type_rules
 from ingestion.plan import LandedBatch
-from ingestion.sources.csv import FileFacts
+from ingestion.quarantine import FileCounts, Quarantine, Reject, check_file, first_misfit_reason, locate
+from ingestion.sources.csv import FileFacts, read_header
 from ingestion.state import Watermark
+
+log = logging.getLogger("tidemark")
 
 
 @dataclass(frozen=True)
 class CsvBatch:
-    """Everything an engine needs to land one table's new CSV files."""
+    """Everything an engine needs to land one table's new CSV files (local paths, fetched)."""
 
     source: str
     table: str
@@ -31,18 +42,71 @@ class CsvBatch:
     lake_root: str
     # Keep rows whose cursor is >= this value (or null); None keeps every row.
     lower_bound: Watermark | None = None
+    declared: dict[str, str] = field(default_factory=dict)  # types the config declares
+    committed: dict[str, str] = field(default_factory=dict)  # types earlier runs landed
+    max_rejected_fraction: float = 1.0
+    double_as_decimal: bool = True
+    decimal_keys: bool = False
 
     @property
     def staging(self) -> str:
         """A scratch folder for this batch outside `landing/`, so dbt never sees half-written files."""
         return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
 
+    @property
+    def name(self) -> str:
+        return f"{self.source}.{self.table}"
+
+    @property
+    def rules(self) -> tuple[TypeRule, ...]:
+        return type_rules(self.options.date_format, self.options.timestamp_format)
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """What an engine's CSV reader made of one file: rows it accepted and records it refused."""
+
+    accepted: int
+    rejects: tuple[Reject, ...]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What an engine wrote for the landable rows of a batch."""
+
+    rows_kept: int  # after the lower-bound filter
+    rows_landed: int  # after dedup (counted from what was written)
+    max_cursor: Watermark | None
+    files: tuple[str, ...]
+
+
+class CsvOps(Protocol):
+    """The data-parallel steps an engine supplies for one batch (it keeps per-file data between calls)."""
+
+    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+        """Read one file as text columns `names`, with null tokens mapped; return counts and structural rejects."""
+        ...
+
+    def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
+        """Per column of a read file: non-null values and how many satisfy each type rule."""
+        ...
+
+    def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
+        """Rows of a read file whose values don't fit the planned types (removed from what lands)."""
+        ...
+
+    def write(self, files: list[FileFacts], columns: list[str], plan: TypePlan) -> Written:
+        """Cast, filter by the lower bound, dedup by key, write Parquet under staging, publish to target."""
+        ...
+
+    def close(self) -> None: ...
+
 
 class Engine(Protocol):
     """Reads a batch, cleans column names, infers types, adds metadata, dedups by key, writes Parquet.
 
     Files are written as `<target>/_ingest_date=<date>/part-<run_id>-<n>.parquet`; nothing else in
-    `target` is touched. Rules every engine follows live in `ingestion.normalize`.
+    `target` is touched. Rules every engine follows live in `ingestion.normalize` and this module.
     """
 
     name: str
@@ -69,11 +133,92 @@ def require_columns(batch: CsvBatch, columns: list[str]) -> None:
         )
 
 
+def landed_type(logical: str, zone: str | None) -> str:
+    """The type a column lands as: naive timestamps read in a configured zone land as UTC instants."""
+    return "timestamptz" if logical == "timestamp" and zone else logical
+
+
 def check_bound_type(batch: CsvBatch, types: dict[str, str]) -> None:
-    """The bound must be of the type the batch's cursor column was inferred as."""
-    if batch.lower_bound and batch.cursor and types.get(batch.cursor) != batch.lower_bound.type:
+    """The bound must be of the type the batch's cursor column lands as."""
+    ctype = landed_type(types.get(batch.cursor, ""), batch.options.timezone) if batch.cursor else None
+    if batch.lower_bound and batch.cursor and ctype != batch.lower_bound.type:
         raise SchemaError(
-            f"{batch.source}.{batch.table}: cursor {batch.cursor} is {types.get(batch.cursor)} in the new "
+            f"{batch.source}.{batch.table}: cursor {batch.cursor} is {ctype} in the new "
             f"files but {batch.lower_bound.type} in the committed watermark",
             hint="fix the files, or re-land the table with --load-type full",
         )
+
+
+def land_csv_files(batch: CsvBatch, ops: CsvOps) -> LandedBatch:
+    """The CSV landing flow shared by both engines (see the module docstring)."""
+    q = Quarantine()
+    readable: list[tuple[FileFacts, list[str]]] = []
+    for f in batch.files:
+        counts = q.files[f.relpath] = FileCounts(f.relpath)
+        try:
+            raw_names = read_header(f.path, batch.options)
+            if raw_names is None:
+                continue  # an empty file: nothing to read, nothing lost
+            names = clean_header(raw_names, file=f.relpath)
+        except (SchemaError, SourceError) as exc:
+            counts.error = exc.message
+            continue
+        read = ops.read(f, raw_names, names)
+        counts.accepted, counts.read = read.accepted, read.accepted + len(read.rejects)
+        counts.rejected = len(read.rejects)
+        q.rejects += locate(f.path, batch.options, read.rejects)
+        readable.append((f, names))
+
+    rules = batch.rules
+    stats = [(f.relpath, ops.stats(f, rules)) for f, _ in readable]
+    plan = plan_types(
+        stats,
+        committed=batch.committed,
+        declared=batch.declared,
+        keys=batch.primary_key,
+        double_as_decimal=batch.double_as_decimal,
+        decimal_keys=batch.decimal_keys,
+    )
+    landable: list[FileFacts] = []
+    headers: list[list[str]] = []
+    for f, names in readable:
+        counts = q.files[f.relpath]
+        bad = ops.type_rejects(f, plan, rules) if any(k[0] == f.relpath for k in plan.misfits) else []
+        q.rejects += locate(f.path, batch.options, bad)
+        counts.rejected += len(bad)
+        counts.landable = counts.accepted - len(bad)
+        check_file(counts, batch.max_rejected_fraction)
+        if counts.error:
+            misfit = first_misfit_reason(plan.misfits, f.relpath, plan.types)
+            if misfit:
+                counts.error += f"; {misfit}"
+            continue
+        landable.append(f)
+        headers.append(names)
+    q.rejects = [r for r in q.rejects if not q.files[r.file].error]
+
+    columns = union_names(headers)
+    written = Written(0, 0, None, ())
+    if landable:
+        require_columns(batch, columns)
+        check_bound_type(batch, plan.types)
+        written = ops.write(landable, columns, plan)
+    landable_rows = sum(q.files[f.relpath].landable for f in landable)
+    return LandedBatch(
+        rows_read=sum(q.files[f.relpath].read for f in landable),
+        rows_landed=written.rows_landed,
+        rows_rejected=q.rows_rejected,
+        rows_filtered=landable_rows - written.rows_kept,
+        max_cursor=written.max_cursor,
+        columns={c: plan.types[c] for c in columns},
+        files_written=written.files,
+        quarantine=q,
+    )
+
+
+def union_names(headers: list[list[str]]) -> list[str]:
+    """Union of several files' cleaned headers, by name, in first-seen order."""
+    out: dict[str, None] = {}
+    for header in headers:
+        out.update(dict.fromkeys(header))
+    return list(out)

@@ -7,27 +7,48 @@ from pathlib import Path
 
 import duckdb
 
-from ingestion.engines.base import CsvBatch, check_bound_type, require_columns, sql_string
-from ingestion.errors import EngineError, SourceError
+from ingestion.engines.base import (
+    CsvBatch,
+    FileRead,
+    Written,
+    land_csv_files,
+    landed_type,
+    sql_string,
+)
+from ingestion.errors import EngineError
 from ingestion.landing import partition_value, publish_staged
 from ingestion.normalize import (
+    DECIMAL,
+    DECIMAL_PRECISION,
+    DECIMAL_SCALE,
     INGESTED_AT,
     OP,
     PARTITION_COLUMN,
     RUN_ID,
     SOURCE_FILE,
     STRING,
-    TYPE_RULES,
-    choose_type,
-    clean_header,
-    union_columns,
+    ColumnStats,
+    TypePlan,
+    TypeRule,
+    accepted_rules,
 )
 from ingestion.plan import LandedBatch
+from ingestion.quarantine import (
+    DUCKDB_ERRORS,
+    INVALID_ENCODING,
+    LINE_TOO_LONG,
+    TYPE_MISMATCH,
+    Reject,
+    classify_structural,
+    type_reason,
+)
+from ingestion.sources.csv import FileFacts
 from ingestion.state import Watermark
 
 SQL_TYPES = {
     "boolean": "BOOLEAN",
     "bigint": "BIGINT",
+    DECIMAL: f"DECIMAL({DECIMAL_PRECISION},{DECIMAL_SCALE})",
     "double": "DOUBLE",
     "date": "DATE",
     "timestamp": "TIMESTAMP",
@@ -40,12 +61,48 @@ _CURSOR_TEXT = {
     "timestamptz": "strftime(max({c}), '%Y-%m-%dT%H:%M:%S.%f') || '+00:00'",
     "date": "strftime(max({c}), '%Y-%m-%d')",
 }
+# A record longer than this is rejected (line_too_long) rather than read.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 _batch_ids = itertools.count()
 
 
 def q(name: str) -> str:
     """Quote a DuckDB identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def parse_expr(col: str, rule: TypeRule) -> str:
+    """The value of text column `col` as `rule`'s type, or NULL when it doesn't parse."""
+    if rule.fmt:
+        parsed = f"try_strptime({col}, {sql_string(rule.fmt)})"
+        return f"CAST({parsed} AS DATE)" if rule.name == "date" else parsed
+    return f"TRY_CAST({col} AS {SQL_TYPES[rule.name]})"
+
+
+def cast_expr(col: str, target: str, rules: dict[str, TypeRule], zone: str | None) -> str:
+    """Text column `col` cast to its landed type (values were checked to fit); naive times read in `zone`."""
+    if target == STRING:
+        return col
+    rule = rules[target]
+    expr = parse_expr(col, rule)
+    if rule.fmt is None and target == "timestamp" and "date" in rules and rules["date"].fmt:
+        # a custom-format date widened into an ISO timestamp column
+        expr = f"coalesce({expr}, CAST({parse_expr(col, rules['date'])} AS TIMESTAMP))"
+    if target == "timestamp" and zone:
+        expr = f"timezone({sql_string(zone)}, CAST({expr} AS TIMESTAMP))"
+    return f"CAST({expr} AS {SQL_TYPES['timestamptz' if target == 'timestamp' and zone else target]})"
+
+
+def fits_expr(col: str, target: str, rules: dict[str, TypeRule]) -> str:
+    """TRUE when text column `col` is null or a value a `target` column takes (pattern and parse)."""
+    if target == STRING:
+        return "TRUE"
+    alts = [
+        f"(regexp_full_match({col}, {sql_string(rules[name].pattern)}) AND {parse_expr(col, rules[name])} IS NOT NULL)"
+        for name in accepted_rules(target)
+        if name in rules
+    ]
+    return f"({col} IS NULL OR {' OR '.join(alts)})"
 
 
 class DuckDBEngine:
@@ -61,115 +118,185 @@ class DuckDBEngine:
 
     def land_csv(self, batch: CsvBatch) -> LandedBatch:
         """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`."""
-        con = self.db.cursor()  # a connection of its own: temp tables and settings stay per batch
-        n = next(_batch_ids)
-        raw, kept, landed = f"raw_{n}", f"kept_{n}", f"landed_{n}"
+        ops = _DuckDBCsv(self.db.cursor(), batch)  # a connection of its own: temp tables stay per batch
         try:
-            con.execute("SET TimeZone = 'UTC'")
-            selects, headers = [], []
-            for f in batch.files:
-                sql, cleaned = _read_file_sql(con, f.path, f.relpath, batch)
-                selects.append(sql)
-                headers.append(cleaned)
-            columns = union_columns(headers)
-            require_columns(batch, columns)
-            con.execute(f"CREATE TEMP TABLE {raw} AS " + "\nUNION ALL BY NAME\n".join(selects))
-            rows_read = _count(con, raw)
-            types = _infer(con, raw, columns)
-            check_bound_type(batch, types)
-
-            typed = ", ".join(f"CAST({q(c)} AS {SQL_TYPES[types[c]]}) AS {q(c)}" for c in columns)
-            ingested = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-            select = (
-                f"SELECT {typed}, {sql_string(batch.run_id)} AS {RUN_ID}, "
-                f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, {SOURCE_FILE}, 'u' AS {OP} FROM {raw}"
-            )
-            # Filter and dedup see the typed columns: in the SELECT above they would see the raw text.
-            select = f"SELECT * FROM ({select}) AS typed"
-            if batch.lower_bound and batch.cursor:
-                bound = f"CAST({sql_string(batch.lower_bound.value)} AS {SQL_TYPES[types[batch.cursor]]})"
-                select += f" WHERE {q(batch.cursor)} IS NULL OR {q(batch.cursor)} >= {bound}"
-            con.execute(f"CREATE TEMP VIEW {kept} AS {select}")
-            rows_kept = _count(con, kept)
-            dedup = f"SELECT * FROM {kept}"
-            if batch.primary_key:
-                dedup += f" QUALIFY row_number() OVER ({_dedup_window(batch, columns)}) = 1"
-            con.execute(f"CREATE TEMP TABLE {landed} AS {dedup}")
-            rows_landed = _count(con, landed)
-            max_cursor = _max_cursor(con, landed, batch.cursor, types)
-            # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
-            # a truncated file where dbt reads.
-            Path(batch.staging).mkdir(parents=True, exist_ok=True)
-            con.execute(
-                f"COPY (SELECT *, {sql_string(partition_value(batch.ingested_at))} AS {PARTITION_COLUMN} "
-                f"FROM {landed}) TO {sql_string(batch.staging)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE true)"
-            )
-            files = publish_staged(batch.staging, batch.target, batch.run_id)
+            return land_csv_files(batch, ops)
         except duckdb.Error as exc:
-            raise EngineError(f"{batch.source}.{batch.table}: DuckDB failed: {exc}") from exc
+            raise EngineError(f"{batch.name}: DuckDB failed: {exc}") from exc
         finally:
-            con.close()
-        return LandedBatch(
-            rows_read=rows_read,
-            rows_landed=rows_landed,
-            rows_filtered=rows_read - rows_kept,
-            max_cursor=max_cursor,
-            columns=types,
-            files_written=tuple(files),
+            ops.close()
+
+
+class _DuckDBCsv:
+    """The CSV steps of one batch on one DuckDB connection: one temp table of text columns per file."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, batch: CsvBatch) -> None:
+        self.con, self.batch = con, batch
+        self.n = next(_batch_ids)
+        self.tables: dict[str, str] = {}  # relpath → temp table of text columns
+        self.names: dict[str, list[str]] = {}
+        self.rejected_records: dict[str, list[int]] = {}
+        con.execute("SET TimeZone = 'UTC'")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+        o, i = self.batch.options, len(self.tables)
+        table, rej, scan = f"raw_{self.n}_{i}", f"rej_{self.n}_{i}", f"scan_{self.n}_{i}"
+        positional = ", ".join(f"{sql_string(f'c{k}')}: 'VARCHAR'" for k in range(len(names)))
+        reader = (
+            f"read_csv({sql_string(f.path)}, columns = {{{positional}}}, header = {str(o.header).lower()}, "
+            f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, escape = {sql_string(o.escape)}, "
+            f"encoding = {sql_string(o.encoding.replace('-sig', ''))}, auto_detect = false, strict_mode = true, "
+            f"null_padding = false, max_line_size = {MAX_LINE_BYTES}, buffer_size = {2 * MAX_LINE_BYTES}, "
+            f"store_rejects = true, rejects_table = {sql_string(rej)}, rejects_scan = {sql_string(scan)})"
         )
+        nulls = [sql_string(v) for v in o.null_values]
+        cols = []
+        for k, c in enumerate(names):
+            expr = q(f"c{k}")
+            if nulls:
+                expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
+            cols.append(f"{expr} AS {q(c)}")
+        self.con.execute(
+            f"CREATE TEMP TABLE {table} AS SELECT {', '.join(cols)}, {sql_string(f.relpath)} AS {SOURCE_FILE} "
+            f"FROM {reader}"
+        )
+        self.tables[f.relpath], self.names[f.relpath] = table, names
+        accepted = int(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+        header = 1 if o.header else 0
+        found = self.con.execute(
+            f"SELECT line, min(line_byte_position), arg_min(error_type, column_idx), "
+            f"arg_min(csv_line, column_idx) FROM {rej} GROUP BY line ORDER BY line"
+        ).fetchall()
+        rejects = []
+        for line, pos, error_type, csv_line in found:
+            code = DUCKDB_ERRORS.get(str(error_type))
+            if code in (INVALID_ENCODING, LINE_TOO_LONG):
+                reason = _REASON_TEXT[code]
+            else:  # the same classifier as the Spark engine's: parity by construction
+                code, reason = classify_structural(csv_line or "", len(names), o)
+            record = int(line) - 1 - header
+            rejects.append(Reject(f.relpath, record, code, reason, raw=csv_line, offset=max(int(pos) - 1, 0)))
+        self.rejected_records[f.relpath] = sorted(r.record for r in rejects)
+        return FileRead(accepted, tuple(rejects))
+
+    def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
+        names, table = self.names[f.relpath], self.tables[f.relpath]
+        if not names:
+            return {}
+        checks = []
+        for c in names:
+            checks.append(f"count({q(c)})")
+            for rule in rules:
+                ok = f"regexp_full_match({q(c)}, {sql_string(rule.pattern)}) AND {parse_expr(q(c), rule)} IS NOT NULL"
+                checks.append(f"count(*) FILTER (WHERE {ok})")
+        row = self.con.execute(f"SELECT {', '.join(checks)} FROM {table}").fetchone()
+        assert row is not None
+        out, width = {}, len(rules) + 1
+        for i, c in enumerate(names):
+            chunk = row[i * width : (i + 1) * width]
+            out[c] = ColumnStats(
+                int(chunk[0]), {r.name: int(n) for r, n in zip(rules, chunk[1:], strict=True)}
+            )
+        return out
+
+    def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
+        names, table = self.names[f.relpath], self.tables[f.relpath]
+        by_name = {r.name: r for r in rules}
+        fits = {c: fits_expr(q(c), plan.types[c], by_name) for c in names}
+        first_bad = " ".join(f"WHEN NOT {fits[c]} THEN {sql_string(c)}" for c in names)
+        bad = self.con.execute(
+            f"SELECT rowid, CASE {first_bad} END AS bad_column, * EXCLUDE ({SOURCE_FILE}) FROM {table} "
+            f"WHERE NOT ({' AND '.join(fits.values())}) ORDER BY rowid"
+        ).fetchall()
+        if not bad:
+            return []
+        self.con.execute(f"DELETE FROM {table} WHERE rowid IN ({', '.join(str(int(r[0])) for r in bad)})")
+        records = _records_of_accepted([int(r[0]) for r in bad], self.rejected_records[f.relpath])
+        out = []
+        for row, record in zip(bad, records, strict=True):
+            col = str(row[1])
+            value = row[2 + names.index(col)]
+            raw = self.batch.options.delimiter.join("" if v is None else str(v) for v in row[2:])
+            out.append(
+                Reject(f.relpath, record, TYPE_MISMATCH, type_reason(col, value, plan.types[col]), col, raw)
+            )
+        return out
+
+    def write(self, files: list[FileFacts], columns: list[str], plan: TypePlan) -> Written:
+        batch, con = self.batch, self.con
+        rules = {r.name: r for r in batch.rules}
+        zone = batch.options.timezone
+        selects = [f"SELECT * FROM {self.tables[f.relpath]}" for f in files]
+        raw = f"raw_{self.n}"
+        con.execute(f"CREATE TEMP VIEW {raw} AS " + "\nUNION ALL BY NAME\n".join(selects))
+        typed = ", ".join(f"{cast_expr(q(c), plan.types[c], rules, zone)} AS {q(c)}" for c in columns)
+        ingested = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        select = (
+            f"SELECT {typed}, {sql_string(batch.run_id)} AS {RUN_ID}, "
+            f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, {SOURCE_FILE}, 'u' AS {OP} FROM {raw}"
+        )
+        # Filter and dedup see the typed columns: in the SELECT above they would see the raw text.
+        select = f"SELECT * FROM ({select}) AS typed"
+        if batch.lower_bound and batch.cursor:
+            ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], zone)]
+            bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
+            select += f" WHERE {q(batch.cursor)} IS NULL OR {q(batch.cursor)} >= {bound}"
+        kept, landed = f"kept_{self.n}", f"landed_{self.n}"
+        con.execute(f"CREATE TEMP TABLE {kept} AS {select}")
+        rows_kept = _count(con, kept)
+        dedup = f"SELECT * FROM {kept}"
+        if batch.primary_key:
+            dedup += f" QUALIFY row_number() OVER ({_dedup_window(batch, columns)}) = 1"
+        con.execute(f"CREATE TEMP TABLE {landed} AS {dedup}")
+        # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
+        # a truncated file where dbt reads.
+        Path(batch.staging).mkdir(parents=True, exist_ok=True)
+        con.execute(
+            f"COPY (SELECT *, {sql_string(partition_value(batch.ingested_at))} AS {PARTITION_COLUMN} "
+            f"FROM {landed}) TO {sql_string(batch.staging)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
+            f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE true)"
+        )
+        staged = sorted(str(p) for p in Path(batch.staging).rglob("*.parquet"))
+        # Count what was written, not what was meant to be: the conservation check depends on it.
+        rows_landed = (
+            int(
+                con.execute(
+                    f"SELECT count(*) FROM read_parquet([{', '.join(sql_string(p) for p in staged)}])"
+                ).fetchone()[0]  # type: ignore[index]
+            )
+            if staged
+            else 0
+        )
+        max_cursor = _max_cursor(
+            con, landed, batch.cursor, landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
+        )
+        files = publish_staged(batch.staging, batch.target, batch.run_id)
+        return Written(rows_kept, rows_landed, max_cursor, tuple(files))
+
+
+_REASON_TEXT = {
+    INVALID_ENCODING: "bytes that are not valid in the file's encoding",
+    LINE_TOO_LONG: f"record longer than {MAX_LINE_BYTES} bytes",
+}
+
+
+def _records_of_accepted(ordinals: list[int], rejected: list[int]) -> list[int]:
+    """Record indexes of accepted rows given their 0-based order among accepted rows."""
+    skip, out, record, k = set(rejected), [], -1, -1
+    for target in sorted(ordinals):
+        while k < target:
+            record += 1
+            if record not in skip:
+                k += 1
+        out.append(record)
+    return out
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
-
-
-def _read_file_sql(
-    con: duckdb.DuckDBPyConnection, path: str, relpath: str, batch: CsvBatch
-) -> tuple[str, list[str]]:
-    """A SELECT reading one file as text with cleaned column names, null tokens mapped, source file added."""
-    o = batch.options
-    reader = (
-        f"read_csv({sql_string(path)}, all_varchar = true, header = {str(o.header).lower()}, "
-        f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, "
-        f"escape = {sql_string(o.escape)}, encoding = {sql_string(o.encoding.replace('-sig', ''))})"
-    )
-    try:
-        raw = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
-    except duckdb.Error as exc:
-        raise SourceError(f"{relpath}: cannot read the CSV file: {exc}") from None
-    cleaned = clean_header(raw, file=relpath)
-    nulls = [sql_string(v) for v in o.null_values]
-    cols = []
-    for r, c in zip(raw, cleaned, strict=True):
-        expr = q(r)
-        if nulls:
-            expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
-        cols.append(f"{expr} AS {q(c)}")
-    return f"SELECT {', '.join(cols)}, {sql_string(relpath)} AS {SOURCE_FILE} FROM {reader}", cleaned
-
-
-def _infer(con: duckdb.DuckDBPyConnection, raw: str, columns: list[str]) -> dict[str, str]:
-    """One scan: for each column and rule, do all non-null values match and cast?"""
-    checks = []
-    for c in columns:
-        checks.append(f"count({q(c)})")
-        for rule in TYPE_RULES:
-            # FILTER, not a null-tolerant AND: for a null value `NULL AND false` is false.
-            checks.append(
-                f"coalesce(bool_and(regexp_full_match({q(c)}, {sql_string(rule.pattern)}) "
-                f"AND TRY_CAST({q(c)} AS {SQL_TYPES[rule.name]}) IS NOT NULL) "
-                f"FILTER (WHERE {q(c)} IS NOT NULL), true)"
-            )
-    row = con.execute(f"SELECT {', '.join(checks)} FROM {raw}").fetchone()
-    assert row is not None
-    types, width = {}, len(TYPE_RULES) + 1
-    for i, c in enumerate(columns):
-        chunk = row[i * width : (i + 1) * width]
-        types[c] = choose_type(
-            {rule.name: bool(ok) for rule, ok in zip(TYPE_RULES, chunk[1:], strict=True)}, int(chunk[0])
-        )
-    return types
 
 
 def _dedup_window(batch: CsvBatch, columns: list[str]) -> str:
@@ -181,11 +308,10 @@ def _dedup_window(batch: CsvBatch, columns: list[str]) -> str:
 
 
 def _max_cursor(
-    con: duckdb.DuckDBPyConnection, table: str, cursor: str | None, types: dict[str, str]
+    con: duckdb.DuckDBPyConnection, table: str, cursor: str | None, ctype: str
 ) -> Watermark | None:
     if not cursor:
         return None
-    ctype = types[cursor]
     expr = _CURSOR_TEXT.get(ctype, "CAST(max({c}) AS VARCHAR)").format(c=q(cursor))
     value = con.execute(f"SELECT {expr} FROM {table}").fetchone()[0]  # type: ignore[index]
     return None if value is None else Watermark(value=str(value), type=ctype)

@@ -1,29 +1,101 @@
-"""CSV sources: list the files of a table in its inbox folder."""
+"""CSV sources: list a table's files (local folder or S3 prefix), read headers, stage, archive.
+
+Everything here is I/O at the edge: the planner gets `FileFacts`, engines get local paths. S3 files are
+downloaded into the run's scratch folder before an engine reads them (engines read local files only, so
+both engines see the same bytes), and archived with copy + delete after the commit.
+"""
 
 from __future__ import annotations
 
+import codecs
+import csv
+import fnmatch
+import hashlib
+import io
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
+from ingestion.config import CsvOptions
 from ingestion.errors import SourceError
+
+log = logging.getLogger("tidemark")
+# Sub-folders of an inbox that hold processed files: never listed as new drops.
+ARCHIVE_DIR = "archive"
+UNPROCESSED_DIR = "unprocessed"
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, order=True)
 class FileFacts:
-    """A source file as listed at plan time: its identity for the ledger is (relpath, size, mtime)."""
+    """A source file as listed at plan time.
+
+    Its ledger identity is (relpath, size, mtime_ns, etag); `checksum` (sha256 of the bytes) is filled in
+    when the file is fetched, and tells a touched-but-identical file from a changed one.
+    """
 
     relpath: str
-    path: str
+    path: str  # local path or s3:// URL
     size: int
     mtime_ns: int
+    etag: str | None = None
+    checksum: str | None = None
+    origin: str | None = None  # the S3 URL of a downloaded copy
+
+    @property
+    def is_s3(self) -> bool:
+        return self.path.startswith("s3://")
+
+    @property
+    def source_path(self) -> str:
+        """Where the file lives in the inbox (what archiving moves)."""
+        return self.origin or self.path
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """`s3://bucket/a/b` → (`bucket`, `a/b`)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise SourceError(f"{url} is not an s3://bucket/prefix URL")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def s3_client():  # type: ignore[no-untyped-def]
+    """A boto3 S3 client; endpoint and credentials come from the environment (AWS_ENDPOINT_URL_S3…)."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+def _skipped(relpath: str) -> bool:
+    """Hidden files and the inbox's own archive/unprocessed folders are never new drops."""
+    parts = PurePosixPath(relpath).parts
+    return (
+        any(p.startswith(".") for p in parts)
+        or parts[0] in (ARCHIVE_DIR, UNPROCESSED_DIR)
+        or relpath.endswith(".tidemark-tmp")
+    )
+
+
+def _glob_match(relpath: str, pattern: str) -> bool:
+    """`fnmatch` with `**/` also matching zero folders, like pathlib's glob."""
+    if fnmatch.fnmatchcase(relpath, pattern):
+        return True
+    return pattern.startswith("**/") and fnmatch.fnmatchcase(relpath, pattern[3:])
 
 
 def list_files(root: str, pattern: str) -> list[FileFacts]:
-    """Files under `root` matching the glob `pattern` (`**` allowed), sorted by relative path."""
+    """Files under `root` (folder or `s3://` prefix) matching the glob `pattern`, sorted by relative path."""
+    if root.startswith("s3://"):
+        return _list_s3(root, pattern)
     if "://" in root:
         raise SourceError(
-            f"CSV source path {root}: only local folders are supported by this version",
-            hint="copy the files to a local folder, or point the source at one",
+            f"CSV source path {root}: unsupported scheme", hint="use a local folder or s3://bucket/prefix"
         )
     base = Path(root)
     if not base.is_dir():
@@ -33,9 +105,217 @@ def list_files(root: str, pattern: str) -> list[FileFacts]:
         )
     facts = []
     for p in base.glob(pattern):
-        if p.is_file() and not p.name.startswith("."):
+        rel = p.relative_to(base).as_posix()
+        if p.is_file() and not _skipped(rel):
             st = p.stat()
-            facts.append(
-                FileFacts(p.relative_to(base).as_posix(), str(p.resolve()), st.st_size, st.st_mtime_ns)
-            )
+            facts.append(FileFacts(rel, str(p.resolve()), st.st_size, st.st_mtime_ns))
     return sorted(facts)
+
+
+def _list_s3(root: str, pattern: str) -> list[FileFacts]:
+    bucket, prefix = split_s3(root.rstrip("/") + "/")
+    facts = []
+    try:
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix) :]
+                if rel and not rel.endswith("/") and not _skipped(rel) and _glob_match(rel, pattern):
+                    mtime = int(obj["LastModified"].timestamp() * 1_000_000_000)
+                    etag = str(obj.get("ETag", "")).strip('"') or None
+                    facts.append(FileFacts(rel, f"s3://{bucket}/{obj['Key']}", obj["Size"], mtime, etag))
+    except Exception as exc:  # botocore errors carry no secrets; say where we looked
+        raise SourceError(
+            f"cannot list CSV files under {root}: {exc}",
+            hint="check the bucket name, the credentials (AWS_PROFILE/AWS_ACCESS_KEY_ID) and s3:ListBucket",
+        ) from None
+    return sorted(facts)
+
+
+def sha256_file(path: str) -> str:
+    """The sha256 of a local file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(files: Sequence[FileFacts], scratch: str) -> list[FileFacts]:
+    """Local, checksummed copies of `files`: S3 objects are downloaded under `scratch`, local files stay."""
+    out = []
+    client = None
+    for f in files:
+        if f.is_s3:
+            client = client or s3_client()
+            bucket, key = split_s3(f.path)
+            local = Path(scratch, "inbox", f.relpath)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                client.download_file(bucket, key, str(local))
+            except Exception as exc:
+                raise SourceError(f"cannot download {f.path}: {exc}", hint="check s3:GetObject") from None
+            out.append(
+                FileFacts(f.relpath, str(local), f.size, f.mtime_ns, f.etag, sha256_file(str(local)), f.path)
+            )
+        else:
+            out.append(FileFacts(f.relpath, f.path, f.size, f.mtime_ns, f.etag, sha256_file(f.path)))
+    return out
+
+
+def _decoder_name(options: CsvOptions) -> str:
+    return "utf-8-sig" if options.encoding in ("utf-8", "utf-8-sig") else options.encoding
+
+
+def open_text(path: str, options: CsvOptions) -> io.TextIOWrapper:
+    """The file as text in its declared encoding (a UTF-8 BOM dropped); bad bytes become U+FFFD."""
+    return open(path, encoding=_decoder_name(options), errors="replace", newline="")
+
+
+def _dialect(options: CsvOptions) -> dict[str, object]:
+    same = options.escape == options.quote
+    return {
+        "delimiter": options.delimiter,
+        "quotechar": options.quote,
+        "doublequote": same,
+        "escapechar": None if same else options.escape,
+        "strict": False,
+    }
+
+
+def read_header(path: str, options: CsvOptions) -> list[str] | None:
+    """The raw column names of a file (its first record), or None for an empty file.
+
+    Without a header, names are `column0…` (as DuckDB names them); the count comes from the first record.
+    """
+    with open_text(path, options) as f:
+        try:
+            first = next(csv.reader(f, **_dialect(options)), None)  # type: ignore[arg-type]
+        except csv.Error as exc:
+            raise SourceError(f"{path}: cannot read the header: {exc}") from None
+    if first is None or first == []:
+        return None
+    return first if options.header else [f"column{i}" for i in range(len(first))]
+
+
+def split_record(text: str, options: CsvOptions) -> list[str] | None:
+    """Fields of one raw record as Python's csv module splits them; None when it can't."""
+    try:
+        return next(csv.reader(io.StringIO(text), **_dialect(options)), [])  # type: ignore[arg-type]
+    except csv.Error:
+        return None
+
+
+def record_lines(path: str, options: CsvOptions, wanted: Iterable[int]) -> dict[int, int]:
+    """Physical (1-based) line numbers where the data records with these 0-based indexes start.
+
+    A scan of the file with Python's csv module: only run for files that have rejected rows whose engine
+    could not say where they were (Spark), so its cost is paid only when something went wrong.
+    """
+    todo = set(wanted)
+    out: dict[int, int] = {}
+    if not todo:
+        return out
+    with open_text(path, options) as f:
+        reader = csv.reader(f, **_dialect(options))  # type: ignore[arg-type]
+        start, index = 1, -1 if options.header else 0
+        if options.header:
+            try:
+                next(reader)
+            except (StopIteration, csv.Error):
+                return out
+            start = reader.line_num + 1
+            index = 0
+        while todo:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                row = ["?"]
+            if not row:  # a blank line is no record for either engine
+                start = reader.line_num + 1
+                continue
+            if index in todo:
+                out[index] = start
+                todo.discard(index)
+            index += 1
+            start = reader.line_num + 1
+    return out
+
+
+def lines_at_offsets(path: str, offsets: Iterable[int]) -> dict[int, int]:
+    """Physical (1-based) line numbers of byte offsets (0-based) in a file: newlines counted before each."""
+    wanted = sorted(set(offsets))
+    out: dict[int, int] = {}
+    if not wanted:
+        return out
+    with open(path, "rb") as f:
+        data = f.read(wanted[-1] + 1)
+    line, pos = 1, 0
+    for off in wanted:
+        line += data.count(b"\n", pos, off)
+        out[off] = line
+        pos = off
+    return out
+
+
+def decode_check(options: CsvOptions) -> str:
+    """The Python codec for the declared encoding (validated: the config only allows known ones)."""
+    return codecs.lookup(_decoder_name(options)).name
+
+
+@dataclass(frozen=True)
+class Move:
+    """A processed file to move after the commit: to `archive/` (landed) or `unprocessed/` (rejected)."""
+
+    relpath: str
+    path: str  # where it is now: local path or s3:// URL
+    folder: str  # ARCHIVE_DIR or UNPROCESSED_DIR
+
+
+def move_destination(root: str, move: Move, when: datetime, archive_root: str | None = None) -> str:
+    """`<root>/<archive|unprocessed>/<yyyy>/<mm>/<relpath>` (or under `archive_root` when configured)."""
+    base = (archive_root or root).rstrip("/")
+    return f"{base}/{move.folder}/{when:%Y}/{when:%m}/{move.relpath}"
+
+
+def move_files(
+    root: str, moves: Sequence[Move], when: datetime, archive_root: str | None = None
+) -> list[str]:
+    """Move processed files out of the inbox; a file already gone (moved by an earlier try) is skipped.
+
+    Local: rename (copy + delete across devices). S3: copy + delete. Repeating it is harmless.
+    """
+    done = []
+    client = None
+    for m in moves:
+        dest = move_destination(root, m, when, archive_root)
+        if m.path.startswith("s3://"):
+            client = client or s3_client()
+            src_bucket, src_key = split_s3(m.path)
+            dst_bucket, dst_key = split_s3(dest)
+            try:
+                client.copy_object(
+                    Bucket=dst_bucket, Key=dst_key, CopySource={"Bucket": src_bucket, "Key": src_key}
+                )
+                client.delete_object(Bucket=src_bucket, Key=src_key)
+            except client.exceptions.NoSuchKey:
+                continue
+            except Exception as exc:
+                if "NoSuchKey" in str(exc) or "404" in str(exc):
+                    continue
+                raise SourceError(
+                    f"cannot move {m.path} to {dest}: {exc}", hint="check s3:PutObject and s3:DeleteObject"
+                ) from None
+        else:
+            src = Path(m.path)
+            if not src.exists():
+                continue
+            Path(dest).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(src, dest)
+            except OSError:
+                shutil.move(str(src), dest)
+        done.append(dest)
+    return done
