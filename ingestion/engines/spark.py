@@ -8,26 +8,40 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from functools import reduce
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ingestion.config import SparkConfig
-from ingestion.engines.base import CsvBatch, check_bound_type, require_columns
+from ingestion.engines.base import CsvBatch, FileRead, Written, land_csv_files, landed_type
 from ingestion.errors import EngineError
+from ingestion.formats import to_java_pattern
 from ingestion.landing import partition_value, publish_staged
 from ingestion.normalize import (
+    DECIMAL,
+    DECIMAL_PRECISION,
+    DECIMAL_SCALE,
     INGESTED_AT,
     OP,
     PARTITION_COLUMN,
     RUN_ID,
     SOURCE_FILE,
     STRING,
-    TYPE_RULES,
-    choose_type,
-    clean_header,
-    union_columns,
+    ColumnStats,
+    TypePlan,
+    TypeRule,
+    accepted_rules,
 )
 from ingestion.plan import LandedBatch
+from ingestion.quarantine import (
+    INVALID_ENCODING,
+    REPLACEMENT_CHAR,
+    TYPE_MISMATCH,
+    Reject,
+    classify_structural,
+    type_reason,
+)
+from ingestion.sources.csv import FileFacts
 from ingestion.state import Watermark
 
 if TYPE_CHECKING:
@@ -36,6 +50,7 @@ if TYPE_CHECKING:
 SQL_TYPES = {
     "boolean": "boolean",
     "bigint": "bigint",
+    DECIMAL: f"decimal({DECIMAL_PRECISION},{DECIMAL_SCALE})",
     "double": "double",
     "date": "date",
     "timestamp": "timestamp_ntz",
@@ -55,7 +70,11 @@ BASE_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.ansi.enabled": "false",
+    # Unparseable dates are null (rejected by tidemark), not an exception about the legacy parser.
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
 }
+CORRUPT = "_tidemark_corrupt"
+RECORD = "_tidemark_record"
 
 
 def bq(name: str) -> str:
@@ -105,141 +124,274 @@ class SparkEngine:
     def __init__(self, cfg: SparkConfig, spark: SparkSession | None = None) -> None:
         self.spark = spark or get_spark(cfg)
         # Whatever session we were handed, timestamps must be read and written in UTC.
-        for key in ("spark.sql.session.timeZone", "spark.sql.parquet.outputTimestampType"):
+        for key in (
+            "spark.sql.session.timeZone",
+            "spark.sql.parquet.outputTimestampType",
+            "spark.sql.legacy.timeParserPolicy",
+        ):
             self.spark.conf.set(key, BASE_CONF[key])
 
     def close(self) -> None:
         # The session is shared (tests, Glue); stopping it is the caller's business.
         pass
 
-    def _read_file(self, path: str, relpath: str, batch: CsvBatch) -> tuple[DataFrame, list[str]]:
-        from pyspark.sql import functions as F
-
-        o = batch.options
-        df = (
-            self.spark.read.option("header", o.header)
-            .option("sep", o.delimiter)
-            .option("quote", o.quote)
-            .option("escape", o.escape)
-            .option("encoding", o.encoding.replace("-sig", ""))
-            .option("mode", "FAILFAST")
-            .option("inferSchema", False)
-            .csv(path)
-        )
-        raw = df.columns
-        if not o.header:
-            # Spark names them _c0, _c1…; DuckDB column0, column1…: agree on DuckDB's.
-            raw = [f"column{i}" for i in range(len(raw))]
-            df = df.toDF(*raw)
-        cleaned = clean_header(raw, file=relpath)
-        cols = []
-        for r, c in zip(raw, cleaned, strict=True):
-            col = F.col(bq(r))
-            if o.null_values:
-                col = F.when(col.isin(list(o.null_values)), F.lit(None).cast("string")).otherwise(col)
-            cols.append(col.alias(c))
-        return df.select(*cols, F.lit(relpath).alias(SOURCE_FILE)), cleaned
-
     def land_csv(self, batch: CsvBatch) -> LandedBatch:
         """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`."""
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
-        frames, headers = [], []
-        for f in batch.files:
-            df, cleaned = self._read_file(f.path, f.relpath, batch)
-            frames.append(df)
-            headers.append(cleaned)
-        columns = union_columns(headers)
-        require_columns(batch, columns)
-        raw = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
-        raw = raw.select(*columns, SOURCE_FILE).persist()
-        staging = batch.staging
+        ops = _SparkCsv(self.spark, batch)
         try:
-            rows_read, types = self._infer(raw, columns)
-            check_bound_type(batch, types)
-            typed = raw.select(
-                *[F.expr(f"CAST({bq(c)} AS {SQL_TYPES[types[c]]})").alias(c) for c in columns],
-                F.lit(batch.run_id).alias(RUN_ID),
-                F.lit(batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f"))
-                .cast("timestamp")
-                .alias(INGESTED_AT),
-                F.col(SOURCE_FILE),
-                F.lit("u").alias(OP),
-            )
-            if batch.lower_bound and batch.cursor:
-                bound = F.lit(batch.lower_bound.value).cast(SQL_TYPES[types[batch.cursor]])
-                typed = typed.where(F.col(batch.cursor).isNull() | (F.col(batch.cursor) >= bound))
-                rows_kept = typed.count()
-            else:
-                rows_kept = rows_read
-            if batch.primary_key:
-                order = [F.col(batch.cursor).desc_nulls_last()] if batch.cursor else []
-                order.append(F.col(SOURCE_FILE).desc())
-                order += [F.col(c).desc_nulls_last() for c in columns if c not in batch.primary_key]
-                w = Window.partitionBy(*batch.primary_key).orderBy(*order)
-                typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
-            out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
-            out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
-            landed = self.spark.read.parquet(staging)
-            rows_landed, max_cursor = self._count_and_max(landed, batch.cursor, types)
-            files = publish_staged(staging, batch.target, batch.run_id)
+            return land_csv_files(batch, ops)
         except EngineError:
             raise
         except Exception as exc:
             if type(exc).__module__.startswith(("pyspark", "py4j")):
-                raise EngineError(f"{batch.source}.{batch.table}: Spark failed: {exc}") from exc
+                raise EngineError(f"{batch.name}: Spark failed: {exc}") from exc
             raise
         finally:
-            raw.unpersist()
-            shutil.rmtree(staging, ignore_errors=True)
-        return LandedBatch(
-            rows_read=rows_read,
-            rows_landed=rows_landed,
-            rows_filtered=rows_read - rows_kept,
-            max_cursor=max_cursor,
-            columns=types,
-            files_written=tuple(files),
-        )
+            ops.close()
 
-    @staticmethod
-    def _infer(raw: DataFrame, columns: list[str]) -> tuple[int, dict[str, str]]:
-        """One scan: the row count, and for each column and rule, do all non-null values match and cast?"""
+
+def parse_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
+    """Text column `c` as `rule`'s type, or null when it doesn't parse."""
+    from pyspark.sql import functions as F
+
+    col = F.col(bq(c))
+    if rule.fmt:
+        pattern = to_java_pattern(rule.fmt)
+        if rule.name == "date":
+            return F.to_date(col, pattern)
+        if rule.name == "timestamp":
+            return F.to_timestamp_ntz(col, F.lit(pattern))
+        return F.to_timestamp(col, pattern)
+    return F.expr(f"try_cast({bq(c)} AS {SQL_TYPES[rule.name]})")
+
+
+def fits_col(c: str, target: str, rules: dict[str, TypeRule]):  # type: ignore[no-untyped-def]
+    """True when text column `c` is null or a value a `target` column takes (pattern and parse)."""
+    from pyspark.sql import functions as F
+
+    col = F.col(bq(c))
+    if target == STRING:
+        return F.lit(True)
+    alts = [
+        col.rlike(f"^(?:{rules[n].pattern})$") & parse_col(c, rules[n]).isNotNull()
+        for n in accepted_rules(target)
+        if n in rules
+    ]
+    return col.isNull() | reduce(lambda a, b: a | b, alts)
+
+
+def cast_col(c: str, target: str, rules: dict[str, TypeRule], zone: str | None):  # type: ignore[no-untyped-def]
+    """Text column `c` cast to its landed type; naive times read in `zone` land as UTC instants."""
+    from pyspark.sql import functions as F
+
+    if target == STRING:
+        return F.col(bq(c))
+    expr = parse_col(c, rules[target])
+    if rules[target].fmt is None and target == "timestamp" and "date" in rules and rules["date"].fmt:
+        expr = F.coalesce(expr, parse_col(c, rules["date"]).cast("timestamp_ntz"))
+    if target == "timestamp" and zone:
+        # the wall clock as if UTC (the session zone), then shifted from `zone` to UTC
+        return F.to_utc_timestamp(expr.cast("timestamp"), zone)
+    return expr.cast(SQL_TYPES[target])
+
+
+class _SparkCsv:
+    """The CSV steps of one batch: one DataFrame of text columns per file, cached while the batch lands."""
+
+    def __init__(self, spark: SparkSession, batch: CsvBatch) -> None:
+        self.spark, self.batch = spark, batch
+        self.frames: dict[str, DataFrame] = {}
+        self.names: dict[str, list[str]] = {}
+        self.starts: dict[str, dict[int, int]] = {}  # file → partition → index of its first record
+
+    def close(self) -> None:
+        for df in self.frames.values():
+            df.unpersist()
+        shutil.rmtree(self.batch.staging, ignore_errors=True)
+
+    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        o = self.batch.options
+        positional = [f"c{k}" for k in range(len(names))]
+        schema = StructType([StructField(c, StringType()) for c in [*positional, CORRUPT]])
+        df = (
+            self.spark.read.schema(schema)
+            .option("header", o.header)
+            .option("sep", o.delimiter)
+            .option("quote", o.quote)
+            .option("escape", o.escape)
+            .option("encoding", o.encoding.replace("-sig", ""))
+            .option("multiLine", o.multiline)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT)
+            .option("unescapedQuoteHandling", "RAISE_ERROR")
+            .option("maxCharsPerColumn", -1)
+            .option("enforceSchema", True)
+            .csv(f.path)
+        )
+        # File order survives in the monotonically increasing id: (partition << 33) + row in partition,
+        # partitions ordered by file offset. Record indexes are worked out from it only for rejects.
+        df = df.withColumn(RECORD, F.monotonically_increasing_id())
+        cols = []
+        for k, c in enumerate(names):
+            col = F.col(positional[k])
+            if o.null_values:
+                col = F.when(col.isin(list(o.null_values)), F.lit(None).cast("string")).otherwise(col)
+            cols.append(col.alias(c))
+        # A value holding U+FFFD came from bytes the decoder couldn't read: DuckDB refuses those rows.
+        garbled = reduce(
+            lambda a, b: a | b,
+            [F.coalesce(F.col(p).contains(REPLACEMENT_CHAR), F.lit(False)) for p in positional],
+            F.lit(False),
+        )
+        df = df.select(
+            *cols,
+            F.lit(f.relpath).alias(SOURCE_FILE),
+            F.col(RECORD),
+            F.col(CORRUPT),
+            garbled.alias("_garbled"),
+        ).persist()
+        bad = (
+            df.where(F.col(CORRUPT).isNotNull() | F.col("_garbled"))
+            .select(RECORD, CORRUPT, "_garbled", *names)
+            .collect()
+        )
+        rejects = []
+        for row in bad:
+            raw = row[CORRUPT]
+            if raw is None:
+                raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
+            if row["_garbled"]:
+                code, reason = INVALID_ENCODING, "bytes that are not valid in the file's encoding"
+            else:
+                code, reason = classify_structural(raw, len(names), o)
+            rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw))
+        # Record indexes need the per-partition counts of every row, rejected ones included.
+        self.starts[f.relpath] = _partition_starts(df)
+        rejects = [replace(r, record=_record_index(r.record, self.starts[f.relpath])) for r in rejects]
+        good = df.where(F.col(CORRUPT).isNull() & ~F.col("_garbled")).drop(CORRUPT, "_garbled").persist()
+        df.unpersist()
+        self.frames[f.relpath], self.names[f.relpath] = good, names
+        return FileRead(good.count(), tuple(rejects))
+
+    def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
         from pyspark.sql import functions as F
 
-        aggs: list[Any] = [F.count(F.lit(1))]
-        for c in columns:
+        names = self.names[f.relpath]
+        if not names:
+            return {}
+        aggs = []
+        for c in names:
             col = F.col(bq(c))
             aggs.append(F.count(col))
-            for rule in TYPE_RULES:
-                ok = (
-                    col.rlike(f"^(?:{rule.pattern})$")
-                    & F.expr(f"try_cast({bq(c)} AS {SQL_TYPES[rule.name]})").isNotNull()
-                )
-                # min over booleans of the non-null values; null (no values) counts as "all matched".
-                aggs.append(F.coalesce(F.min(F.when(col.isNotNull(), ok)), F.lit(True)))
-        first = raw.agg(*aggs).first()
-        assert first is not None
-        rows, row = int(first[0]), first[1:]
-        types, width = {}, len(TYPE_RULES) + 1
-        for i, c in enumerate(columns):
+            for rule in rules:
+                ok = col.rlike(f"^(?:{rule.pattern})$") & parse_col(c, rule).isNotNull()
+                aggs.append(F.count(F.when(ok, F.lit(1))))
+        row = self.frames[f.relpath].agg(*aggs).first()
+        assert row is not None
+        out, width = {}, len(rules) + 1
+        for i, c in enumerate(names):
             chunk = row[i * width : (i + 1) * width]
-            types[c] = choose_type(
-                {rule.name: bool(ok) for rule, ok in zip(TYPE_RULES, chunk[1:], strict=True)}, int(chunk[0])
+            out[c] = ColumnStats(
+                int(chunk[0]), {r.name: int(n) for r, n in zip(rules, chunk[1:], strict=True)}
             )
-        return rows, types
+        return out
 
-    @staticmethod
-    def _count_and_max(
-        landed: DataFrame, cursor: str | None, types: dict[str, str]
-    ) -> tuple[int, Watermark | None]:
-        """One scan of what was written: its row count and the max cursor in canonical text."""
+    def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
         from pyspark.sql import functions as F
 
-        if not cursor:
-            return landed.count(), None
-        ctype = types[cursor]
-        agg = F.max(F.col(bq(cursor)))
-        expr = F.date_format(agg, _CURSOR_FORMAT[ctype]) if ctype in _CURSOR_FORMAT else agg.cast("string")
-        count, value = landed.agg(F.count(F.lit(1)), expr).first()  # type: ignore[misc]
-        return int(count), None if value is None else Watermark(value=str(value), type=ctype)
+        names, df = self.names[f.relpath], self.frames[f.relpath]
+        by_name = {r.name: r for r in rules}
+        fits = {c: fits_col(c, plan.types[c], by_name) for c in names}
+        first_bad = F.coalesce(*[F.when(~fits[c], F.lit(c)) for c in names], F.lit(None).cast("string"))
+        all_fit = reduce(lambda a, b: a & b, fits.values())
+        marked = df.withColumn("_bad_column", first_bad)
+        bad = marked.where(~all_fit).orderBy(RECORD).collect()
+        good = df.where(all_fit).persist()
+        good.count()
+        df.unpersist()
+        self.frames[f.relpath] = good
+        out = []
+        for row in bad:
+            col = row["_bad_column"]
+            raw = self.batch.options.delimiter.join("" if row[c] is None else row[c] for c in names)
+            out.append(
+                Reject(
+                    f.relpath,
+                    int(row[RECORD]),
+                    TYPE_MISMATCH,
+                    type_reason(col, row[col], plan.types[col]),
+                    col,
+                    raw,
+                )
+            )
+        return out
+
+    def write(self, files: list[FileFacts], columns: list[str], plan: TypePlan) -> Written:
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        batch = self.batch
+        rules = {r.name: r for r in batch.rules}
+        zone = batch.options.timezone
+        frames = [self.frames[f.relpath].drop(RECORD) for f in files]
+        raw = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+        typed = raw.select(
+            *[cast_col(c, plan.types[c], rules, zone).alias(c) for c in columns],
+            F.lit(batch.run_id).alias(RUN_ID),
+            F.lit(batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp").alias(INGESTED_AT),
+            F.col(SOURCE_FILE),
+            F.lit("u").alias(OP),
+        )
+        ctype = landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
+        if batch.lower_bound and batch.cursor:
+            bound = F.lit(batch.lower_bound.value).cast(SQL_TYPES[ctype])
+            typed = typed.where(F.col(batch.cursor).isNull() | (F.col(batch.cursor) >= bound))
+            rows_kept = typed.count()
+        else:
+            rows_kept = sum(self.frames[f.relpath].count() for f in files)
+        if batch.primary_key:
+            order = [F.col(batch.cursor).desc_nulls_last()] if batch.cursor else []
+            order.append(F.col(SOURCE_FILE).desc())
+            order += [F.col(c).desc_nulls_last() for c in columns if c not in batch.primary_key]
+            w = Window.partitionBy(*batch.primary_key).orderBy(*order)
+            typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
+        out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
+        out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(batch.staging)
+        landed = self.spark.read.parquet(batch.staging)
+        rows_landed, max_cursor = _count_and_max(landed, batch.cursor, ctype)
+        files_out = publish_staged(batch.staging, batch.target, batch.run_id)
+        return Written(rows_kept, rows_landed, max_cursor, tuple(files_out))
+
+
+def _partition_starts(df: DataFrame) -> dict[int, int]:
+    """Index of the first record of each input partition (ids carry the partition in their high bits)."""
+    from pyspark.sql import functions as F
+
+    counts = sorted(
+        (int(r[0]), int(r[1])) for r in df.groupBy(F.shiftright(F.col(RECORD), 33)).count().collect()
+    )
+    starts, total = {}, 0
+    for part, n in counts:
+        starts[part] = total
+        total += n
+    return starts
+
+
+def _record_index(mono_id: int, starts: dict[int, int]) -> int:
+    """The 0-based record index in the file of a row's monotonically increasing id."""
+    return starts[mono_id >> 33] + (mono_id & ((1 << 33) - 1))
+
+
+def _count_and_max(landed: DataFrame, cursor: str | None, ctype: str) -> tuple[int, Watermark | None]:
+    """One scan of what was written: its row count and the max cursor in canonical text."""
+    from pyspark.sql import functions as F
+
+    if not cursor:
+        return landed.count(), None
+    agg = F.max(F.col(bq(cursor)))
+    expr = F.date_format(agg, _CURSOR_FORMAT[ctype]) if ctype in _CURSOR_FORMAT else agg.cast("string")
+    count, value = landed.agg(F.count(F.lit(1)), expr).first()  # type: ignore[misc]
+    return int(count), None if value is None else Watermark(value=str(value), type=ctype)
