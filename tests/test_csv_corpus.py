@@ -1,0 +1,198 @@
+"""The nasty-CSV corpus (tests/corpus/): every file lands or is clearly refused, rows add up, both engines agree.
+
+`tests/corpus/corpus.yml` gives each case's table options and what must happen. Conservation is checked
+against what is on disk: for every file, the rows its ledger entry says were read equal the rows found in
+`landing/` (plus those dedup dropped) and in `_rejected/` for that file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from ingestion.config import parse_config
+from ingestion.engines.duckdb import DuckDBEngine
+from ingestion.pipeline import RunReport, run_pipeline
+from ingestion.state import StateStore
+
+CORPUS = Path(__file__).parent / "corpus"
+SPEC: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "corpus.yml").read_text())
+PARQUET_TYPES = {
+    "bigint": "int64",
+    "decimal": "decimal128(38, 18)",
+    "double": "double",
+    "string": "string",
+    "boolean": "bool",
+    "date": "date32[day]",
+    "timestamp": "timestamp[us]",
+    "timestamptz": "timestamp[us, tz=UTC]",
+}
+
+
+def corpus_doc(inbox: Path, lake: Path, *, archive: bool) -> dict[str, Any]:
+    return {
+        "pipeline": "corpus",
+        "lake": {"root": str(lake)},
+        "spark": {"master": "local[2]"},
+        "max_parallel_tables": 1,
+        "sources": [
+            {
+                "name": "corpus",
+                "kind": "csv",
+                "path": str(inbox),
+                "archive": {"enabled": archive},
+                "tables": [{"name": name, **case["options"]} for name, case in SPEC.items()],
+            }
+        ],
+    }
+
+
+def land_corpus(tmp: Path, engine, *, archive: bool) -> tuple[Path, Path, RunReport]:
+    inbox, lake = tmp / "inbox", tmp / "lake"
+    shutil.copytree(CORPUS, inbox, ignore=shutil.ignore_patterns("*.yml"))
+    report = run_pipeline(parse_config(corpus_doc(inbox, lake, archive=archive)), engine=engine)
+    return inbox, lake, report
+
+
+def landed_rows(lake: Path, table: str) -> list[dict[str, Any]]:
+    files = sorted((lake / "landing" / "corpus" / table).glob("**/*.parquet"))
+    if not files:
+        return []
+    rel = duckdb.sql(
+        f"select * exclude (_run_id, _ingested_at) from read_parquet({[str(f) for f in files]}, "
+        "union_by_name = true, hive_partitioning = false)"
+    )
+    return sorted((dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()), key=repr)
+
+
+def landed_types(lake: Path, table: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for f in sorted((lake / "landing" / "corpus" / table).glob("**/*.parquet")):
+        for field in pq.read_schema(f):
+            out[field.name] = str(field.type)
+    return out
+
+
+def rejected_rows(lake: Path, table: str) -> list[tuple]:
+    files = sorted((lake / "_rejected" / "corpus" / table).glob("**/*.parquet"))
+    if not files:
+        return []
+    return duckdb.sql(
+        f"select _source_file, _line, _reason_code, _column from read_parquet({[str(f) for f in files]}) "
+        "order by all"
+    ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def duck_corpus(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("corpus_duckdb")
+    return land_corpus(tmp, DuckDBEngine(), archive=True)
+
+
+def test_the_corpus_is_nasty_enough():
+    files = [p for p in CORPUS.iterdir() if p.suffix in (".csv", ".tsv")]
+    assert len(files) >= 30
+
+
+@pytest.mark.parametrize("table", list(SPEC))
+def test_each_case_lands_or_is_refused_as_expected(duck_corpus, table):
+    _, lake, report = duck_corpus
+    outcome = next(t for t in report.tables if t.table == table)
+    expect = SPEC[table]["expect"]
+    assert outcome.status == "landed", outcome.error
+    assert outcome.rows_landed == expect["landed"]
+    assert len(landed_rows(lake, table)) == expect["landed"]
+    rejected = rejected_rows(lake, table)
+    assert dict(Counter(r[2] for r in rejected)) == expect.get("rejected", {})
+    if "lines" in expect:
+        assert [r[1] for r in rejected] == expect["lines"]
+    if "refused" in expect:
+        assert len(outcome.files_refused) == 1
+        assert expect["refused"] in next(iter(outcome.files_refused.values()))
+    else:
+        assert outcome.files_refused == {}
+    types = landed_types(lake, table)
+    for column, kind in expect.get("types", {}).items():
+        want = PARQUET_TYPES["timestamptz" if kind == "timestamp" and table == "naive_tz" else kind]
+        assert types[column] == want, column
+
+
+def test_rows_add_up_for_every_file(duck_corpus):
+    """read = landed + deduplicated + rejected, per file, counted from what is on disk."""
+    _, lake, report = duck_corpus
+    store = StateStore(str(lake), "corpus")
+    checked = 0
+    for outcome in report.tables:
+        state = store.read("corpus", outcome.table)
+        assert state is not None
+        landed = Counter(r["_source_file"] for r in landed_rows(lake, outcome.table))
+        rejected = Counter(r[0] for r in rejected_rows(lake, outcome.table))
+        assert outcome.rows_read == (
+            outcome.rows_landed + outcome.rows_deduplicated + outcome.rows_rejected + outcome.rows_filtered
+        )
+        for name, entry in state.files.items():
+            if entry.status == "rejected":
+                assert entry.reason and name not in landed and name not in rejected
+                continue
+            assert entry.rows_rejected == rejected[name], name
+            if not outcome.rows_deduplicated:
+                assert entry.rows_read == landed[name] + rejected[name], name
+            checked += 1
+    assert checked >= 30
+
+
+def test_processed_files_are_archived_and_refused_ones_kept_whole(duck_corpus):
+    inbox, _, report = duck_corpus
+    month = report.run_id[:4] + "/" + report.run_id[4:6]
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == []
+    refused = {f for t in report.tables for f in t.files_refused}
+    assert refused == {"duplicate_headers.csv", "colliding_headers.csv", "garbage.csv"}
+    for name in refused:
+        kept = inbox / "unprocessed" / month / name
+        assert kept.read_bytes() == (CORPUS / name).read_bytes()
+    archived = {p.name for p in (inbox / "archive" / month).iterdir()}
+    originals = {p.name for p in CORPUS.iterdir() if p.suffix in (".csv", ".tsv")}
+    assert archived == originals - refused
+
+
+def test_a_rerun_lands_nothing_and_redelivered_files_are_not_landed_twice(duck_corpus, tmp_path):
+    inbox, lake, _ = duck_corpus
+    cfg = parse_config(corpus_doc(inbox, lake, archive=True))
+    again = run_pipeline(cfg, engine=DuckDBEngine())
+    assert all(t.status == "up_to_date" for t in again.tables)
+    # The same bytes dropped again (a new mtime): recognised by checksum, archived, not landed.
+    shutil.copy(CORPUS / "clean.csv", inbox / "clean.csv")
+    redelivered = run_pipeline(cfg, engine=DuckDBEngine(), tables=["clean"])
+    assert redelivered.tables[0].rows_landed == 0 and redelivered.ok
+    assert not (inbox / "clean.csv").exists()
+    assert len(landed_rows(lake, "clean")) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_both_engines_land_and_reject_the_same_rows(tmp_path, spark, duck_corpus):
+    from ingestion.config import SparkConfig
+    from ingestion.engines.spark import SparkEngine
+
+    _, duck_lake, duck_report = duck_corpus
+    _, spark_lake, spark_report = land_corpus(
+        tmp_path, SparkEngine(SparkConfig(), spark=spark), archive=False
+    )
+    for d, s in zip(duck_report.tables, spark_report.tables, strict=True):
+        assert (d.table, d.status, d.rows_landed, d.rows_rejected, sorted(d.files_refused)) == (
+            s.table,
+            s.status,
+            s.rows_landed,
+            s.rows_rejected,
+            sorted(s.files_refused),
+        )
+        assert landed_types(duck_lake, d.table) == landed_types(spark_lake, d.table), d.table
+        assert landed_rows(duck_lake, d.table) == landed_rows(spark_lake, d.table), d.table
+        assert rejected_rows(duck_lake, d.table) == rejected_rows(spark_lake, d.table), d.table

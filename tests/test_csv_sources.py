@@ -1,0 +1,171 @@
+"""CSV inboxes on a local folder and on S3 (moto): file ledger, archive/unprocessed moves, crash recovery."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import boto3
+import pytest
+
+from ingestion.config import parse_config
+from ingestion.pipeline import run_pipeline
+from ingestion.state import StateStore
+
+GOOD = "id,name,updated_at\n1,a,2026-01-01 10:00:00\n2,b,2026-01-02 10:00:00\n"
+BAD = "id,name,updated_at\nnot,a,csv,at all\n<html>\n"
+
+
+def doc(path: str, lake: Path, *, archive: bool = True) -> dict:
+    return {
+        "pipeline": "p",
+        "lake": {"root": str(lake)},
+        "sources": [
+            {
+                "name": "s",
+                "kind": "csv",
+                "path": path,
+                "archive": {"enabled": archive},
+                "tables": [
+                    {
+                        "name": "t",
+                        "primary_key": ["id"],
+                        "cursor": "updated_at",
+                        "cursor_timezone": "UTC",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def month_of(run_id: str) -> str:
+    return f"{run_id[:4]}/{run_id[4:6]}"
+
+
+# --- local folder -----------------------------------------------------------------------------------
+
+
+def test_local_inbox_archives_landed_files_and_moves_refused_ones(tmp_path, monkeypatch):
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_text(GOOD)
+    (inbox / "t_2.csv").write_text(BAD)
+    report = run_pipeline(parse_config(doc(str(inbox), tmp_path / "lake")))
+    out = report.tables[0]
+    assert out.rows_landed == 2 and list(out.files_refused) == ["t_2.csv"]
+    assert not report.ok  # a refused file needs a human: the run says so in its exit code
+    month = month_of(report.run_id)
+    assert (inbox / "archive" / month / "t_1.csv").read_text() == GOOD
+    assert (inbox / "unprocessed" / month / "t_2.csv").read_text() == BAD
+    assert sorted(p.name for p in inbox.iterdir()) == ["archive", "unprocessed"]
+    again = run_pipeline(parse_config(doc(str(inbox), tmp_path / "lake")))
+    assert again.ok and again.tables[0].status == "up_to_date"
+
+
+def test_crash_between_commit_and_archive_does_not_land_twice(tmp_path, monkeypatch):
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_text(GOOD)
+    cfg = parse_config(doc(str(inbox), tmp_path / "lake"))
+    monkeypatch.setenv("TIDEMARK_FAULTS", "state_committed=raise")
+    crashed = run_pipeline(cfg)
+    assert crashed.tables[0].status == "failed" and (inbox / "t_1.csv").exists()
+    monkeypatch.delenv("TIDEMARK_FAULTS")
+    rerun = run_pipeline(cfg)
+    assert rerun.ok and rerun.tables[0].rows_landed == 0 and rerun.tables[0].files == 0
+    assert not (inbox / "t_1.csv").exists()
+    assert (inbox / "archive" / month_of(rerun.run_id) / "t_1.csv").exists()
+    state = StateStore(str(tmp_path / "lake"), "p").read("s", "t")
+    assert state.files["t_1.csv"].run_id == crashed.run_id
+    landed = list((tmp_path / "lake" / "landing" / "s" / "t").glob("**/*.parquet"))
+    assert {p.name.split("-")[1] for p in landed} == {crashed.run_id.split("-")[0]}
+
+
+def test_changed_file_is_landed_again_and_flagged_touched_one_is_not(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg = parse_config(doc(str(inbox), tmp_path / "lake", archive=False))
+    f = inbox / "t_1.csv"
+    f.write_text(GOOD)
+    first = run_pipeline(cfg)
+    assert first.tables[0].rows_landed == 2
+    f.write_text(GOOD)  # same bytes, new mtime: recognised by checksum
+    touched = run_pipeline(cfg)
+    assert touched.tables[0].rows_landed == 0
+    (inbox / "t_copy.csv").write_text(GOOD)  # the same bytes under another name
+    dup = run_pipeline(cfg)
+    assert dup.tables[0].rows_landed == 0
+    f.write_text(GOOD + "3,c,2026-01-03 10:00:00\n")  # changed: landed again, with a warning
+    with caplog.at_level("WARNING", logger="tidemark"):
+        changed = run_pipeline(cfg)
+    # read again whole; the row below the watermark is filtered (the CDC lower bound), the rest lands
+    assert (changed.tables[0].rows_read, changed.tables[0].rows_filtered) == (3, 1)
+    assert changed.tables[0].rows_landed == 2
+    assert any("changed since they were landed" in r.getMessage() for r in caplog.records)
+    state = StateStore(str(tmp_path / "lake"), "p").read("s", "t")
+    assert state.files["t_1.csv"].run_id == changed.run_id
+    # the copy is recorded as the landed bytes it duplicates (never landed itself)
+    assert state.files["t_copy.csv"].checksum == hashlib.sha256(GOOD.encode()).hexdigest()
+    assert state.files["t_copy.csv"].run_id == first.run_id
+
+
+# --- S3 (moto server) -----------------------------------------------------------------------------
+
+
+def test_s3_inbox_lands_archives_and_recovers_from_a_crash(tmp_path, s3_bucket, monkeypatch):
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="drops/t_1.csv", Body=GOOD.encode())
+    s3.put_object(Bucket=s3_bucket, Key="drops/t_2.csv", Body=BAD.encode())
+    s3.put_object(Bucket=s3_bucket, Key="drops/other.txt", Body=b"not a table file")
+    cfg = parse_config(doc(f"s3://{s3_bucket}/drops", tmp_path / "lake"))
+
+    monkeypatch.setenv("TIDEMARK_FAULTS", "state_committed=raise")
+    crashed = run_pipeline(cfg)
+    assert crashed.tables[0].status == "failed"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert {"drops/t_1.csv", "drops/t_2.csv"} <= keys  # committed, not yet moved
+    monkeypatch.delenv("TIDEMARK_FAULTS")
+
+    rerun = run_pipeline(cfg)
+    assert rerun.tables[0].rows_landed == 0  # nothing landed twice
+    month = month_of(rerun.run_id)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert keys == {
+        "drops/other.txt",
+        f"drops/archive/{month}/t_1.csv",
+        f"drops/unprocessed/{month}/t_2.csv",
+    }
+    body = s3.get_object(Bucket=s3_bucket, Key=f"drops/archive/{month}/t_1.csv")["Body"].read()
+    assert body == GOOD.encode()
+    state = StateStore(str(tmp_path / "lake"), "p").read("s", "t")
+    entry = state.files["t_1.csv"]
+    assert entry.etag and entry.checksum and entry.rows_read == 2 and entry.status == "landed"
+    assert state.files["t_2.csv"].status == "rejected"
+    landed = list((tmp_path / "lake" / "landing" / "s" / "t").glob("**/*.parquet"))
+    assert landed and all(crashed.run_id in p.name for p in landed)
+
+
+def test_s3_read_only_inbox_keeps_files_and_lands_once(tmp_path, s3_bucket, monkeypatch):
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="ro/t_1.csv", Body=GOOD.encode())
+    cfg = parse_config(doc(f"s3://{s3_bucket}/ro", tmp_path / "lake", archive=False))
+    first = run_pipeline(cfg)
+    assert first.ok and first.tables[0].rows_landed == 2
+    second = run_pipeline(cfg)
+    assert second.tables[0].status == "up_to_date"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert keys == {"ro/t_1.csv"}
+
+
+@pytest.mark.parametrize("path", ["s3://", "gs://bucket/x"])
+def test_bad_inbox_urls_are_clear_errors(tmp_path, path, monkeypatch):
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    report = run_pipeline(parse_config(doc(path, tmp_path / "lake")))
+    assert report.tables[0].status == "failed"
+    assert "s3://" in report.tables[0].error
