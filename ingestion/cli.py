@@ -167,7 +167,7 @@ def run(
         raise _fail(exc) from None
 
     t = Table(title=f"run {report.run_id} · engine {report.engine} · lake {report.lake_root}")
-    numbers = ("files", "rows read", "landed", "deduplicated", "filtered")
+    numbers = ("files", "rows read", "landed", "deduplicated", "filtered", "rejected")
     for col in ("table", "status", "load", *numbers, "watermark", "seconds"):
         t.add_column(col, justify="right" if col in numbers else "left")
     for o in report.tables:
@@ -181,12 +181,16 @@ def run(
             str(o.rows_landed),
             str(o.rows_deduplicated),
             str(o.rows_filtered),
+            str(o.rows_rejected),
             o.watermark.value if o.watermark else "",
             f"{o.seconds:.2f}",
         )
     out.print(t)
     for o in report.failed:
-        err.print(f"[bold red]{o.name} {o.status}:[/] {o.error}", highlight=False)
+        if o.error:
+            err.print(f"[bold red]{o.name} {o.status}:[/] {o.error}", highlight=False)
+        for name, why in o.files_refused.items():
+            err.print(f"[bold red]{o.name} refused {name}[/] (moved to unprocessed/): {why}", highlight=False)
     if log_path:
         out.print(f"log: {log_path}", highlight=False)
     if not report.ok:

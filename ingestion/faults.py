@@ -21,6 +21,7 @@ POINTS = (
     "orphans_removed",
     "batch_written",
     "state_committed",
+    "files_archived",
     "lease_released",
     "run_finished",
 )

@@ -78,7 +78,9 @@ TYPE_RULES: tuple[TypeRule, ...] = (
     TypeRule("bigint", r"[+-]?[0-9]{1,18}"),
     TypeRule(DECIMAL, r"[+-]?([0-9]{1,20}(\.[0-9]{0,18})?|\.[0-9]{1,18})"),
     # An integer too long for bigint is an identifier, not a measurement: it stays a string, exactly.
-    TypeRule("double", r"[+-]?(([0-9]{1,18}|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)"),
+    TypeRule(
+        "double", r"[+-]?(([0-9]{1,18}|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)"
+    ),
     TypeRule("date", r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
     TypeRule("timestamp", r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"),
     TypeRule(

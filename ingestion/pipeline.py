@@ -393,6 +393,8 @@ def _log_outcome(o: TableOutcome) -> None:
         rows_landed=o.rows_landed,
         rows_deduplicated=o.rows_deduplicated,
         rows_filtered=o.rows_filtered,
+        rows_rejected=o.rows_rejected,
+        files_refused=o.files_refused or None,
         orphans_removed=o.orphans_removed or None,
         watermark=o.watermark.value if o.watermark else None,
         seconds=o.seconds,

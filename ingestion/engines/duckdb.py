@@ -153,9 +153,12 @@ class _DuckDBCsv:
             f"store_rejects = true, rejects_table = {sql_string(rej)}, rejects_scan = {sql_string(scan)})"
         )
         nulls = [sql_string(v) for v in o.null_values]
+        crlf = has_crlf(f.path)
         cols = []
         for k, c in enumerate(names):
             expr = q(f"c{k}")
+            if crlf:  # a Windows file's line breaks inside quoted fields read as \n, as Spark reads them
+                expr = f"replace({expr}, chr(13) || chr(10), chr(10))"
             if nulls:
                 expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
             cols.append(f"{expr} AS {q(c)}")
@@ -293,6 +296,12 @@ def _records_of_accepted(ordinals: list[int], rejected: list[int]) -> list[int]:
                 k += 1
         out.append(record)
     return out
+
+
+def has_crlf(path: str) -> bool:
+    """Does the file use Windows line endings (judged on its first 64 KiB)?"""
+    with open(path, "rb") as fh:
+        return b"\r\n" in fh.read(1 << 16)
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:

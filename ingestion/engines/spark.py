@@ -10,9 +10,10 @@ import os
 import shutil
 from dataclasses import replace
 from functools import reduce
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ingestion.config import SparkConfig
+from ingestion.config import CsvOptions, SparkConfig
 from ingestion.engines.base import CsvBatch, FileRead, Written, land_csv_files, landed_type
 from ingestion.errors import EngineError
 from ingestion.formats import to_java_pattern
@@ -34,6 +35,7 @@ from ingestion.normalize import (
 )
 from ingestion.plan import LandedBatch
 from ingestion.quarantine import (
+    BAD_QUOTING,
     INVALID_ENCODING,
     REPLACEMENT_CHAR,
     TYPE_MISMATCH,
@@ -73,6 +75,8 @@ BASE_CONF = {
     # Unparseable dates are null (rejected by tidemark), not an exception about the legacy parser.
     "spark.sql.legacy.timeParserPolicy": "CORRECTED",
 }
+# Spark's names for the encodings the config allows.
+SPARK_CHARSETS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "latin-1": "iso-8859-1", "utf-16": "utf-16"}
 CORRUPT = "_tidemark_corrupt"
 RECORD = "_tidemark_record"
 
@@ -222,7 +226,7 @@ class _SparkCsv:
             .option("sep", o.delimiter)
             .option("quote", o.quote)
             .option("escape", o.escape)
-            .option("encoding", o.encoding.replace("-sig", ""))
+            .option("encoding", SPARK_CHARSETS.get(o.encoding, o.encoding))
             .option("multiLine", o.multiline)
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", CORRUPT)
@@ -246,6 +250,13 @@ class _SparkCsv:
             [F.coalesce(F.col(p).contains(REPLACEMENT_CHAR), F.lit(False)) for p in positional],
             F.lit(False),
         )
+        if o.multiline and unbalanced_quotes(f.path, o):
+            # Spark reads an unclosed quote to the end of the file without complaint; DuckDB refuses the
+            # record that opened it. That record is the file's last one: it swallowed the rest.
+            last = df.agg(F.max(RECORD)).first()[0]  # type: ignore[index]
+            df = df.withColumn(
+                CORRUPT, F.when(F.col(RECORD) == F.lit(last), F.lit(UNCLOSED)).otherwise(F.col(CORRUPT))
+            )
         df = df.select(
             *cols,
             F.lit(f.relpath).alias(SOURCE_FILE),
@@ -265,6 +276,9 @@ class _SparkCsv:
                 raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
             if row["_garbled"]:
                 code, reason = INVALID_ENCODING, "bytes that are not valid in the file's encoding"
+            elif raw == UNCLOSED:
+                raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
+                code, reason = BAD_QUOTING, "unterminated or stray quote"
             else:
                 code, reason = classify_structural(raw, len(names), o)
             rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw))
@@ -360,10 +374,32 @@ class _SparkCsv:
             typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
         out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
         out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(batch.staging)
-        landed = self.spark.read.parquet(batch.staging)
-        rows_landed, max_cursor = _count_and_max(landed, batch.cursor, ctype)
+        if any(Path(batch.staging).rglob("*.parquet")):
+            landed = self.spark.read.parquet(batch.staging)
+            rows_landed, max_cursor = _count_and_max(landed, batch.cursor, ctype)
+        else:  # nothing survived filtering: Spark writes no file at all
+            rows_landed, max_cursor = 0, None
         files_out = publish_staged(batch.staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, max_cursor, tuple(files_out))
+
+
+UNCLOSED = "\x00unclosed quote"
+
+
+def unbalanced_quotes(path: str, options: CsvOptions) -> bool:
+    """Does the file hold an odd number of quote characters (so a quote is never closed)?
+
+    Only decidable this cheaply when quotes are escaped by doubling: every well-formed field then adds an
+    even number. The count runs at memory speed over the raw bytes.
+    """
+    if options.escape != options.quote or options.encoding == "utf-16":
+        return False
+    quote = options.quote.encode("latin-1" if options.encoding == "latin-1" else "utf-8")
+    count = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            count += chunk.count(quote)
+    return count % 2 == 1
 
 
 def _partition_starts(df: DataFrame) -> dict[int, int]:
