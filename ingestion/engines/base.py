@@ -12,6 +12,7 @@ from ingestion.errors import SchemaError
 from ingestion.landing import scratch_dir
 from ingestion.plan import LandedBatch
 from ingestion.sources.csv import FileFacts
+from ingestion.sources.jdbc import PgConnection
 from ingestion.state import Watermark
 
 
@@ -38,6 +39,37 @@ class CsvBatch:
         return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
 
 
+@dataclass(frozen=True)
+class JdbcBatch:
+    """Everything an engine needs to land one PostgreSQL table's rows for a run.
+
+    `query` is the full statement PostgreSQL runs (typed projection + cursor predicate); `columns` maps
+    each output column to its landed type, in order. With `partitions` > 1 the read is split by
+    `partition_column` over `partition_bounds` (queried beforehand).
+    """
+
+    source: str
+    table: str
+    connection: PgConnection
+    query: str
+    columns: dict[str, str]
+    primary_key: tuple[str, ...]
+    cursor: str | None
+    run_id: str
+    ingested_at: datetime  # UTC, tz-aware
+    target: str
+    lake_root: str
+    partition_column: str | None = None
+    partition_bounds: tuple[int, int] | None = None
+    partitions: int = 1
+    fetchsize: int = 10000
+
+    @property
+    def staging(self) -> str:
+        """The batch's scratch folder outside `landing/`."""
+        return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
+
+
 class Engine(Protocol):
     """Reads a batch, cleans column names, infers types, adds metadata, dedups by key, writes Parquet.
 
@@ -48,6 +80,8 @@ class Engine(Protocol):
     name: str
 
     def land_csv(self, batch: CsvBatch) -> LandedBatch: ...
+
+    def land_jdbc(self, batch: JdbcBatch) -> LandedBatch: ...
 
     def close(self) -> None: ...
 

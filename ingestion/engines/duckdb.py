@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from ingestion.engines.base import CsvBatch, check_bound_type, require_columns, sql_string
+from ingestion.engines.base import CsvBatch, JdbcBatch, check_bound_type, require_columns, sql_string
 from ingestion.errors import EngineError, SourceError
 from ingestion.landing import partition_value, publish_staged
 from ingestion.normalize import (
@@ -118,6 +118,12 @@ class DuckDBEngine:
             columns=types,
             files_written=tuple(files),
         )
+
+    def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
+        """Land a PostgreSQL batch (read through connectorx as Arrow); see `engines.duckdb_jdbc`."""
+        from ingestion.engines.duckdb_jdbc import land_jdbc
+
+        return land_jdbc(self, batch, next(_batch_ids))
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:

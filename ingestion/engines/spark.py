@@ -12,7 +12,7 @@ from functools import reduce
 from typing import TYPE_CHECKING, Any
 
 from ingestion.config import SparkConfig
-from ingestion.engines.base import CsvBatch, check_bound_type, require_columns
+from ingestion.engines.base import CsvBatch, JdbcBatch, check_bound_type, require_columns
 from ingestion.errors import EngineError
 from ingestion.landing import partition_value, publish_staged
 from ingestion.normalize import (
@@ -89,8 +89,12 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
             hint="apt-get install -y openjdk-17-jre-headless (Debian/Ubuntu), brew install openjdk@17 (macOS), "
             "or use --engine duckdb, which needs no Java",
         )
+    from ingestion.config import DEFAULT_DRIVER_JAR
+    from ingestion.engines.spark_jdbc import driver_conf
+
     builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
-    for key, value in {**BASE_CONF, **cfg.conf}.items():
+    # The PostgreSQL driver is put on the classpath whenever it is installed: jars can't be added later.
+    for key, value in {**BASE_CONF, **driver_conf(DEFAULT_DRIVER_JAR), **cfg.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -201,6 +205,12 @@ class SparkEngine:
             columns=types,
             files_written=tuple(files),
         )
+
+    def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
+        """Land a PostgreSQL batch through Spark's JDBC reader; see `engines.spark_jdbc`."""
+        from ingestion.engines.spark_jdbc import land_jdbc
+
+        return land_jdbc(self, batch)
 
     @staticmethod
     def _infer(raw: DataFrame, columns: list[str]) -> tuple[int, dict[str, str]]:
