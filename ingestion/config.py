@@ -144,7 +144,9 @@ class JdbcTableConfig(_Model):
 
     name: Identifier
     primary_key: tuple[Identifier, ...] | None = Field(None, description="default: the table's PK constraint")
-    cursor: Identifier | None = Field(None, description="default: the source's `cursor` when the table has it")
+    cursor: Identifier | None = Field(
+        None, description="default: the source's `cursor` when the table has it"
+    )
     full_load: bool = Field(False, description="no cursor: every run lands the whole table")
     cursor_timezone: str | None = None
     lookback: str | float | None = None

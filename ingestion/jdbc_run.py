@@ -129,9 +129,7 @@ def run_jdbc_table(run: _Run, task: JdbcTask) -> TableOutcome:
             # The horizon is read before the rows: everything below it had committed already.
             facts = horizon_facts(conn, pg)
             horizon = safe_horizon(facts.now, facts.oldest_xact_start)
-            plan = plan_jdbc_table(
-                table, state if state.has_data else None, horizon, load_type=run.load_type
-            )
+            plan = plan_jdbc_table(table, state if state.has_data else None, horizon, load_type=run.load_type)
             where = where_clause(table, plan)
             bounds = _partition_bounds(conn, pg, table, where)
         event(
@@ -227,7 +225,8 @@ def _partition_bounds(conn: PgConnection, pg, table: JdbcTable, where: str | Non
     if table.num_partitions <= 1 or not table.partition_column:
         return None
     c = pg_ident(table.column(table.partition_column).source_name)
-    sql = f"select min({c})::int8, max({c})::int8 from {table.relation}" + (f" where {where}" if where else "")
+    sql = f"select min({c})::int8, max({c})::int8 from {table.relation}" + (
+        f" where {where}" if where else ""
+    )
     lo, hi = query(conn, pg, sql)[0]
     return None if lo is None else (int(lo), int(hi))
-

@@ -105,7 +105,10 @@ class _Run:
 
 
 def select_tables(
-    cfg: PipelineConfig, names: Sequence[str] | None, discovered: Sequence[Any] = (), failed: Sequence[str] = ()
+    cfg: PipelineConfig,
+    names: Sequence[str] | None,
+    discovered: Sequence[Any] = (),
+    failed: Sequence[str] = (),
 ) -> list[tuple[Any, Any]]:
     """The configured tables to run: all, or those named `table` or `source.table`.
 

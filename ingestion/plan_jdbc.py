@@ -202,7 +202,9 @@ def _resolve_one(
     else:
         pk = landed_names(cat.primary_key, "primary key")
     if not pk:
-        warnings.append(f"{where} has no primary key (constraint, registry or config): rows are not deduplicated")
+        warnings.append(
+            f"{where} has no primary key (constraint, registry or config): rows are not deduplicated"
+        )
 
     cursor: str | None = None
     if cfg and cfg.full_load:
@@ -229,12 +231,16 @@ def _resolve_one(
         detect = False
 
     parts = (cfg.num_partitions if cfg else None) or source.num_partitions
-    pcol = landed_names([cfg.partition_column], "partition_column")[0] if cfg and cfg.partition_column else None
+    pcol = (
+        landed_names([cfg.partition_column], "partition_column")[0] if cfg and cfg.partition_column else None
+    )
     if parts > 1 and pcol is None:
         if len(pk) == 1 and types[pk[0]] == "bigint":
             pcol = pk[0]
         else:
-            warnings.append(f"{where}: num_partitions needs an integer partition_column; reading in one query")
+            warnings.append(
+                f"{where}: num_partitions needs an integer partition_column; reading in one query"
+            )
             parts = 1
     if pcol and types[pcol] != "bigint":
         raise ConfigError(f"{where}: partition_column {pcol} must be an integer column, not {types[pcol]}")
@@ -310,7 +316,9 @@ def plan_jdbc_table(
     effective: Effective = "incremental" if incremental else "full"
     cap = upper = None
     if ctype in TIME_CURSORS:
-        cap = Watermark(_text(horizon) + "+00:00", ctype, table.cursor_timezone if ctype == "timestamp" else None)
+        cap = Watermark(
+            _text(horizon) + "+00:00", ctype, table.cursor_timezone if ctype == "timestamp" else None
+        )
         if ctype == "timestamptz":
             upper = cap
         else:

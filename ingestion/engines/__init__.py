@@ -17,7 +17,6 @@ def get_engine(name: str, config: PipelineConfig) -> Engine:
         return DuckDBEngine()
     if name == "spark":
         from ingestion.engines.spark import SparkEngine
-
         from ingestion.engines.spark_jdbc import with_jdbc_driver
 
         return SparkEngine(with_jdbc_driver(config))

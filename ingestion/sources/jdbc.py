@@ -54,7 +54,9 @@ class PgConnection:
         """A libpq URL with credentials for connectorx; never log it."""
         auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
         extra = [(k, v) for k, v in self.params if k in ("sslmode", "application_name")]
-        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in [*extra, ("connect_timeout", str(self.connect_timeout))])
+        query = "&".join(
+            f"{k}={quote(v, safe='')}" for k, v in [*extra, ("connect_timeout", str(self.connect_timeout))]
+        )
         return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.dbname, safe='')}?{query}"
 
     def kwargs(self) -> dict[str, Any]:
@@ -80,7 +82,9 @@ class PgConnection:
 def parse_jdbc_url(url: str) -> tuple[str, int, str, tuple[tuple[str, str], ...]]:
     """`jdbc:postgresql://host[:port]/db[?k=v&…]` → host, port, database, options."""
     if not url.startswith("jdbc:postgresql://"):
-        raise ConfigError(f"{redact(url)} is not a PostgreSQL JDBC URL", hint="jdbc:postgresql://host:5432/db")
+        raise ConfigError(
+            f"{redact(url)} is not a PostgreSQL JDBC URL", hint="jdbc:postgresql://host:5432/db"
+        )
     parts = urlsplit(url.removeprefix("jdbc:"))
     db = parts.path.lstrip("/")
     if not parts.hostname or not db:
@@ -156,7 +160,9 @@ def connect(conn: PgConnection) -> Iterator[psycopg.Connection[Any]]:
         pg.close()
 
 
-def query(conn: PgConnection, pg: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+def query(
+    conn: PgConnection, pg: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()
+) -> list[tuple]:
     """Run one statement and fetch its rows; errors are redacted `SourceError`s."""
     return with_retries(conn, "a query", lambda: pg.execute(sql, params).fetchall())  # type: ignore[arg-type]
 
