@@ -11,6 +11,7 @@ still-open transaction commits later carry a cursor >= its start >= H and are re
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -370,7 +371,7 @@ def partition_ranges(lo: int, hi: int, n: int) -> list[tuple[int | None, int | N
     step = math.ceil((hi - lo + 1) / n)
     cuts = [lo + i * step for i in range(1, n)]
     edges: list[int | None] = [None, *cuts, None]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def partition_queries(query: str, column: str, ranges: Sequence[tuple[int | None, int | None]]) -> list[str]:

@@ -30,7 +30,7 @@ from ingestion.plan_jdbc import (
 from ingestion.redact import redact, register_secret
 from ingestion.sources.jdbc import CatalogColumn, CatalogTable, connect, connection_for, parse_jdbc_url
 from ingestion.state import TableState, Watermark
-from tests.pg_fixtures import PgDb, jdbc_source, pg_admin, pg_db, pipeline_doc  # noqa: F401
+from tests.pg_fixtures import PgDb, jdbc_source, pipeline_doc
 
 UTC = timezone.utc
 
@@ -76,7 +76,7 @@ def test_discovery_resolves_keys_cursor_and_globs() -> None:
     orders = by["orders"]
     assert orders.primary_key == ("id",) and orders.cursor == "updated_at"
     assert orders.cursor_timezone == "Europe/Berlin"
-    assert [c.source_name for c in orders.columns][0] == "ID"
+    assert orders.columns[0].source_name == "ID"
     assert by["audit_log"].primary_key == ("line",)  # from the registry
     assert by["audit_log"].cursor is None
     assert any("audit_log has no usable cursor" in w for w in warnings)
@@ -163,14 +163,14 @@ def _seed_orders(db: PgDb, rows: int = 20) -> None:
     )
 
 
-def _server_log(pg_admin: Any) -> tuple[str, int] | None:
+def _server_log(admin: Any) -> tuple[str, int] | None:
     """The server log file the admin can read, and its current size; None when there is none."""
-    candidates = [pg_admin.execute("select pg_current_logfile()").fetchone()[0]]
-    major = pg_admin.execute("show server_version_num").fetchone()[0][:2]
+    candidates = [admin.execute("select pg_current_logfile()").fetchone()[0]]
+    major = admin.execute("show server_version_num").fetchone()[0][:2]
     candidates.append(f"/var/log/postgresql/postgresql-{major}-main.log")
     for path in filter(None, candidates):
         try:
-            size = pg_admin.execute("select (pg_stat_file(%s)).size", (path,)).fetchone()[0]
+            size = admin.execute("select (pg_stat_file(%s)).size", (path,)).fetchone()[0]
         except Exception:
             continue
         return path, int(size)
