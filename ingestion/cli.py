@@ -275,6 +275,58 @@ def demo_check(
         raise typer.Exit(1)
 
 
+@app.command("demo-pg")
+def demo_pg(
+    day: Annotated[
+        int | None,
+        typer.Option("--day", min=1, max=2, help="Write day 1 (fresh database) or day 2 (changes)."),
+    ] = None,
+    probe: Annotated[
+        bool,
+        typer.Option("--probe", help="Exit 0 when the PostgreSQL server answers, else 1 with one line why."),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Compare the landed shop tables with the database; exit 1 on a mismatch."
+        ),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The demo's optional PostgreSQL part: a `tidemark_demo` shop database on $PGHOST:$PGPORT as $PGUSER.
+
+    `make demo` runs it when a server answers: --day 1, run, --day 2 (updates, inserts, deletes, a new
+    column), run, --check. Land it with `python -m ingestion run --config ingestion-pg.yml`.
+    """
+    from ingestion import demo_pg as d
+
+    if probe:
+        why = d.probe()
+        if why:
+            out.print(
+                f"PostgreSQL demo skipped: no server at {d.where()} ({why}); set PGHOST/PGPORT/PGUSER to use one"
+            )
+            raise typer.Exit(1)
+        out.print(f"PostgreSQL server at {d.where()} answers: running the PostgreSQL part of the demo")
+        return
+    if day:
+        d.seed(day)
+        out.print(f"wrote day {day} of the shop demo to database {d.DEMO_DB} on {d.where()}")
+    if check:
+        from ingestion.config import load_config
+
+        try:
+            cfg = load_config(config or Path("ingestion-pg.yml"))
+        except TidemarkError as exc:
+            raise _fail(exc) from None
+        problems = d.check(cfg.lake_root)
+        for p in problems[:20]:
+            err.print(f"[red]MISMATCH[/] {p}", highlight=False)
+        if problems:
+            raise typer.Exit(1)
+        out.print("shop tables in the lake match the PostgreSQL source (deleted orders landed as tombstones)")
+
+
 def main() -> None:
     """Entry point of `python -m ingestion` and the `tidemark` script."""
     try:
