@@ -18,7 +18,7 @@ LOAD_TYPES = ("auto", "full", "incremental")
 
 app = typer.Typer(
     name="python -m ingestion",
-    help="tidemark ingestion: land CSV files as a partitioned Parquet lake with per-table CDC state, "
+    help="tidemark ingestion: land CSV files and PostgreSQL tables as a partitioned Parquet lake with per-table CDC state, "
     "ready for the dbt project in this repository.",
     no_args_is_help=True,
     add_completion=False,
@@ -150,7 +150,9 @@ def run(
         log_path = None if dry_run else setup_logging(run_id, cfg.lake_root, verbose=verbose)
         if force_unlock:
             store = state_store(cfg)
-            for src, tbl in select_tables(cfg, force_unlock):
+            from ingestion.jdbc_run import known_tables
+
+            for src, tbl in select_tables(cfg, force_unlock, known_tables(cfg)):
                 lease = store.force_unlock(src.name, tbl.name)
                 what = f"run {lease.run_id} (since {lease.acquired_at})" if lease else "nobody"
                 out.print(f"unlocked {src.name}.{tbl.name}: was held by {what}", highlight=False)
@@ -209,7 +211,9 @@ def reset(
 
     try:
         cfg = load_config(config, env=env)
-        chosen = select_tables(cfg, tables)
+        from ingestion.jdbc_run import known_tables
+
+        chosen = select_tables(cfg, tables, known_tables(cfg))
         names = ", ".join(f"{s.name}.{t.name}" for s, t in chosen)
         if not yes:
             if not sys.stdin.isatty():

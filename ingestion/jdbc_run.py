@@ -230,3 +230,28 @@ def _partition_bounds(conn: PgConnection, pg, table: JdbcTable, where: str | Non
     )
     lo, hi = query(conn, pg, sql)[0]
     return None if lo is None else (int(lo), int(hi))
+
+
+@dataclass(frozen=True)
+class KnownTable:
+    """A PostgreSQL table known without asking the database: listed in the config or holding state."""
+
+    source: JdbcSourceConfig
+    name: str
+
+
+def known_tables(cfg: PipelineConfig) -> list[KnownTable]:
+    """PostgreSQL tables `reset` and `--force-unlock` can name without a connection."""
+    from ingestion.pipeline import state_store
+
+    sources = cfg.jdbc_sources()
+    if not sources:
+        return []
+    with_state: dict[str, set[str]] = {}
+    for st in state_store(cfg).tables():
+        with_state.setdefault(st.source, set()).add(st.table)
+    out = []
+    for s in sources:
+        listed = {t.name for t in s.tables} if s.tables != "*" else set()
+        out += [KnownTable(s, n) for n in sorted(listed | with_state.get(s.name, set()))]
+    return out

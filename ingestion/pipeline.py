@@ -179,6 +179,9 @@ def run_pipeline(
     selected = select_tables(cfg, tables, jdbc_tasks, [o.source for o in jdbc_failed])
     report = RunReport(run_id=run.run_id, engine=run.engine_name, lake_root=lake)
     report.tables += jdbc_failed
+    for failed in jdbc_failed:
+        if on_table:
+            on_table(failed)
     event(
         "run started",
         run_id=run.run_id,

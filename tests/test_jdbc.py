@@ -286,3 +286,69 @@ def test_late_commit_is_landed_by_the_next_run(pg_db: PgDb, tmp_path: Path, writ
         f"select distinct id from read_parquet('{tmp_path}/lake/landing/pg/orders/**/*.parquet')"
     ).fetchall()
     assert {r[0] for r in landed} == {1, 2, 3, 100, 101}
+
+
+def test_connection_failures_are_retried_then_reported_without_the_password() -> None:
+    import psycopg
+
+    from ingestion.sources.jdbc import PgConnection, with_retries
+
+    conn = PgConnection("h", 5432, "db", "u", "Sekret-Value-1", retries=2)
+    register_secret(conn.password)
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise psycopg.OperationalError("connection refused password=Sekret-Value-1")
+        return "ok"
+
+    assert with_retries(conn, "probe", flaky) == "ok" and len(calls) == 3
+
+    def broken() -> str:
+        raise psycopg.OperationalError("could not connect with Sekret-Value-1")
+
+    with pytest.raises(SourceError) as info:
+        with_retries(conn, "probe", broken)
+    assert "Sekret-Value-1" not in "".join(traceback.format_exception(info.value))
+    assert info.value.hint and "reachable" in info.value.hint
+
+    def bad_sql() -> str:
+        raise ValueError("syntax error")  # not a connection problem: no retry
+
+    calls.clear()
+    with pytest.raises(SourceError):
+        with_retries(conn, "probe", lambda: calls.append(1) or bad_sql())
+    assert len(calls) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_spark_jdbc_failure_hides_the_password(spark, tmp_path: Path) -> None:
+    from ingestion.config import DEFAULT_DRIVER_JAR, SparkConfig
+    from ingestion.engines.base import JdbcBatch
+    from ingestion.engines.spark import SparkEngine
+    from ingestion.errors import EngineError
+    from ingestion.sources.jdbc import PgConnection
+
+    if not Path(DEFAULT_DRIVER_JAR).is_file():
+        pytest.skip(f"the PostgreSQL JDBC driver is not installed at {DEFAULT_DRIVER_JAR}")
+    secret = "Spark-Sekret-42"
+    register_secret(secret)
+    batch = JdbcBatch(
+        source="pg",
+        table="t",
+        connection=PgConnection("127.0.0.1", 1, "nodb", "nobody", secret, connect_timeout=2),
+        query="select 1::int8 as id",
+        columns={"id": "bigint"},
+        primary_key=("id",),
+        cursor=None,
+        run_id="r1",
+        ingested_at=datetime(2026, 1, 1, tzinfo=UTC),
+        target=str(tmp_path / "landing"),
+        lake_root=str(tmp_path),
+    )
+    with pytest.raises(EngineError) as info:
+        SparkEngine(SparkConfig(), spark=spark).land_jdbc(batch)
+    assert "Spark JDBC failed" in str(info.value)
+    assert secret not in "".join(traceback.format_exception(info.value))
