@@ -177,8 +177,11 @@ def _server_log(admin: Any) -> tuple[str, int] | None:
     return None
 
 
+@pytest.mark.parametrize(
+    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
 def test_incremental_query_reaching_postgres_carries_the_cursor_predicate(
-    pg_db: PgDb, pg_admin: Any, tmp_path: Path, write_config
+    engine: str, pg_db: PgDb, pg_admin: Any, tmp_path: Path, write_config, request: pytest.FixtureRequest
 ) -> None:
     log = _server_log(pg_admin)
     if log is None:
@@ -186,14 +189,22 @@ def test_incremental_query_reaching_postgres_carries_the_cursor_predicate(
             "the server's log file is not readable through pg_read_file (no logging_collector, no Debian log)"
         )
     _seed_orders(pg_db)
-    cfg = write_config(pipeline_doc(tmp_path / "lake", jdbc_source(pg_db, tables=["orders"])))
-    assert run_pipeline(cfg).ok  # full load
+    cfg = write_config(pipeline_doc(tmp_path / "lake", jdbc_source(pg_db, tables=["orders"]), engine))
+    eng = None
+    if engine == "spark":
+        from ingestion.config import DEFAULT_DRIVER_JAR
+        from ingestion.engines.spark import SparkEngine
+
+        if not Path(DEFAULT_DRIVER_JAR).is_file():
+            pytest.skip(f"the PostgreSQL JDBC driver is not installed at {DEFAULT_DRIVER_JAR}")
+        eng = SparkEngine(cfg.spark, spark=request.getfixturevalue("spark"))
+    assert run_pipeline(cfg, engine=eng).ok  # full load
     pg_db.con.execute("update orders set note = 'changed', updated_at = now() where id = 3")
     # Only this role's statements are logged, and only from now on.
     pg_admin.execute(f"alter role {pg_db.role} set log_statement = 'all'")
     path, start = _server_log(pg_admin) or log
     try:
-        report = run_pipeline(cfg)
+        report = run_pipeline(cfg, engine=eng)
     finally:
         pg_admin.execute(f"alter role {pg_db.role} reset log_statement")
     assert report.ok and report.tables[0].load_type == "incremental"

@@ -49,7 +49,7 @@ def spark_type(ltype: str) -> str:
 
 def land_jdbc(engine: SparkEngine, batch: JdbcBatch) -> LandedBatch:
     """Read with `spark.read.format('jdbc')`, cast, dedup by key, write Parquet, publish."""
-    from pyspark.sql import Window
+    from pyspark.sql import Observation, Window
     from pyspark.sql import functions as F
 
     from ingestion.engines.spark import bq
@@ -77,7 +77,9 @@ def land_jdbc(engine: SparkEngine, batch: JdbcBatch) -> LandedBatch:
     columns = list(batch.columns)
     staging = batch.staging
     try:
-        df = reader.load()
+        # Count what PostgreSQL returned during the write itself: a second JDBC read could see other rows.
+        observed = Observation("tidemark_rows_read")
+        df = reader.load().observe(observed, F.count(F.lit(1)).alias("rows"))
         typed = df.select(
             *[F.expr(f"CAST({bq(c)} AS {spark_type(batch.columns[c])})").alias(c) for c in columns],
             F.lit(batch.run_id).alias(RUN_ID),
@@ -95,7 +97,7 @@ def land_jdbc(engine: SparkEngine, batch: JdbcBatch) -> LandedBatch:
         out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
         landed = engine.spark.read.parquet(staging)
         rows_landed, max_cursor = engine._count_and_max(landed, batch.cursor, batch.columns)
-        rows_read = rows_landed if not batch.primary_key else None
+        rows_read = int(observed.get["rows"])
         files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
     except Exception as exc:
         if type(exc).__module__.startswith(("pyspark", "py4j")):
@@ -106,14 +108,9 @@ def land_jdbc(engine: SparkEngine, batch: JdbcBatch) -> LandedBatch:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return LandedBatch(
-        rows_read=rows_read if rows_read is not None else _rows_read(df),
+        rows_read=rows_read,
         rows_landed=rows_landed,
         max_cursor=max_cursor,
         columns=dict(batch.columns),
         files_written=tuple(files),
     )
-
-
-def _rows_read(df) -> int:  # type: ignore[no-untyped-def]
-    """Rows PostgreSQL returned (before dedup): one more pass, only for tables with a key."""
-    return df.count()
