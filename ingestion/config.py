@@ -191,7 +191,7 @@ class JdbcSourceConfig(_Model):
     password_env: str | None = Field("PGPASSWORD", description="environment variable holding the password")
     password: str | None = Field(None, repr=False, description="prefer password_env or ${VAR}")
     schema_: str = Field("public", alias="schema")
-    tables: Literal["*"] | tuple[JdbcTableConfig, ...] = "*"
+    tables: tuple[JdbcTableConfig, ...] | None = Field(None, description='"*" (None): every table found')
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     pk_registry: str | None = Field(None, description="CSV file with columns table,primary_key (seed 1)")
@@ -234,7 +234,9 @@ class JdbcSourceConfig(_Model):
     @field_validator("tables", mode="before")
     @classmethod
     def _tables(cls, v: Any) -> Any:
-        # A plain list of names is shorthand for [{name: …}, …].
+        # "*" is every table; a plain list of names is shorthand for [{name: …}, …].
+        if v == "*":
+            return None
         if isinstance(v, list):
             return [{"name": t} if isinstance(t, str) else t for t in v]
         return v
@@ -246,7 +248,7 @@ class JdbcSourceConfig(_Model):
 
     def table_config(self, name: str) -> JdbcTableConfig | None:
         """The explicit settings of a table, if the config lists it."""
-        if self.tables == "*":
+        if self.tables is None:
             return None
         return next((t for t in self.tables if t.name == name), None)
 

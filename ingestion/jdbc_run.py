@@ -252,6 +252,6 @@ def known_tables(cfg: PipelineConfig) -> list[KnownTable]:
         with_state.setdefault(st.source, set()).add(st.table)
     out = []
     for s in sources:
-        listed = {t.name for t in s.tables} if s.tables != "*" else set()
+        listed = {t.name for t in s.tables or ()}
         out += [KnownTable(s, n) for n in sorted(listed | with_state.get(s.name, set()))]
     return out

@@ -176,6 +176,10 @@ def run_pipeline(
         from ingestion.jdbc_run import discover_tables, run_jdbc_table
 
         jdbc_tasks, jdbc_failed = discover_tables(cfg)
+        if tables:  # a source that failed to list its tables only matters when it may hold a chosen one
+            jdbc_failed = [
+                o for o in jdbc_failed if any("." not in n or n.startswith(f"{o.source}.") for n in tables)
+            ]
     selected = select_tables(cfg, tables, jdbc_tasks, [o.source for o in jdbc_failed])
     report = RunReport(run_id=run.run_id, engine=run.engine_name, lake_root=lake)
     report.tables += jdbc_failed

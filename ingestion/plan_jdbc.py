@@ -141,7 +141,7 @@ def resolve_tables(
     """The tables a source lands, with their settings; and warnings for what was skipped or defaulted."""
     by_name = {t.name: t for t in catalog}
     warnings: list[str] = []
-    if source.tables == "*":
+    if source.tables is None:
         names = sorted(by_name)
     else:
         names = [t.name for t in source.tables]

@@ -363,3 +363,18 @@ def test_spark_jdbc_failure_hides_the_password(spark, tmp_path: Path) -> None:
         SparkEngine(SparkConfig(), spark=spark).land_jdbc(batch)
     assert "Spark JDBC failed" in str(info.value)
     assert secret not in "".join(traceback.format_exception(info.value))
+
+
+def test_jdbc_config_errors_name_the_key() -> None:
+    doc = {
+        "pipeline": "p",
+        "sources": [{"name": "pg", "kind": "jdbc", "url": "postgres://h/db", "user": "u"}],
+    }
+    with pytest.raises(ConfigError, match=r"sources\[0\]\(pg\)\.url: .*jdbc:postgresql://"):
+        parse_config(doc)
+    doc["sources"][0].update(url="jdbc:postgresql://h/db", tables=[{"name": "t", "num_partitions": 0}])
+    with pytest.raises(ConfigError, match=r"tables\[0\]\(t\)\.num_partitions"):
+        parse_config(doc)
+    doc["sources"][0].update(tables="*", cursor_timezone="Mars/Base")
+    with pytest.raises(ConfigError, match="IANA"):
+        parse_config(doc)
