@@ -378,3 +378,37 @@ def test_jdbc_config_errors_name_the_key() -> None:
     doc["sources"][0].update(tables="*", cursor_timezone="Mars/Base")
     with pytest.raises(ConfigError, match="IANA"):
         parse_config(doc)
+
+
+def test_discovery_on_the_server_with_registry_globs_and_fallbacks(
+    pg_db: PgDb, tmp_path: Path, write_config
+) -> None:
+    from ingestion.jdbc_run import discover_tables
+
+    pg_db.con.execute('create table "Customers" (id int primary key, "E-Mail" text, updated_at timestamptz)')
+    pg_db.con.execute("create table nopk (code text, label varchar(5), updated_at timestamp)")
+    pg_db.con.execute("create table lookup (k int primary key, v text)")  # no cursor column
+    pg_db.con.execute("create table tmp_scratch (x int)")
+    pg_db.con.execute("create view v_lookup as select k, v from lookup")
+    registry = tmp_path / "keys.csv"
+    registry.write_text("table,primary_key\nnopk,code\n")
+    source = jdbc_source(pg_db, exclude=["tmp_*", "v_*"], pk_registry=str(registry), cursor_timezone="UTC")
+    cfg = write_config(pipeline_doc(tmp_path / "lake", source))
+    tasks, failed = discover_tables(cfg)
+    assert not failed
+    by = {t.table.name: t.table for t in tasks}
+    assert set(by) == {"customers", "nopk", "lookup"}
+    assert [c.name for c in by["customers"].columns] == ["id", "e_mail", "updated_at"]
+    assert by["customers"].primary_key == ("id",) and by["customers"].cursor == "updated_at"
+    assert by["nopk"].primary_key == ("code",) and by["nopk"].types["updated_at"] == "timestamp"
+    assert by["lookup"].cursor is None
+    pg_db.con.execute("insert into \"Customers\" values (1, 'a@b', now()), (2, null, now())")
+    pg_db.con.execute("insert into lookup values (1, 'one')")
+    report = run_pipeline(cfg)
+    assert report.ok, [(t.name, t.error) for t in report.tables]
+    outcomes = {t.table: t for t in report.tables}
+    assert outcomes["customers"].rows_landed == 2 and outcomes["lookup"].load_type == "full"
+    rows = duckdb.sql(
+        f"select id, e_mail from read_parquet('{tmp_path}/lake/landing/pg/customers/**/*.parquet') order by id"
+    ).fetchall()
+    assert rows == [(1, "a@b"), (2, None)]
