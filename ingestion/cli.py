@@ -320,7 +320,7 @@ def demo_pg(
         from ingestion.config import load_config
 
         try:
-            cfg = load_config(config or Path("ingestion-pg.yml"))
+            cfg = load_config(config)
         except TidemarkError as exc:
             raise _fail(exc) from None
         problems = d.check(cfg.lake_root)
