@@ -412,3 +412,56 @@ def test_discovery_on_the_server_with_registry_globs_and_fallbacks(
         f"select id, e_mail from read_parquet('{tmp_path}/lake/landing/pg/customers/**/*.parquet') order by id"
     ).fetchall()
     assert rows == [(1, "a@b"), (2, None)]
+
+
+_txn = st.tuples(st.integers(0, 50), st.integers(1, 30), st.integers(1, 3))  # start, duration, rows
+
+
+@given(
+    txns=st.lists(_txn, min_size=1, max_size=12), runs=st.lists(st.integers(0, 90), min_size=1, max_size=8)
+)
+def test_safe_horizon_never_loses_a_late_commit(txns: list[tuple[int, int, int]], runs: list[int]) -> None:
+    """Transactions stamp rows with their start time and commit later; runs happen at arbitrary times.
+
+    Whatever the interleaving, every row is read by some run once everything has committed.
+    """
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    at = lambda s: base + timedelta(seconds=s)  # noqa: E731
+    rows = [
+        (i, j, at(s), at(s + d)) for i, (s, d, n) in enumerate(txns) for j in range(n)
+    ]  # key, stamp, commit
+    (table, *_), _ = resolve_tables(
+        _source(tables=["t"]),
+        [
+            CatalogTable(
+                "t",
+                (
+                    CatalogColumn("id", "int8", "bigint"),
+                    CatalogColumn("updated_at", "timestamptz", "timestamptz"),
+                ),
+                ("id",),
+            )
+        ],
+        {},
+        "UTC",
+    )
+    state = TableState("p", "pg", "t")
+    seen: set[tuple[int, int]] = set()
+    for t in [*sorted(runs), 200]:  # the last run comes after every commit
+        now = at(t)
+        open_starts = [s for _, _, s, c in rows if s <= now < c]
+        horizon = safe_horizon(now, min(open_starts, default=None))
+        plan = plan_jdbc_table(table, state if state.watermark else None, horizon)
+        lo = datetime.fromisoformat(plan.lower_bound.value) if plan.lower_bound else None
+        hi = datetime.fromisoformat(plan.upper_bound.value) if plan.upper_bound else None
+        read = [
+            (k, j, s)
+            for k, j, s, c in rows
+            if c <= now and (lo is None or s >= lo) and (hi is None or s < hi)
+        ]
+        seen |= {(k, j) for k, j, _ in read}
+        if read:
+            top = max(s for *_, s in read)
+            wm = Watermark(top.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00"), "timestamptz")
+            state = cap_watermark(TableState("p", "pg", "t", watermark=wm), plan)
+    assert seen == {(k, j) for k, j, _, _ in rows}
