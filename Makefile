@@ -14,7 +14,7 @@ PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c const
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test test-fast lint docs bench lock clean check-java
+.PHONY: help demo test test-fast lint docs bench lock clean check-java jdbc-driver
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,7 +36,19 @@ $(VENV)/.spark: $(VENV)/.base
 
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP_INSTALL) -e '.[dev]'
+	@$(MAKE) --no-print-directory jdbc-driver
 	@touch $@
+
+JDBC_JAR ?= /usr/share/java/postgresql.jar
+jdbc-driver: ## the PostgreSQL JDBC driver for the Spark engine (Debian/Ubuntu package; tried only as root)
+	@if [ ! -f "$(JDBC_JAR)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q libpostgresql-jdbc-java >/dev/null 2>&1 \
+	      || echo "note: could not install libpostgresql-jdbc-java; Spark JDBC tests will skip"; \
+	  else \
+	    echo "note: $(JDBC_JAR) is missing (apt-get install libpostgresql-jdbc-java); Spark JDBC tests will skip"; \
+	  fi; \
+	fi
 
 profiles.yml: profiles.yml.example
 	@test -f $@ || { cp $< $@ && echo "created profiles.yml from profiles.yml.example"; }
@@ -66,6 +78,15 @@ demo: $(DEMO_DEPS) ## land the demo data (2 days) and build the dbt project on D
 	$(DBT) build --target local
 	@echo "== check: curated tables against the demo source's truth"
 	$(PY) -m ingestion demo-check
+	@echo "== optional: PostgreSQL part (server from PGHOST/PGPORT/PGUSER/PGPASSWORD, default 127.0.0.1:5432 postgres)"
+	@if $(PY) -m ingestion demo-pg --probe; then \
+	  set -e; \
+	  $(PY) -m ingestion demo-pg --day 1; \
+	  $(PY) -m ingestion run --config ingestion-pg.yml --engine $(ENGINE); \
+	  $(PY) -m ingestion demo-pg --day 2; \
+	  $(PY) -m ingestion run --config ingestion-pg.yml --engine $(ENGINE); \
+	  $(PY) -m ingestion demo-pg --check; \
+	fi
 	@echo
 	@echo "lake:      $(CURDIR)/lake   (landing/, _state/, _logs/)"
 	@echo "warehouse: $(CURDIR)/warehouse.duckdb   (try: $(PY) -c \"import duckdb; print(duckdb.connect('warehouse.duckdb').sql('from accounts limit 5'))\")"

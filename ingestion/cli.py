@@ -18,7 +18,7 @@ LOAD_TYPES = ("auto", "full", "incremental")
 
 app = typer.Typer(
     name="python -m ingestion",
-    help="tidemark ingestion: land CSV files as a partitioned Parquet lake with per-table CDC state, "
+    help="tidemark ingestion: land CSV files and PostgreSQL tables as a partitioned Parquet lake with per-table CDC state, "
     "ready for the dbt project in this repository.",
     no_args_is_help=True,
     add_completion=False,
@@ -150,7 +150,9 @@ def run(
         log_path = None if dry_run else setup_logging(run_id, cfg.lake_root, verbose=verbose)
         if force_unlock:
             store = state_store(cfg)
-            for src, tbl in select_tables(cfg, force_unlock):
+            from ingestion.jdbc_run import known_tables
+
+            for src, tbl in select_tables(cfg, force_unlock, known_tables(cfg)):
                 lease = store.force_unlock(src.name, tbl.name)
                 what = f"run {lease.run_id} (since {lease.acquired_at})" if lease else "nobody"
                 out.print(f"unlocked {src.name}.{tbl.name}: was held by {what}", highlight=False)
@@ -213,7 +215,9 @@ def reset(
 
     try:
         cfg = load_config(config, env=env)
-        chosen = select_tables(cfg, tables)
+        from ingestion.jdbc_run import known_tables
+
+        chosen = select_tables(cfg, tables, known_tables(cfg))
         names = ", ".join(f"{s.name}.{t.name}" for s, t in chosen)
         if not yes:
             if not sys.stdin.isatty():
@@ -277,6 +281,58 @@ def demo_check(
     out.print(t)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
+
+
+@app.command("demo-pg")
+def demo_pg(
+    day: Annotated[
+        int | None,
+        typer.Option("--day", min=1, max=2, help="Write day 1 (fresh database) or day 2 (changes)."),
+    ] = None,
+    probe: Annotated[
+        bool,
+        typer.Option("--probe", help="Exit 0 when the PostgreSQL server answers, else 1 with one line why."),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Compare the landed shop tables with the database; exit 1 on a mismatch."
+        ),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The demo's optional PostgreSQL part: a `tidemark_demo` shop database on $PGHOST:$PGPORT as $PGUSER.
+
+    `make demo` runs it when a server answers: --day 1, run, --day 2 (updates, inserts, deletes, a new
+    column), run, --check. Land it with `python -m ingestion run --config ingestion-pg.yml`.
+    """
+    from ingestion import demo_pg as d
+
+    if probe:
+        why = d.probe()
+        if why:
+            out.print(
+                f"PostgreSQL demo skipped: no server at {d.where()} ({why}); set PGHOST/PGPORT/PGUSER to use one"
+            )
+            raise typer.Exit(1)
+        out.print(f"PostgreSQL server at {d.where()} answers: running the PostgreSQL part of the demo")
+        return
+    if day:
+        d.seed(day)
+        out.print(f"wrote day {day} of the shop demo to database {d.DEMO_DB} on {d.where()}")
+    if check:
+        from ingestion.config import load_config
+
+        try:
+            cfg = load_config(config)
+        except TidemarkError as exc:
+            raise _fail(exc) from None
+        problems = d.check(cfg.lake_root)
+        for p in problems[:20]:
+            err.print(f"[red]MISMATCH[/] {p}", highlight=False)
+        if problems:
+            raise typer.Exit(1)
+        out.print("shop tables in the lake match the PostgreSQL source (deleted orders landed as tombstones)")
 
 
 def main() -> None:

@@ -205,7 +205,124 @@ class CsvSourceConfig(_Model):
         return self
 
 
-SourceConfig = Annotated[CsvSourceConfig, Field(discriminator="kind")]
+DEFAULT_DRIVER_JAR = "/usr/share/java/postgresql.jar"
+
+
+class JdbcTableConfig(_Model):
+    """Settings for one PostgreSQL table; anything left out comes from the source's defaults."""
+
+    name: Identifier
+    primary_key: tuple[Identifier, ...] | None = Field(None, description="default: the table's PK constraint")
+    cursor: Identifier | None = Field(
+        None, description="default: the source's `cursor` when the table has it"
+    )
+    full_load: bool = Field(False, description="no cursor: every run lands the whole table")
+    cursor_timezone: str | None = None
+    lookback: str | float | None = None
+    load_type: LoadType = "auto"
+    detect_deletes: bool | None = None
+    num_partitions: int | None = Field(None, ge=1, le=256)
+    partition_column: Identifier | None = None
+    fetchsize: int | None = Field(None, ge=1)
+
+    @field_validator("cursor_timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return CsvTableConfig._zone(v)
+
+    @field_validator("name", "cursor", "partition_column")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v)
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _key(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | float | None) -> str | float | None:
+        return v if v is None else CsvTableConfig._lookback(v)
+
+
+class JdbcSourceConfig(_Model):
+    """A PostgreSQL database read through JDBC (Spark) or an Arrow-native reader (DuckDB engine).
+
+    The password never sits in the config: it is read from the environment variable `password_env`
+    (or written as `${VAR}`, which is interpolated from the environment when the config loads).
+    """
+
+    name: Identifier
+    kind: Literal["jdbc"]
+    url: str = Field(description="jdbc:postgresql://host[:port]/database[?options]")
+    user: str
+    password_env: str | None = Field("PGPASSWORD", description="environment variable holding the password")
+    password: str | None = Field(None, repr=False, description="prefer password_env or ${VAR}")
+    schema_: str = Field("public", alias="schema")
+    tables: tuple[JdbcTableConfig, ...] | None = Field(None, description='"*" (None): every table found')
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    pk_registry: str | None = Field(None, description="CSV file with columns table,primary_key (seed 1)")
+    # Defaults for every table of the source.
+    cursor: Identifier = "updated_at"
+    cursor_timezone: str | None = None
+    lookback: str | float = "0s"
+    detect_deletes: bool = False
+    num_partitions: int = Field(1, ge=1, le=256)
+    fetchsize: int = Field(10000, ge=1)
+    connect_timeout: int = Field(10, ge=1, le=600, description="seconds per connection attempt")
+    retries: int = Field(3, ge=0, le=20, description="extra attempts after a failed connection")
+    driver_jar: str | None = Field(DEFAULT_DRIVER_JAR, description="PostgreSQL JDBC jar for the Spark engine")
+    driver_packages: str | None = Field(None, description="Maven coordinates instead of a jar path")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("cursor_timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return CsvTableConfig._zone(v)
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | float) -> str | float:
+        return CsvTableConfig._lookback(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith("jdbc:postgresql://"):
+            raise ValueError("expected a PostgreSQL JDBC URL: jdbc:postgresql://host:5432/database")
+        return v
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _tables(cls, v: Any) -> Any:
+        # "*" is every table; a plain list of names is shorthand for [{name: …}, …].
+        if v == "*":
+            return None
+        if isinstance(v, list):
+            return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @property
+    def schema(self) -> str:  # type: ignore[override]
+        """The PostgreSQL schema the tables live in."""
+        return self.schema_
+
+    def table_config(self, name: str) -> JdbcTableConfig | None:
+        """The explicit settings of a table, if the config lists it."""
+        if self.tables is None:
+            return None
+        return next((t for t in self.tables if t.name == name), None)
+
+
+SourceConfig = Annotated[CsvSourceConfig | JdbcSourceConfig, Field(discriminator="kind")]
 
 
 class LakeConfig(_Model):
@@ -266,7 +383,12 @@ class PipelineConfig(_Model):
         return self.resolve(self.lake.root)
 
     def tables(self) -> list[tuple[CsvSourceConfig, CsvTableConfig]]:
-        return [(s, t) for s in self.sources for t in s.tables]
+        """The CSV tables; a JDBC source's tables are discovered at run time (`ingestion.jdbc_run`)."""
+        return [(s, t) for s in self.sources if isinstance(s, CsvSourceConfig) for t in s.tables]
+
+    def jdbc_sources(self) -> list[JdbcSourceConfig]:
+        """The PostgreSQL sources."""
+        return [s for s in self.sources if isinstance(s, JdbcSourceConfig)]
 
 
 def interpolate(value: Any, where: str = "") -> Any:
@@ -313,7 +435,7 @@ def _location(loc: tuple[Any, ...], doc: dict[str, Any]) -> str:
             node = node[item] if isinstance(node, list) and item < len(node) else None
             if isinstance(node, dict) and "name" in node:
                 parts[-1] += f"({node['name']})"
-        elif item in ("csv",) and parts and parts[-1].startswith("sources"):
+        elif item in ("csv", "jdbc") and parts and parts[-1].startswith("sources"):
             continue  # the discriminator tag pydantic adds for tagged unions
         else:
             parts.append(str(item))

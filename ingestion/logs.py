@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ingestion.redact import redact
+
 LOGGER = "tidemark"
 log = logging.getLogger(LOGGER)
 
@@ -35,14 +37,14 @@ class JsonFormatter(logging.Formatter):
         doc.update(getattr(record, "fields", {}))
         if record.exc_info and record.exc_info[0] is not None:
             doc["error_class"] = record.exc_info[0].__name__
-        return json.dumps(doc, default=str)
+        return redact(json.dumps(doc, default=str))  # secrets never reach a log, whoever logged them
 
 
 class _ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", {})
         extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-        return f"{record.getMessage()}  {extra}".rstrip()
+        return redact(f"{record.getMessage()}  {extra}".rstrip())
 
 
 def setup_logging(run_id: str, lake_root: str | None, *, verbose: bool = False) -> Path | None:

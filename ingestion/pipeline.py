@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from ingestion.config import CsvSourceConfig, CsvTableConfig, LoadType, PipelineConfig
 from ingestion.engines import CsvBatch, Engine, get_engine
@@ -108,10 +109,17 @@ class _Run:
 
 
 def select_tables(
-    cfg: PipelineConfig, names: Sequence[str] | None
-) -> list[tuple[CsvSourceConfig, CsvTableConfig]]:
-    """The configured tables to run: all, or those named `table` or `source.table`."""
-    everything = cfg.tables()
+    cfg: PipelineConfig,
+    names: Sequence[str] | None,
+    discovered: Sequence[Any] = (),
+    failed: Sequence[str] = (),
+) -> list[tuple[Any, Any]]:
+    """The configured tables to run: all, or those named `table` or `source.table`.
+
+    `discovered` adds PostgreSQL tables found at run time (`jdbc_run.JdbcTask`); names under a source
+    whose discovery `failed` are not reported as unknown (that source's failure is).
+    """
+    everything: list[tuple[Any, Any]] = [*cfg.tables(), *((t.source, t) for t in discovered)]
     if not names:
         return everything
     chosen, unknown = [], []
@@ -119,7 +127,7 @@ def select_tables(
         hits = [(s, t) for s, t in everything if name in (t.name, f"{s.name}.{t.name}")]
         if hits:
             chosen += [h for h in hits if h not in chosen]
-        else:
+        elif not any(name.startswith(f"{f}.") for f in failed):
             unknown.append(name)
     if unknown:
         known = ", ".join(f"{s.name}.{t.name}" for s, t in everything)
@@ -167,8 +175,21 @@ def run_pipeline(
             f"lake root {lake}: landing data on object storage is not supported by this version",
             hint="set lake.root (or TIDEMARK_LAKE) to a local folder",
         )
-    selected = select_tables(cfg, tables)
+    jdbc_tasks, jdbc_failed = [], []
+    if cfg.jdbc_sources():
+        from ingestion.jdbc_run import discover_tables, run_jdbc_table
+
+        jdbc_tasks, jdbc_failed = discover_tables(cfg)
+        if tables:  # a source that failed to list its tables only matters when it may hold a chosen one
+            jdbc_failed = [
+                o for o in jdbc_failed if any("." not in n or n.startswith(f"{o.source}.") for n in tables)
+            ]
+    selected = select_tables(cfg, tables, jdbc_tasks, [o.source for o in jdbc_failed])
     report = RunReport(run_id=run.run_id, engine=run.engine_name, lake_root=lake)
+    report.tables += jdbc_failed
+    for failed in jdbc_failed:
+        if on_table:
+            on_table(failed)
     event(
         "run started",
         run_id=run.run_id,
@@ -183,7 +204,12 @@ def run_pipeline(
     checkpoint("run_started")
     try:
         with ThreadPoolExecutor(max_workers=cfg.max_parallel_tables, thread_name_prefix="table") as pool:
-            futures = [pool.submit(_run_table, run, s, t) for s, t in selected]
+            futures = [
+                pool.submit(_run_table, run, s, t)
+                if isinstance(s, CsvSourceConfig)
+                else pool.submit(run_jdbc_table, run, t)
+                for s, t in selected
+            ]
             for fut in futures:
                 outcome = fut.result()
                 report.tables.append(outcome)

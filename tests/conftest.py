@@ -17,6 +17,9 @@ import yaml
 from ingestion.config import PipelineConfig, load_config
 from ingestion.demo import write_day
 
+# PostgreSQL fixtures (pg_admin, pg_db) live in their own module.
+pytest_plugins = ["tests.pg_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_TABLES = {
     "accounts": "account_id",

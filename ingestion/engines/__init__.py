@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ingestion.config import PipelineConfig
-from ingestion.engines.base import CsvBatch, Engine
+from ingestion.engines.base import CsvBatch, Engine, JdbcBatch
 from ingestion.errors import ConfigError
 
 ENGINES = ("duckdb", "spark")
@@ -17,9 +17,10 @@ def get_engine(name: str, config: PipelineConfig) -> Engine:
         return DuckDBEngine()
     if name == "spark":
         from ingestion.engines.spark import SparkEngine
+        from ingestion.engines.spark_jdbc import with_jdbc_driver
 
-        return SparkEngine(config.spark)
+        return SparkEngine(with_jdbc_driver(config))
     raise ConfigError(f"unknown engine {name!r}", hint=f"use one of {', '.join(ENGINES)}")
 
 
-__all__ = ["ENGINES", "CsvBatch", "Engine", "get_engine"]
+__all__ = ["ENGINES", "CsvBatch", "Engine", "JdbcBatch", "get_engine"]

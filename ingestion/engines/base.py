@@ -21,6 +21,7 @@ from ingestion.normalize import ColumnStats, TypePlan, TypeRule, clean_header, p
 from ingestion.plan import LandedBatch
 from ingestion.quarantine import FileCounts, Quarantine, Reject, check_file, first_misfit_reason, locate
 from ingestion.sources.csv import FileFacts, read_header
+from ingestion.sources.jdbc import PgConnection
 from ingestion.state import Watermark
 
 log = logging.getLogger("tidemark")
@@ -102,6 +103,37 @@ class CsvOps(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class JdbcBatch:
+    """Everything an engine needs to land one PostgreSQL table's rows for a run.
+
+    `query` is the full statement PostgreSQL runs (typed projection + cursor predicate); `columns` maps
+    each output column to its landed type, in order. With `partitions` > 1 the read is split by
+    `partition_column` over `partition_bounds` (queried beforehand).
+    """
+
+    source: str
+    table: str
+    connection: PgConnection
+    query: str
+    columns: dict[str, str]
+    primary_key: tuple[str, ...]
+    cursor: str | None
+    run_id: str
+    ingested_at: datetime  # UTC, tz-aware
+    target: str
+    lake_root: str
+    partition_column: str | None = None
+    partition_bounds: tuple[int, int] | None = None
+    partitions: int = 1
+    fetchsize: int = 10000
+
+    @property
+    def staging(self) -> str:
+        """The batch's scratch folder outside `landing/`."""
+        return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
+
+
 class Engine(Protocol):
     """Reads a batch, cleans column names, infers types, adds metadata, dedups by key, writes Parquet.
 
@@ -112,6 +144,8 @@ class Engine(Protocol):
     name: str
 
     def land_csv(self, batch: CsvBatch) -> LandedBatch: ...
+
+    def land_jdbc(self, batch: JdbcBatch) -> LandedBatch: ...
 
     def close(self) -> None: ...
 

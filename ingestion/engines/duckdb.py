@@ -10,6 +10,7 @@ import duckdb
 from ingestion.engines.base import (
     CsvBatch,
     FileRead,
+    JdbcBatch,
     Written,
     land_csv_files,
     landed_type,
@@ -125,6 +126,12 @@ class DuckDBEngine:
             raise EngineError(f"{batch.name}: DuckDB failed: {exc}") from exc
         finally:
             ops.close()
+
+    def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
+        """Land a PostgreSQL batch (read through connectorx as Arrow); see `engines.duckdb_jdbc`."""
+        from ingestion.engines.duckdb_jdbc import land_jdbc
+
+        return land_jdbc(self, batch, next(_batch_ids))
 
 
 class _DuckDBCsv:

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingestion.config import CsvOptions, SparkConfig
-from ingestion.engines.base import CsvBatch, FileRead, Written, land_csv_files, landed_type
+from ingestion.engines.base import (
+    CsvBatch,
+    FileRead,
+    JdbcBatch,
+    Written,
+    land_csv_files,
+    landed_type,
+)
 from ingestion.errors import EngineError
 from ingestion.formats import to_java_pattern
 from ingestion.landing import partition_value, publish_staged
@@ -112,8 +119,12 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
             hint="apt-get install -y openjdk-17-jre-headless (Debian/Ubuntu), brew install openjdk@17 (macOS), "
             "or use --engine duckdb, which needs no Java",
         )
+    from ingestion.config import DEFAULT_DRIVER_JAR
+    from ingestion.engines.spark_jdbc import driver_conf
+
     builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
-    for key, value in {**BASE_CONF, **cfg.conf}.items():
+    # The PostgreSQL driver is put on the classpath whenever it is installed: jars can't be added later.
+    for key, value in {**BASE_CONF, **driver_conf(DEFAULT_DRIVER_JAR), **cfg.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -152,6 +163,12 @@ class SparkEngine:
             raise
         finally:
             ops.close()
+
+    def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
+        """Land a PostgreSQL batch through Spark's JDBC reader; see `engines.spark_jdbc`."""
+        from ingestion.engines.spark_jdbc import land_jdbc
+
+        return land_jdbc(self, batch)
 
 
 def parse_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]

@@ -1,0 +1,127 @@
+"""Delete detection for PostgreSQL tables (`detect_deletes: true`): land `_op='d'` tombstones.
+
+The source's key set (a keys-only projection, pushed down: PostgreSQL can answer it from the primary
+key index) is compared with the keys live in the landed data (latest row per key by cursor, then
+`_ingested_at`, then `_run_id`, not a tombstone). Keys live in the lake but gone from the source get a
+tombstone: key columns set, cursor = max(the live row's cursor, the run's horizon) so that it sorts
+after the row it deletes in dbt's CDC merge, every other column null.
+
+Cost per run: one scan of the key column(s) in PostgreSQL, the key columns sent over the wire, and a
+read of the key, cursor and metadata columns of every landed file of the table. Both engines use this
+module (DuckDB over the local lake), so tombstones are identical whichever engine landed the rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from ingestion.engines.base import sql_string
+from ingestion.engines.duckdb_jdbc import duck_type
+from ingestion.errors import EngineError
+from ingestion.landing import partition_value
+from ingestion.logs import event
+from ingestion.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
+from ingestion.plan_jdbc import TIME_CURSORS, JdbcPlan, JdbcTable, select_sql
+from ingestion.redact import redact
+from ingestion.sources.jdbc import read_arrow
+
+if TYPE_CHECKING:
+    from ingestion.jdbc_run import JdbcTask
+    from ingestion.pipeline import _Run
+
+# Tombstone files take numbers far above an engine's data files of the same run.
+TOMBSTONE_FILE_NUMBER = 900000
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _horizon_literal(table: JdbcTable, plan: JdbcPlan) -> str | None:
+    """The run's horizon as a DuckDB literal in the cursor column's own terms."""
+    if plan.horizon is None or table.cursor_type not in TIME_CURSORS:
+        return None
+    if table.cursor_type == "timestamptz":
+        return f"TIMESTAMPTZ {sql_string(plan.horizon.value)}"
+    zone = table.cursor_timezone or "UTC"
+    # The UTC instant as wall-clock time in the column's zone (the session zone is UTC).
+    return f"timezone({sql_string(zone)}, TIMESTAMPTZ {sql_string(plan.horizon.value)})"
+
+
+def land_tombstones(run: _Run, task: JdbcTask, plan: JdbcPlan, has_landed: bool) -> int:
+    """Write this run's tombstones for keys deleted at the source; returns how many were written."""
+    table = task.table
+    target = os.path.join(run.cfg.lake_root, "landing", table.source, table.name)
+    files = sorted(str(p) for p in Path(target).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
+    if not has_landed or not files or not table.primary_key:
+        return 0
+    source_keys = read_arrow(task.connection, [select_sql(table, None, table.primary_key)])
+    keys = ", ".join(q(k) for k in table.primary_key)
+    cursor = table.cursor
+    order = (f"{q(cursor)} DESC NULLS LAST, " if cursor else "") + f"{INGESTED_AT} DESC, {RUN_ID} DESC"
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("source_keys_raw", source_keys)
+        typed_keys = ", ".join(
+            f"CAST({q(k)} AS {duck_type(table.types[k])}) AS {q(k)}" for k in table.primary_key
+        )
+        cursor_col = f", {q(cursor)}" if cursor else ""
+        con.execute(
+            f"""
+            CREATE TEMP TABLE gone AS
+            WITH landed AS (
+                SELECT {keys}{cursor_col}, {OP}, {INGESTED_AT}, {RUN_ID}
+                FROM read_parquet({_list(files)}, union_by_name = true)
+            ),
+            live AS (
+                SELECT * FROM landed
+                QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
+            ),
+            src AS (SELECT {typed_keys} FROM source_keys_raw)
+            SELECT live.* FROM live ANTI JOIN src USING ({keys}) WHERE live.{OP} <> 'd'
+            """
+        )
+        gone = int(con.execute("SELECT count(*) FROM gone").fetchone()[0])  # type: ignore[index]
+        if not gone:
+            return 0
+        horizon = _horizon_literal(table, plan)
+        cols = []
+        for c, t in table.types.items():
+            if c in table.primary_key:
+                cols.append(q(c))
+            elif c == cursor:
+                expr = q(c) if horizon is None else f"greatest({q(c)}, {horizon})"
+                cols.append(f"CAST({expr} AS {duck_type(t)}) AS {q(c)}")
+            else:
+                cols.append(f"CAST(NULL AS {duck_type(t)}) AS {q(c)}")
+        ingested = run.now.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        select = (
+            f"SELECT {', '.join(cols)}, {sql_string(run.run_id)} AS {RUN_ID}, "
+            f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, CAST(NULL AS VARCHAR) AS {SOURCE_FILE}, "
+            f"'d' AS {OP} FROM gone"
+        )
+        # Stage outside landing/, then rename: dbt never sees a half-written file.
+        name = f"part-{run.run_id}-{TOMBSTONE_FILE_NUMBER}.parquet"
+        staged = Path(run.cfg.lake_root, "_tmp", run.run_id, table.source, f"{table.name}-tombstones", name)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY ({select}) TO {sql_string(str(staged))} (FORMAT parquet)")
+        dest = Path(target, f"{PARTITION_COLUMN}={partition_value(run.now)}", name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, dest)
+    except duckdb.Error as exc:
+        raise EngineError(
+            f"{table.source}.{table.name}: delete detection failed: {redact(str(exc))}"
+        ) from None
+    finally:
+        con.close()
+    event("keys deleted at the source: tombstones landed", table=f"{table.source}.{table.name}", keys=gone)
+    return gone
+
+
+def _list(files: list[str]) -> str:
+    return "[" + ", ".join(sql_string(f) for f in files) + "]"

@@ -1,0 +1,87 @@
+"""The DuckDB engine's PostgreSQL path: connectorx reads Arrow (in parallel partitions), DuckDB lands it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from ingestion.engines.base import JdbcBatch, sql_string
+from ingestion.errors import EngineError
+from ingestion.landing import partition_value, publish_staged
+from ingestion.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
+from ingestion.plan import LandedBatch
+from ingestion.plan_jdbc import partition_queries, partition_ranges
+from ingestion.redact import redact
+from ingestion.sources.jdbc import read_arrow
+
+if TYPE_CHECKING:
+    from ingestion.engines.duckdb import DuckDBEngine
+
+
+def duck_type(ltype: str) -> str:
+    """DuckDB SQL type of a landed type (`decimal(p,s)` passes through)."""
+    from ingestion.engines.duckdb import SQL_TYPES
+
+    return SQL_TYPES.get(ltype) or ltype.upper()
+
+
+def batch_queries(batch: JdbcBatch) -> list[str]:
+    """The statements PostgreSQL runs for a batch: one, or one per key range."""
+    if batch.partitions > 1 and batch.partition_bounds and batch.partition_column:
+        ranges = partition_ranges(*batch.partition_bounds, batch.partitions)
+        return partition_queries(batch.query, batch.partition_column, ranges)
+    return [batch.query]
+
+
+def land_jdbc(engine: DuckDBEngine, batch: JdbcBatch, n: int) -> LandedBatch:
+    """Read the batch's rows as Arrow, cast to the landed types, dedup by key, write Parquet, publish."""
+    from ingestion.engines.duckdb import _count, _max_cursor, q
+
+    arrow = read_arrow(batch.connection, batch_queries(batch))
+    con = engine.db.cursor()
+    raw, landed = f"pg_raw_{n}", f"pg_landed_{n}"
+    columns = list(batch.columns)
+    try:
+        con.execute("SET TimeZone = 'UTC'")  # UTC text from PostgreSQL casts to the same instant
+        con.register(raw, arrow)
+        typed = ", ".join(f"CAST({q(c)} AS {duck_type(batch.columns[c])}) AS {q(c)}" for c in columns)
+        ingested = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        select = (
+            f"SELECT {typed}, {sql_string(batch.run_id)} AS {RUN_ID}, "
+            f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, CAST(NULL AS VARCHAR) AS {SOURCE_FILE}, "
+            f"'u' AS {OP} FROM {raw}"
+        )
+        if batch.primary_key:
+            order = [f"{q(batch.cursor)} DESC NULLS LAST"] if batch.cursor else []
+            order += [f"{q(c)} DESC NULLS LAST" for c in columns if c not in batch.primary_key]
+            window = f"PARTITION BY {', '.join(q(k) for k in batch.primary_key)}"
+            if order:
+                window += f" ORDER BY {', '.join(order)}"
+            select = f"SELECT * FROM ({select}) AS typed QUALIFY row_number() OVER ({window}) = 1"
+        con.execute(f"CREATE TEMP TABLE {landed} AS {select}")
+        rows_landed = _count(con, landed)
+        max_cursor = _max_cursor(
+            con, landed, batch.cursor, batch.columns.get(batch.cursor, "") if batch.cursor else ""
+        )
+        files: list[str] = []
+        if rows_landed:
+            Path(batch.staging).mkdir(parents=True, exist_ok=True)
+            con.execute(
+                f"COPY (SELECT *, {sql_string(partition_value(batch.ingested_at))} AS {PARTITION_COLUMN} "
+                f"FROM {landed}) TO {sql_string(batch.staging)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE true)"
+            )
+            files = publish_staged(batch.staging, batch.target, batch.run_id)
+    except duckdb.Error as exc:
+        raise EngineError(f"{batch.source}.{batch.table}: DuckDB failed: {redact(str(exc))}") from None
+    finally:
+        con.close()
+    return LandedBatch(
+        rows_read=arrow.num_rows,
+        rows_landed=rows_landed,
+        max_cursor=max_cursor,
+        columns=dict(batch.columns),
+        files_written=tuple(files),
+    )

@@ -1,0 +1,118 @@
+"""The Spark engine's PostgreSQL path: Spark's JDBC reader with the same query, partitions and types."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import TYPE_CHECKING
+
+from ingestion.config import PipelineConfig, SparkConfig
+from ingestion.engines.base import JdbcBatch
+from ingestion.errors import EngineError
+from ingestion.landing import partition_value, publish_staged
+from ingestion.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
+from ingestion.plan import LandedBatch
+from ingestion.redact import redact
+from ingestion.sources.jdbc import DRIVER_CLASS
+
+if TYPE_CHECKING:
+    from ingestion.engines.spark import SparkEngine
+
+
+def driver_conf(jar: str | None, packages: str | None = None) -> dict[str, str]:
+    """Spark settings that put the PostgreSQL JDBC driver on the classpath (a local jar, or Maven)."""
+    conf = {}
+    if jar and os.path.isfile(jar):
+        conf["spark.jars"] = jar
+    if packages:
+        conf["spark.jars.packages"] = packages
+    return conf
+
+
+def with_jdbc_driver(config: PipelineConfig) -> SparkConfig:
+    """The pipeline's Spark settings plus the JDBC driver its PostgreSQL sources name."""
+    extra: dict[str, str] = {}
+    for s in config.jdbc_sources():
+        for key, value in driver_conf(s.driver_jar, s.driver_packages).items():
+            extra[key] = ",".join(filter(None, [extra.get(key), value]))
+    if not extra:
+        return config.spark
+    return config.spark.model_copy(update={"conf": {**extra, **config.spark.conf}})
+
+
+def spark_type(ltype: str) -> str:
+    """Spark SQL type of a landed type (`decimal(p,s)` passes through)."""
+    from ingestion.engines.spark import SQL_TYPES
+
+    return SQL_TYPES.get(ltype) or ltype
+
+
+def land_jdbc(engine: SparkEngine, batch: JdbcBatch) -> LandedBatch:
+    """Read with `spark.read.format('jdbc')`, cast, dedup by key, write Parquet, publish."""
+    from pyspark.sql import Observation, Window
+    from pyspark.sql import functions as F
+
+    from ingestion.engines.spark import _count_and_max, bq
+
+    conn = batch.connection
+    reader = (
+        engine.spark.read.format("jdbc")
+        .option("url", conn.jdbc_url)
+        .option("driver", DRIVER_CLASS)
+        .option("user", conn.user)
+        .option("dbtable", f"({batch.query}) as t")
+        .option("fetchsize", str(batch.fetchsize))
+        .option("connectTimeout", str(conn.connect_timeout))
+    )
+    if conn.password:
+        reader = reader.option("password", conn.password)
+    if batch.partitions > 1 and batch.partition_bounds and batch.partition_column:
+        lo, hi = batch.partition_bounds
+        reader = (
+            reader.option("partitionColumn", batch.partition_column)
+            .option("lowerBound", str(lo))
+            .option("upperBound", str(hi + 1))
+            .option("numPartitions", str(batch.partitions))
+        )
+    columns = list(batch.columns)
+    staging = batch.staging
+    try:
+        # Count what PostgreSQL returned during the write itself: a second JDBC read could see other rows.
+        observed = Observation("tidemark_rows_read")
+        df = reader.load().observe(observed, F.count(F.lit(1)).alias("rows"))
+        typed = df.select(
+            *[F.expr(f"CAST({bq(c)} AS {spark_type(batch.columns[c])})").alias(c) for c in columns],
+            F.lit(batch.run_id).alias(RUN_ID),
+            F.lit(batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp").alias(INGESTED_AT),
+            F.lit(None).cast("string").alias(SOURCE_FILE),
+            F.lit("u").alias(OP),
+        )
+        if batch.primary_key:
+            order = [F.col(batch.cursor).desc_nulls_last()] if batch.cursor else []
+            order += [F.col(c).desc_nulls_last() for c in columns if c not in batch.primary_key]
+            w = Window.partitionBy(*batch.primary_key)
+            w = w.orderBy(*order) if order else w.orderBy(*batch.primary_key)
+            typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
+        out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
+        out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
+        landed = engine.spark.read.parquet(staging)
+        rows_landed, max_cursor = _count_and_max(
+            landed, batch.cursor, batch.columns.get(batch.cursor, "") if batch.cursor else ""
+        )
+        rows_read = int(observed.get["rows"])
+        files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
+    except Exception as exc:
+        if type(exc).__module__.startswith(("pyspark", "py4j")):
+            # Py4J texts carry the JDBC options' stack; mask secrets and drop the chained Java error.
+            first = redact(str(exc)).strip().splitlines()[:3]
+            raise EngineError(f"{batch.source}.{batch.table}: Spark JDBC failed: {' '.join(first)}") from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return LandedBatch(
+        rows_read=rows_read,
+        rows_landed=rows_landed,
+        max_cursor=max_cursor,
+        columns=dict(batch.columns),
+        files_written=tuple(files),
+    )
