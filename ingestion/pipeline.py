@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from ingestion.audit import Ledger, RunLedger
 from ingestion.config import CsvSourceConfig, CsvTableConfig, LoadType, PipelineConfig
 from ingestion.engines import CsvBatch, Engine, get_engine
 from ingestion.errors import ConfigError, LeaseHeld, TidemarkError
@@ -49,10 +50,14 @@ class TableOutcome:
     rows_landed: int = 0
     rows_deduplicated: int = 0
     rows_filtered: int = 0
+    rows_rejected: int = 0
     orphans_removed: int = 0
     watermark: Watermark | None = None
+    watermark_before: Watermark | None = None
+    started_at: datetime | None = None
     seconds: float = 0.0
     error: str | None = None
+    error_class: str | None = None
 
     @property
     def name(self) -> str:
@@ -91,6 +96,7 @@ class _Run:
     dry_run: bool
     engine: Engine | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    audit: RunLedger | None = None
 
     def get_engine(self) -> Engine:
         with self.lock:  # tables start in parallel; only one engine (one JVM) is made
@@ -176,6 +182,16 @@ def run_pipeline(
         pause=pause or None,
         load_type=load_type,
     )
+    if not dry_run:
+        run.audit = RunLedger(
+            Ledger(lake),
+            run_id=run.run_id,
+            pipeline=cfg.pipeline,
+            env=cfg.env,
+            engine=run.engine_name,
+            started_at=now,
+        )
+        run.audit.start([(s.name, t.name) for s, t in selected], run.store, run.ttl)
     checkpoint("run_started")
     try:
         with ThreadPoolExecutor(max_workers=cfg.max_parallel_tables, thread_name_prefix="table") as pool:
@@ -186,6 +202,8 @@ def run_pipeline(
                 if on_table:
                     on_table(outcome)
     finally:
+        if run.audit is not None:
+            run.audit.finish()
         if engine is None and run.engine is not None:
             run.engine.close()
         shutil.rmtree(scratch_dir(lake, run.run_id), ignore_errors=True)
@@ -215,7 +233,7 @@ def _plan(run: _Run, source: CsvSourceConfig, table: CsvTableConfig, state: Tabl
 def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> TableOutcome:
     """The commit protocol for one table; every error ends up in the outcome, none escapes."""
     started = time.monotonic()
-    outcome = TableOutcome(source.name, table.name, status="up_to_date")
+    outcome = TableOutcome(source.name, table.name, status="up_to_date", started_at=_utcnow())
     target = table_dir(run.cfg.lake_root, source.name, table.name)
     keeper: LeaseKeeper | None = None
     committed = False
@@ -226,7 +244,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         plan = _plan(run, source, table, state)
         outcome.load_type = plan.load_type
         outcome.files = len(plan.files)
-        outcome.watermark = state.watermark if state else None
+        outcome.watermark = outcome.watermark_before = state.watermark if state else None
         stale = (
             state is not None
             and state.lease is not None
@@ -300,11 +318,13 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             outcome.status = "landed"
             outcome.rows_read, outcome.rows_landed = batch.rows_read, batch.rows_landed
             outcome.rows_deduplicated, outcome.rows_filtered = batch.rows_deduplicated, batch.rows_filtered
+            outcome.rows_rejected = getattr(batch, "rows_rejected", 0)
         outcome.watermark = keeper.held.state.watermark
     except LeaseHeld as exc:
-        outcome.status, outcome.error = "locked", str(exc.message)
+        outcome.status, outcome.error, outcome.error_class = "locked", str(exc.message), type(exc).__name__
     except Exception as exc:  # even an engine bug must not stop the other tables
         outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
+        outcome.error_class = type(exc).__name__
         if not isinstance(exc, TidemarkError):
             log.debug("traceback", exc_info=True)
         if not committed:
@@ -324,6 +344,8 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                 )
         outcome.seconds = round(time.monotonic() - started, 3)
         _log_outcome(outcome)
+        if run.audit is not None:
+            run.audit.record(outcome)
     return outcome
 
 
