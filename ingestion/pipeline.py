@@ -97,6 +97,13 @@ class _Run:
     engine: Engine | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     audit: RunLedger | None = None
+    on_step: Callable[[str, str], None] | None = None  # (source.table, checkpoint): progress bars
+
+    def step(self, point: str, source: str, table: str) -> None:
+        """Pass a table's checkpoint: injected faults (tests), then the progress observer."""
+        checkpoint(point, table)
+        if self.on_step is not None:
+            self.on_step(f"{source}.{table}", point)
 
     def get_engine(self) -> Engine:
         with self.lock:  # tables start in parallel; only one engine (one JVM) is made
@@ -145,6 +152,7 @@ def run_pipeline(
     engine: Engine | None = None,
     run_id: str | None = None,
     on_table: Callable[[TableOutcome], None] | None = None,
+    on_step: Callable[[str, str], None] | None = None,
 ) -> RunReport:
     """Land every selected table, `max_parallel_tables` at a time.
 
@@ -162,6 +170,7 @@ def run_pipeline(
         pause=pause,
         dry_run=dry_run,
         engine=engine,
+        on_step=on_step,
     )
     lake = cfg.lake_root
     if "://" in lake:
@@ -234,6 +243,8 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
     """The commit protocol for one table; every error ends up in the outcome, none escapes."""
     started = time.monotonic()
     outcome = TableOutcome(source.name, table.name, status="up_to_date", started_at=_utcnow())
+    if run.on_step is not None:
+        run.on_step(outcome.name, "started")
     target = table_dir(run.cfg.lake_root, source.name, table.name)
     keeper: LeaseKeeper | None = None
     committed = False
@@ -257,7 +268,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         # The lease's clock is now, not the run's start: a table may wait in the pool a long time.
         held = run.store.acquire(source.name, table.name, run.run_id, _utcnow(), run.ttl)
         keeper = LeaseKeeper(run.store, held, run.ttl, _utcnow)
-        checkpoint("lease_acquired", table.name)
+        run.step("lease_acquired", source.name, table.name)
         orphans = remove_orphans(target, set(held.state.committed_runs))
         remove_stale_scratch(run.cfg.lake_root, source.name, table.name, run.run_id)
         outcome.orphans_removed = len(orphans)
@@ -268,7 +279,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                 table=outcome.name,
                 files=len(orphans),
             )
-        checkpoint("orphans_removed", table.name)
+        run.step("orphans_removed", source.name, table.name)
 
         state = keeper.held.state  # it may have moved between our first look and the lease
         plan = _plan(run, source, table, state)
@@ -302,7 +313,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                     lower_bound=plan.lower_bound,
                 )
             )
-            checkpoint("batch_written", table.name)
+            run.step("batch_written", source.name, table.name)
             new = next_state(
                 state,
                 plan,
@@ -314,7 +325,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             )
             keeper.commit(new)
             committed = True
-            checkpoint("state_committed", table.name)
+            run.step("state_committed", source.name, table.name)
             outcome.status = "landed"
             outcome.rows_read, outcome.rows_landed = batch.rows_read, batch.rows_landed
             outcome.rows_deduplicated, outcome.rows_filtered = batch.rows_deduplicated, batch.rows_filtered
@@ -334,7 +345,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         if keeper is not None:
             try:
                 keeper.release()
-                checkpoint("lease_released", table.name)
+                run.step("lease_released", source.name, table.name)
             except TidemarkError as exc:
                 event(
                     "could not release the lease; it expires by itself",
@@ -346,6 +357,8 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         _log_outcome(outcome)
         if run.audit is not None:
             run.audit.record(outcome)
+        if run.on_step is not None:
+            run.on_step(outcome.name, f"done:{outcome.status}")
     return outcome
 
 
