@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from ingestion.audit import (
@@ -21,11 +22,13 @@ from ingestion.audit import (
     redact,
     running_row,
 )
-from ingestion.demo import write_day
+from ingestion.config import parse_config
+from ingestion.demo import KEYS, truth, write_day
 from ingestion.pipeline import run_pipeline
 from ingestion.state import Lease, TableState, Watermark
 
 from .conftest import DEMO_TABLES, REPO, demo_config_doc
+from .helpers import DBT, Dbt
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -249,3 +252,66 @@ def test_ledger_on_s3(s3_bucket):
     assert sorted(r.status for r in rows) == ["failed", "running"]
     assert latest(rows) == [closed]
     assert AWS_SECRET not in _strings(rows)
+
+
+# ---------------------------------------------------------------- dbt: node results and the audit model
+
+
+@pytest.mark.slow
+def test_dbt_audit_model_joins_ingestion_and_dbt_runs(tmp_path, monkeypatch):
+    if not DBT.exists():
+        pytest.skip(f"dbt is not installed next to {sys.executable}")
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    inbox, lake, wh = tmp_path / "inbox", tmp_path / "lake", tmp_path / "wh.duckdb"
+    dbt = Dbt(tmp_path, lake, wh)
+    runs = []
+    for day in (1, 2):
+        list(write_day(day, inbox))
+        report = run_pipeline(parse_config(demo_config_doc(inbox, lake)))
+        assert report.ok
+        runs.append(report)
+        dbt("build")
+
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        audit = con.sql(
+            "select run_id, table_name, ingestion_status, rows_landed, dbt_invocation_id, dbt_model, "
+            "dbt_status, dbt_rows_inserted, dbt_rows_updated, pipeline_status from audit_pipeline_runs"
+        ).fetchall()
+        nodes = con.sql(
+            "select invocation_id, node_name, resource_type, status, started_at, completed_at, "
+            "rows_inserted, rows_updated, upstream_sources from dbt_node_runs"
+        ).fetchall()
+    finally:
+        con.close()
+
+    # Every executed node of both invocations is recorded, tests included.
+    invocations = sorted({n[0] for n in nodes})
+    assert len(invocations) == 2
+    for inv in invocations:
+        mine = {n[1]: n for n in nodes if n[0] == inv}
+        assert {"accounts", "stg_billing__accounts", "audit_pipeline_runs"} <= set(mine)
+        assert any(n[2] == "test" and n[3] == "pass" for n in mine.values())
+        assert all(n[3] in ("success", "pass") and n[4] <= n[5] for n in mine.values())
+        assert mine["accounts"][8] == "billing.accounts"
+
+    # One row per table per ingestion run, each with the dbt run that merged it.
+    assert len(audit) == 2 * len(DEMO_TABLES)
+    assert {(r[0], r[1]) for r in audit} == {(rep.run_id, t) for rep in runs for t in DEMO_TABLES}
+    by_run = {(r[0], r[1]): r for r in audit}
+    day1, day2 = truth(1), truth(2)
+    for t in DEMO_TABLES:
+        first, second = by_run[(runs[0].run_id, t)], by_run[(runs[1].run_id, t)]
+        assert first[4] != second[4] and {first[4], second[4]} == set(invocations)
+        for row in (first, second):
+            assert (row[2], row[5], row[6], row[9]) == ("landed", t, "success", "ok")
+        # Day 1 inserts every key; day 2 inserts the new keys and updates the keys it landed again.
+        assert (first[7], first[8]) == (len(day1[t]), 0)
+        landed_again = duckdb.sql(
+            f"select count(distinct {KEYS[t]}) from read_parquet('{lake}/landing/billing/{t}/**/*.parquet') "
+            f"where _run_id = '{runs[1].run_id}'"
+        ).fetchall()[0][0]
+        new_keys = len(set(day2[t]) - set(day1[t]))
+        assert second[7] == new_keys
+        assert second[8] == landed_again - new_keys
+        assert second[8] > 0
