@@ -116,8 +116,8 @@ SCHEMA = pa.schema(
         ("pipeline", pa.string()),
         ("env", pa.string()),
         ("engine", pa.string()),
-        ("source", pa.string()),
-        ("table", pa.string()),
+        ("source_name", pa.string()),
+        ("table_name", pa.string()),
         ("status", pa.string()),
         ("started_at", _TS),
         ("recorded_at", _TS),
@@ -140,7 +140,10 @@ SCHEMA = pa.schema(
         ("pid", pa.int64()),
     ]
 )
-assert SCHEMA.names == [f.name for f in fields(LedgerRow)]
+# Parquet column names differ from the fields only where SQL would need quotes (`table` is reserved).
+_COLUMN = {"source": "source_name", "table": "table_name"}
+_FIELD = {v: k for k, v in _COLUMN.items()}
+assert SCHEMA.names == [_COLUMN.get(f.name, f.name) for f in fields(LedgerRow)]
 
 
 # ---------------------------------------------------------------- pure functions
@@ -283,14 +286,14 @@ def to_table(rows: Sequence[LedgerRow]) -> pa.Table:
     cols: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
     for r in rows:
         for k, v in asdict(r).items():
-            cols[k].append(v)
+            cols[_COLUMN.get(k, k)].append(v)
     return pa.table(cols, schema=SCHEMA)
 
 
 def from_table(table: pa.Table) -> list[LedgerRow]:
     """Ledger rows out of an Arrow table (columns a newer ledger added are ignored)."""
     names = [n for n in SCHEMA.names if n in table.column_names]
-    return [LedgerRow(**{k: d[k] for k in names}) for d in table.select(names).to_pylist()]
+    return [LedgerRow(**{_FIELD.get(k, k): d[k] for k in names}) for d in table.select(names).to_pylist()]
 
 
 # ---------------------------------------------------------------- storage (local folder or S3)

@@ -39,10 +39,11 @@ curated as (
         ) as dbt_rank
     from ingestion
     inner join dbt_nodes
-        on {{ dbt.concat(["','", "dbt_nodes.tags", "','"]) }} like '%,cdc,%'
-        and {{ dbt.concat(["','", "dbt_nodes.upstream_sources", "','"]) }}
-        like {{ dbt.concat(["'%,'", "ingestion.source_name", "'.'", "ingestion.table_name", "',%'"]) }}
-        and dbt_nodes.started_at >= coalesce(ingestion.ended_at, ingestion.started_at)
+        on
+            {{ dbt.concat(["','", "dbt_nodes.tags", "','"]) }} like '%,cdc,%'
+            and {{ dbt.concat(["','", "dbt_nodes.upstream_sources", "','"]) }}
+            like {{ dbt.concat(["'%,'", "ingestion.source_name", "'.'", "ingestion.table_name", "',%'"]) }}
+            and dbt_nodes.started_at >= coalesce(ingestion.ended_at, ingestion.started_at)
 
 ),
 
@@ -89,10 +90,11 @@ joined as (
         end as pipeline_status
     from ingestion
     left join curated
-        on ingestion.run_id = curated.run_id
-        and ingestion.source_name = curated.source_name
-        and ingestion.table_name = curated.table_name
-        and curated.dbt_rank = 1
+        on
+            ingestion.run_id = curated.run_id
+            and ingestion.source_name = curated.source_name
+            and ingestion.table_name = curated.table_name
+            and curated.dbt_rank = 1
 
 )
 

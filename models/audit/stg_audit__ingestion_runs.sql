@@ -13,8 +13,8 @@ ranked as (
     select
         source.*,
         row_number() over (
-            partition by run_id, source, "table"
-            order by recorded_at desc, case when status = 'running' then 1 else 0 end
+            partition by source.run_id, source.source_name, source.table_name
+            order by source.recorded_at desc, case when source.status = 'running' then 1 else 0 end
         ) as ledger_rank
     from source
 
@@ -27,8 +27,8 @@ renamed as (
         pipeline,
         env,
         engine,
-        source as source_name,
-        "table" as table_name,
+        source_name,
+        table_name,
         load_type,
         status,
         {{ audit_utc_timestamp("started_at") }} as started_at,
