@@ -81,9 +81,13 @@ insert into {{ audit_dbt_results_relation() }} (
 values
 {{ values | join(",\n") }}
     {%- endset -%}
-    {#- Hooks run outside a transaction: run both statements here and commit them ourselves. -#}
-    {%- do run_query(audit_create_dbt_results_table()) -%}
-    {%- do run_query(insert) -%}
+    {#- Hooks run outside a transaction; open one (auto_begin) for both statements and commit it. -#}
+    {%- call statement("audit_create_dbt_results_table", auto_begin=True) -%}
+        {{ audit_create_dbt_results_table() }}
+    {%- endcall -%}
+    {%- call statement("audit_record_dbt_results", auto_begin=True) -%}
+        {{ insert }}
+    {%- endcall -%}
     {%- do adapter.commit() -%}
     {{ return("") }}
 {%- endmacro %}
