@@ -40,6 +40,8 @@ LEDGER_DIR = "_audit/ingestion_runs"
 OPEN = "running"
 ABANDONED = "abandoned"
 FAILING = ("failed", "locked", ABANDONED)
+# How far back a run looks for rows of dead runs to close: any run since then would have closed them.
+ABANDONED_SCAN_DAYS = 7
 # Runs in progress in this process: a "running" row with our own pid is live only if its run is here.
 _ACTIVE_RUNS: set[str] = set()
 
@@ -340,21 +342,24 @@ class Ledger:
         os.replace(tmp, path)
         return str(path)
 
-    def read(self) -> list[LedgerRow]:
-        """Every row ever written (not collapsed: see `latest()`)."""
+    def read(self, since: date | None = None) -> list[LedgerRow]:
+        """Every row written (on or after `since`, by the `run_date=` partition); not collapsed: see `latest()`."""
         rows: list[LedgerRow] = []
+        first = f"run_date={since.isoformat()}" if since else ""
         if self._s3:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=f"{self.prefix}/"
             )
             for page in pages:
                 for obj in page.get("Contents", []):
-                    if obj["Key"].endswith(".parquet"):
+                    partition = obj["Key"][len(self.prefix) + 1 :].split("/", 1)[0]
+                    if obj["Key"].endswith(".parquet") and partition >= first:
                         body = self.client.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
                         rows += from_table(pq.read_table(io.BytesIO(body)))
             return rows
         for path in sorted(Path(self.location).glob("run_date=*/*.parquet")):
-            rows += from_table(pq.read_table(path, partitioning=None))
+            if path.parent.name >= first:
+                rows += from_table(pq.read_table(path, partitioning=None))
         return rows
 
 
@@ -396,11 +401,12 @@ class RunLedger:
         self._write(opened)
 
     def _close_abandoned(self, store: StateStore, ttl: timedelta) -> None:
-        rows = [r for r in self.ledger.read() if r.pipeline == self.pipeline]
+        now = datetime.now(timezone.utc)
+        since = (now - timedelta(days=ABANDONED_SCAN_DAYS)).date()
+        rows = [r for r in self.ledger.read(since) if r.pipeline == self.pipeline]
         if not any(r.status == OPEN for r in rows):
             return
         states = {(s.source, s.table): s for s in store.tables()}
-        now = datetime.now(timezone.utc)
         closed = abandoned_rows(rows, states, now, ttl, current_run=self.run_id)
         if closed:
             event(

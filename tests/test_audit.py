@@ -253,6 +253,7 @@ def test_ledger_on_s3(s3_bucket):
     assert sorted(r.status for r in rows) == ["failed", "running"]
     assert latest(rows) == [closed]
     assert AWS_SECRET not in _strings(rows)
+    assert len(ledger.read(started.date())) == 2 and ledger.read((started + timedelta(days=1)).date()) == []
 
 
 # ---------------------------------------------------------------- dbt: node results and the audit model
@@ -358,3 +359,14 @@ def test_dbt_results_are_recorded_on_postgres(tmp_path):
     finally:
         admin.cursor().execute(f"drop database if exists {db} with (force)")
         admin.close()
+
+
+def test_ledger_reads_from_a_date_on(tmp_path):
+    ledger = Ledger(str(tmp_path))
+    for day in (1, 5, 9):
+        at = datetime(2026, 1, day, 10, 0, tzinfo=timezone.utc)
+        ledger.append(
+            f"run{day}", [running_row(f"run{day}", "p", "dev", "duckdb", "billing", "accounts", at)]
+        )
+    assert [r.run_id for r in ledger.read()] == ["run1", "run5", "run9"]
+    assert [r.run_id for r in ledger.read(datetime(2026, 1, 5).date())] == ["run5", "run9"]
