@@ -205,11 +205,11 @@ body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin
 h1 {{ font-size: 22px; margin: 0 0 4px; }} h2 {{ font-size: 17px; margin: 28px 0 8px; }}
 .meta {{ color: #666; margin-bottom: 12px; }}
 table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; padding: 4px 8px; border-bottom: 1px solid #ddd; vertical-align: top;
-  overflow-wrap: anywhere; }}
+th, td {{ text-align: left; padding: 4px 8px; border-bottom: 1px solid #ddd; vertical-align: top; }}
+td:last-child {{ overflow-wrap: anywhere; min-width: 16em; }}
 th {{ background: #f4f4f4; }}
 td:nth-child(5) {{ text-align: right; }}
-.badge {{ color: #fff; border-radius: 4px; padding: 1px 6px; font-size: 12px; }}
+.badge {{ color: #fff; border-radius: 4px; padding: 1px 6px; font-size: 12px; white-space: nowrap; }}
 figure {{ margin: 16px 0; }} figcaption {{ font-weight: 600; margin-bottom: 4px; }}
 svg text {{ font-size: 11px; fill: #444; }} svg .grid {{ stroke: #e5e5e5; }} svg .axis {{ stroke: #999; }}
 .empty {{ color: #777; font-style: italic; }}
