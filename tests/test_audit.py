@@ -26,7 +26,7 @@ from ingestion.audit import (
 from ingestion.config import parse_config
 from ingestion.demo import KEYS, truth, write_day
 from ingestion.pipeline import run_pipeline
-from ingestion.state import Lease, TableState, Watermark
+from ingestion.state import Lease, StateStore, TableState, Watermark
 
 from .conftest import DEMO_TABLES, REPO, demo_config_doc
 from .helpers import DBT, Dbt
@@ -185,6 +185,20 @@ def test_partly_failed_run_records_the_failure_without_secrets(tmp_path, write_c
     assert failed.watermark_after is None and failed.rows_landed == 0 and failed.ended_at is not None
     everything = _strings(rows)
     assert PASSWORD not in everything and AWS_KEY_ID not in everything
+
+
+def test_locked_table_gets_a_closing_row(tmp_path, write_config):
+    cfg = write_config(_run_doc(tmp_path))
+    # Another live run (this very process, so it is alive) holds the accounts lease.
+    store = StateStore(cfg.lake_root, cfg.pipeline)
+    store.acquire("billing", "accounts", "other-run", datetime.now(timezone.utc), timedelta(hours=1))
+    report = run_pipeline(cfg)
+    assert [t.name for t in report.failed] == ["billing.accounts"]
+    final = {r.table: r for r in latest(Ledger(cfg.lake_root).read())}
+    locked = final["accounts"]
+    assert (locked.status, locked.error_class, locked.rows_landed) == ("locked", "LeaseHeld", 0)
+    assert "locked by run other-run" in locked.error_message
+    assert {final[t].status for t in DEMO_TABLES if t != "accounts"} == {"landed"}
 
 
 def test_killed_run_is_closed_as_abandoned_by_the_next_run(tmp_path, write_config):
