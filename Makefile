@@ -87,8 +87,12 @@ demo: $(DEMO_DEPS) ## land the demo data (2 days) and build the dbt project on D
 	  $(PY) -m ingestion run --config ingestion-pg.yml --engine $(ENGINE); \
 	  $(PY) -m ingestion demo-pg --check; \
 	fi
+	@echo "== audit: per-table status and the HTML run report"
+	$(PY) -m ingestion status
+	$(PY) -m ingestion report
 	@echo
-	@echo "lake:      $(CURDIR)/lake   (landing/, _state/, _logs/)"
+	@echo "lake:      $(CURDIR)/lake   (landing/, _state/, _audit/, _logs/)"
+	@echo "report:    $(CURDIR)/lake/_audit/report.html   (audit in the warehouse: from audit_pipeline_runs)"
 	@echo "warehouse: $(CURDIR)/warehouse.duckdb   (try: $(PY) -c \"import duckdb; print(duckdb.connect('warehouse.duckdb').sql('from accounts limit 5'))\")"
 	@echo "next:      source $(BIN)/activate && dbt build --select tag:cdc && dbt docs generate && dbt docs serve"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -156,15 +158,22 @@ def run(
                 lease = store.force_unlock(src.name, tbl.name)
                 what = f"run {lease.run_id} (since {lease.acquired_at})" if lease else "nobody"
                 out.print(f"unlocked {src.name}.{tbl.name}: was held by {what}", highlight=False)
-        report = run_pipeline(
-            cfg,
-            engine_name=engine,
-            tables=table,
-            dry_run=dry_run,
-            run_id=run_id,
-            load_type=load_type,
-            pause=pause,  # type: ignore[arg-type]
-        )
+        progress = None
+        if out.is_terminal and not dry_run:  # off a terminal, the JSON log is the progress report
+            from ingestion.progress import TableProgress
+
+            progress = TableProgress([f"{s.name}.{t.name}" for s, t in select_tables(cfg, table)], out)
+        with progress or contextlib.nullcontext():
+            report = run_pipeline(
+                cfg,
+                engine_name=engine,
+                tables=table,
+                dry_run=dry_run,
+                run_id=run_id,
+                load_type=load_type,
+                pause=pause,  # type: ignore[arg-type]
+                on_step=progress.step if progress else None,
+            )
     except TidemarkError as exc:
         raise _fail(exc) from None
 
@@ -231,6 +240,144 @@ def reset(
             out.print(f"reset {src.name}.{tbl.name} (watermark was {wm})", highlight=False)
     except TidemarkError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            "-t",
+            help="Only this table (`table` or `source.table`); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for machines instead of a table.")
+    ] = False,
+) -> None:
+    """Show each table's last run, status, rows, watermark, lag and last error, from the audit ledger.
+
+    Exit code 0 when every table's last run worked (landed, up to date or still running), 1 when any
+    table's last run failed, was locked by another run or was abandoned (usable as a cron or Airflow
+    check), 2 for a usage or config error.
+    """
+    from ingestion.audit import Ledger
+    from ingestion.config import load_config
+    from ingestion.pipeline import select_tables, state_store
+    from ingestion.status import human_duration, table_statuses
+
+    try:
+        cfg = load_config(config, env=env)
+        chosen = [(s.name, t.name) for s, t in select_tables(cfg, table)]
+        rows = [r for r in Ledger(cfg.lake_root).read() if r.pipeline == cfg.pipeline]
+        states = {(st.source, st.table): st for st in state_store(cfg).tables()}
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+    now = datetime.now(timezone.utc)
+    statuses = table_statuses(chosen, rows, states, now)
+    failing = [s for s in statuses if s.failing]
+    if as_json:
+        doc = {
+            "pipeline": cfg.pipeline,
+            "env": cfg.env,
+            "lake": cfg.lake_root,
+            "generated_at": now.isoformat(),
+            "ok": not failing,
+            "tables": [s.to_json() for s in statuses],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        t = Table(title=f"pipeline {cfg.pipeline} · env {cfg.env} · lake {cfg.lake_root}")
+        for col in (
+            "table",
+            "last run",
+            "status",
+            "started (UTC)",
+            "seconds",
+            "rows read",
+            "landed",
+            "rejected",
+        ):
+            right = col in ("seconds", "rows read", "landed", "rejected")
+            t.add_column(col, justify="right" if right else "left", overflow="fold")
+        t.add_column("watermark", overflow="fold")
+        t.add_column("lag", justify="right", no_wrap=True)
+        t.add_column("last error", overflow="fold", max_width=60)
+        for s in statuses:
+            style = "red" if s.failing else {"landed": "green", "never_run": "yellow"}.get(s.last_status, "")
+            t.add_row(
+                s.name,
+                s.last_run_id or "",
+                f"[{style}]{s.last_status}[/]" if style else s.last_status,
+                f"{s.last_started_at:%Y-%m-%d %H:%M:%S}" if s.last_started_at else "",
+                "" if s.last_seconds is None else f"{s.last_seconds:.2f}",
+                str(s.rows_read),
+                str(s.rows_landed),
+                str(s.rows_rejected),
+                s.watermark or "",
+                human_duration(s.lag_seconds),
+                (f"{s.last_error} (run {s.last_error_run_id})" if s.last_error else ""),
+            )
+        out.print(t)
+        for s in failing:
+            err.print(
+                f"[bold red]{s.name} {s.last_status}[/] in run {s.last_run_id}: {s.last_error}",
+                highlight=False,
+            )
+    if failing:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="HTML file to write. Default: <lake>/_audit/report.html (./report.html when the lake is on S3).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write a static HTML run report: status per table, rows, duration and lag over time, failures.
+
+    One self-contained file (inline SVG charts, no scripts, no network at view time): open it in a
+    browser, mail it, or publish it next to the lake.
+    """
+    from ingestion.audit import Ledger
+    from ingestion.config import load_config
+    from ingestion.pipeline import state_store
+    from ingestion.report import render_html, write_report
+    from ingestion.status import table_statuses
+
+    try:
+        cfg = load_config(config, env=env)
+        rows = [r for r in Ledger(cfg.lake_root).read() if r.pipeline == cfg.pipeline]
+        states = {(st.source, st.table): st for st in state_store(cfg).tables()}
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+    now = datetime.now(timezone.utc)
+    chosen = [(s.name, t.name) for s, t in cfg.tables()]
+    page = render_html(
+        rows,
+        table_statuses(chosen, rows, states, now),
+        pipeline=cfg.pipeline,
+        lake=cfg.lake_root,
+        generated_at=now,
+    )
+    if output is None:
+        output = (
+            Path("report.html") if "://" in cfg.lake_root else Path(cfg.lake_root) / "_audit" / "report.html"
+        )
+    path = write_report(output, page)
+    out.print(f"report: {path}  ({len({r.run_id for r in rows})} runs)", highlight=False)
 
 
 @app.command("demo-data")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ingestion.audit import Ledger, RunLedger
 from ingestion.config import CsvSourceConfig, CsvTableConfig, LoadType, PipelineConfig
 from ingestion.engines import CsvBatch, Engine, get_engine
 from ingestion.errors import ConfigError, LeaseHeld, TidemarkError
@@ -55,8 +56,11 @@ class TableOutcome:
     files_refused: dict[str, str] = field(default_factory=dict)  # file → why it went to unprocessed/
     orphans_removed: int = 0
     watermark: Watermark | None = None
+    watermark_before: Watermark | None = None
+    started_at: datetime | None = None
     seconds: float = 0.0
     error: str | None = None
+    error_class: str | None = None
 
     @property
     def name(self) -> str:
@@ -96,6 +100,14 @@ class _Run:
     dry_run: bool
     engine: Engine | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    audit: RunLedger | None = None
+    on_step: Callable[[str, str], None] | None = None  # (source.table, checkpoint): progress bars
+
+    def step(self, point: str, source: str, table: str) -> None:
+        """Pass a table's checkpoint: injected faults (tests), then the progress observer."""
+        checkpoint(point, table)
+        if self.on_step is not None:
+            self.on_step(f"{source}.{table}", point)
 
     def get_engine(self) -> Engine:
         with self.lock:  # tables start in parallel; only one engine (one JVM) is made
@@ -151,6 +163,7 @@ def run_pipeline(
     engine: Engine | None = None,
     run_id: str | None = None,
     on_table: Callable[[TableOutcome], None] | None = None,
+    on_step: Callable[[str, str], None] | None = None,
 ) -> RunReport:
     """Land every selected table, `max_parallel_tables` at a time.
 
@@ -168,6 +181,7 @@ def run_pipeline(
         pause=pause,
         dry_run=dry_run,
         engine=engine,
+        on_step=on_step,
     )
     lake = cfg.lake_root
     if "://" in lake:
@@ -177,7 +191,7 @@ def run_pipeline(
         )
     jdbc_tasks, jdbc_failed = [], []
     if cfg.jdbc_sources():
-        from ingestion.jdbc_run import discover_tables, run_jdbc_table
+        from ingestion.jdbc_run import discover_tables
 
         jdbc_tasks, jdbc_failed = discover_tables(cfg)
         if tables:  # a source that failed to list its tables only matters when it may hold a chosen one
@@ -201,21 +215,30 @@ def run_pipeline(
         pause=pause or None,
         load_type=load_type,
     )
+    if not dry_run:
+        run.audit = RunLedger(
+            Ledger(lake),
+            run_id=run.run_id,
+            pipeline=cfg.pipeline,
+            env=cfg.env,
+            engine=run.engine_name,
+            started_at=now,
+        )
+        run.audit.start([(s.name, t.name) for s, t in selected], run.store, run.ttl)
+        for failed in jdbc_failed:  # a source whose tables could not be listed is recorded as failed
+            run.audit.record(failed)
     checkpoint("run_started")
     try:
         with ThreadPoolExecutor(max_workers=cfg.max_parallel_tables, thread_name_prefix="table") as pool:
-            futures = [
-                pool.submit(_run_table, run, s, t)
-                if isinstance(s, CsvSourceConfig)
-                else pool.submit(run_jdbc_table, run, t)
-                for s, t in selected
-            ]
+            futures = [pool.submit(_land_table, run, s, t) for s, t in selected]
             for fut in futures:
                 outcome = fut.result()
                 report.tables.append(outcome)
                 if on_table:
                     on_table(outcome)
     finally:
+        if run.audit is not None:
+            run.audit.finish()
         if engine is None and run.engine is not None:
             run.engine.close()
         shutil.rmtree(scratch_dir(lake, run.run_id), ignore_errors=True)
@@ -245,7 +268,9 @@ def _plan(run: _Run, source: CsvSourceConfig, table: CsvTableConfig, state: Tabl
 def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> TableOutcome:
     """The commit protocol for one table; every error ends up in the outcome, none escapes."""
     started = time.monotonic()
-    outcome = TableOutcome(source.name, table.name, status="up_to_date")
+    outcome = TableOutcome(source.name, table.name, status="up_to_date", started_at=_utcnow())
+    if run.on_step is not None:
+        run.on_step(outcome.name, "started")
     target = table_dir(run.cfg.lake_root, source.name, table.name)
     keeper: LeaseKeeper | None = None
     committed = False
@@ -256,7 +281,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         plan = _plan(run, source, table, state)
         outcome.load_type = plan.load_type
         outcome.files = len(plan.files)
-        outcome.watermark = state.watermark if state else None
+        outcome.watermark = outcome.watermark_before = state.watermark if state else None
         stale = (
             state is not None
             and state.lease is not None
@@ -270,7 +295,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         # The lease's clock is now, not the run's start: a table may wait in the pool a long time.
         held = run.store.acquire(source.name, table.name, run.run_id, _utcnow(), run.ttl)
         keeper = LeaseKeeper(run.store, held, run.ttl, _utcnow)
-        checkpoint("lease_acquired", table.name)
+        run.step("lease_acquired", source.name, table.name)
         orphans = remove_orphans(target, set(held.state.committed_runs))
         remove_rejects(run.cfg.lake_root, source.name, table.name, keep=set(held.state.committed_runs))
         remove_stale_scratch(run.cfg.lake_root, source.name, table.name, run.run_id)
@@ -282,7 +307,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                 table=outcome.name,
                 files=len(orphans),
             )
-        checkpoint("orphans_removed", table.name)
+        run.step("orphans_removed", source.name, table.name)
 
         state = keeper.held.state  # it may have moved between our first look and the lease
         plan = _plan(run, source, table, state)
@@ -333,7 +358,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                     decimal_keys=table.decimal_keys,
                 )
             )
-            checkpoint("batch_written", table.name)
+            run.step("batch_written", source.name, table.name)
             q = batch.quarantine
             if q and q.rejects:
                 write_rejects(q.rejects, run.cfg.lake_root, source.name, table.name, run.run_id, run.now)
@@ -349,7 +374,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             )
             keeper.commit(new)
             committed = True
-            checkpoint("state_committed", table.name)
+            run.step("state_committed", source.name, table.name)
             outcome.status = "landed"
             outcome.rows_read, outcome.rows_landed = batch.rows_read, batch.rows_landed
             outcome.rows_deduplicated, outcome.rows_filtered = batch.rows_deduplicated, batch.rows_filtered
@@ -367,13 +392,14 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
             root = run.cfg.resolve(source.path)
             archive_root = run.cfg.resolve(source.archive.root) if source.archive.root else None
             done = move_files(root, moves, run.now, archive_root)
-            checkpoint("files_archived", table.name)
+            run.step("files_archived", source.name, table.name)
             event("files moved out of the inbox", table=outcome.name, files=len(done))
         outcome.watermark = keeper.held.state.watermark
     except LeaseHeld as exc:
-        outcome.status, outcome.error = "locked", str(exc.message)
+        outcome.status, outcome.error, outcome.error_class = "locked", str(exc.message), type(exc).__name__
     except Exception as exc:  # even an engine bug must not stop the other tables
         outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
+        outcome.error_class = type(exc).__name__
         if not isinstance(exc, TidemarkError):
             log.debug("traceback", exc_info=True)
         if not committed:
@@ -384,7 +410,7 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
         if keeper is not None:
             try:
                 keeper.release()
-                checkpoint("lease_released", table.name)
+                run.step("lease_released", source.name, table.name)
             except TidemarkError as exc:
                 event(
                     "could not release the lease; it expires by itself",
@@ -394,6 +420,21 @@ def _run_table(run: _Run, source: CsvSourceConfig, table: CsvTableConfig) -> Tab
                 )
         outcome.seconds = round(time.monotonic() - started, 3)
         _log_outcome(outcome)
+    return outcome
+
+
+def _land_table(run: _Run, source: Any, table: Any) -> TableOutcome:
+    """One table through its source kind's protocol, then its ledger row and progress (CSV and JDBC alike)."""
+    if isinstance(source, CsvSourceConfig):
+        outcome = _run_table(run, source, table)
+    else:
+        from ingestion.jdbc_run import run_jdbc_table
+
+        outcome = run_jdbc_table(run, table)
+    if run.audit is not None:
+        run.audit.record(outcome)
+    if run.on_step is not None:
+        run.on_step(outcome.name, f"done:{outcome.status}")
     return outcome
 
 

@@ -54,7 +54,7 @@ latest as (
 
 {%- if is_incremental() %}
 
-select latest.*
+select latest.*{{ audit_cdc_stamps("current_row", "latest") }}
 from latest
 left join {{ this }} as current_row
     on {% for key in keys %}latest.{{ key }} = current_row.{{ key }}{% if not loop.last %} and {% endif %}{% endfor %}
@@ -65,7 +65,7 @@ where
 
 {%- else %}
 
-select * from latest
+select latest.*{{ audit_cdc_stamps() }} from latest
 
 {%- endif %}
 {%- endmacro %}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def assert_matches_truth(project, day: int) -> None:
 def test_cdc_models_track_the_source(project):
     project.ingest()
     out = project.dbt("build")
-    assert "ERROR=0" in out and "PASS=28" in out
+    # At least the 28 nodes of the staging and CDC layers (other folders, e.g. audit, add more).
+    assert "ERROR=0" in out and int(re.search(r"PASS=(\d+)", out)[1]) >= 28
     assert_matches_truth(project, 1)
     assert all(r["segment"] is None for r in project.table("accounts").values())
 
