@@ -275,6 +275,57 @@ def demo_check(
         raise typer.Exit(1)
 
 
+@app.command("load-warehouse")
+def load_warehouse_cmd(
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", "-t", help="Load only this table (`table` or `source.table`); repeatable."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="Warehouse kind: postgres (Redshift: the AWS loader).")
+    ] = "postgres",
+    dsn: Annotated[
+        str,
+        typer.Option(
+            "--dsn",
+            envvar="TIDEMARK_WAREHOUSE_DSN",
+            help="libpq connection string. Default: PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD.",
+            show_default=False,
+        ),
+    ] = "",
+) -> None:
+    """Copy newly committed landed files into the warehouse's raw tables (`landing_<source>.<table>`).
+
+    For warehouses that can't read the lake (PostgreSQL). Each run id is loaded once, in one transaction
+    with its entry in the warehouse's load ledger (tidemark_meta.load_ledger); new columns are added and
+    types widened as the landed schema grows. Then: dbt build --target postgres.
+    """
+    from ingestion.config import load_config
+    from ingestion.pipeline import select_tables
+    from ingestion.warehouse import LOADERS, load_warehouse
+
+    if target not in LOADERS:
+        raise _fail(TidemarkError(f"unknown target {target!r}", hint=f"use one of {', '.join(LOADERS)}"))
+    try:
+        cfg = load_config(config, env=env)
+        chosen = [(s.name, t.name) for s, t in select_tables(cfg, table)] if table else None
+        loader = LOADERS[target](dsn)
+        try:
+            reports = load_warehouse(cfg, loader, chosen)
+        finally:
+            loader.close()
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+    t = Table(title=f"load-warehouse · {target}")
+    for col in ("table", "runs loaded", "files", "rows", "columns added", "widened"):
+        t.add_column(col)
+    for r in reports:
+        t.add_row(r.name, str(len(r.runs)), str(r.files), str(r.rows), ", ".join(r.added), ", ".join(r.widened))
+    out.print(t)
+
+
 def main() -> None:
     """Entry point of `python -m ingestion` and the `tidemark` script."""
     try:
