@@ -23,7 +23,13 @@ PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 
 
 def land_rows(
-    lake: Path, pipeline: str, source: str, table: str, data: pa.Table, *, columns: dict[str, str] | None = None
+    lake: Path,
+    pipeline: str,
+    source: str,
+    table: str,
+    data: pa.Table,
+    *,
+    columns: dict[str, str] | None = None,
 ) -> str:
     """Land `data` as one committed run of `source.table`: a run-id-named file, then the run id committed.
 
@@ -98,7 +104,9 @@ def column_types_postgres(dbname: str, schema: str, table: str) -> dict[str, str
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database `tm_dbt_<uuid8>` on 127.0.0.1, dropped afterwards; skips without a server."""
-    psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install 'tidemark[postgres]')")
+    psycopg = pytest.importorskip(
+        "psycopg", reason="psycopg 3 is not installed (pip install 'tidemark[postgres]')"
+    )
     name = f"tm_dbt_{uuid.uuid4().hex[:8]}"
     try:
         with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=5, **PG) as conn:

@@ -51,7 +51,9 @@ class Oracle:
             for key, row in rows.items():
                 old = self.rows[table].get(key)
                 if old is None or str(row["updated_at"]) >= old["updated_at"]:
-                    self.rows[table][key] = {c: "" if row.get(c) is None else str(row[c]) for c in self.columns(table)}
+                    self.rows[table][key] = {
+                        c: "" if row.get(c) is None else str(row[c]) for c in self.columns(table)
+                    }
 
     def upsert(self, table: str, row: dict[str, str]) -> None:
         key = int(row[KEYS[table]])
@@ -101,7 +103,9 @@ class Backend:
 
     def rows(self, relation: str) -> list[dict[str, Any]]:
         rel = f"{self.schema}.{relation}"
-        return read_postgres(self.dbname, rel) if self.kind == "postgres" else read_duckdb(self.warehouse, rel)
+        return (
+            read_postgres(self.dbname, rel) if self.kind == "postgres" else read_duckdb(self.warehouse, rel)
+        )
 
 
 def assert_cdc_matches(backend: Backend, oracle: Oracle) -> None:
