@@ -88,15 +88,15 @@ def table_specs(
         known = existing.column_names(src.name, tbl.name)
         landed = state_columns(src.name, tbl.name)
         if landed:
-            # Keep the file's order for columns it lists; new ones follow (keys first).
+            # Keep the file's order for columns it lists; new ones follow (keys first, the cursor last).
             fresh = [c for c in landed if c not in known]
-            fresh.sort(key=lambda c: (c not in tbl.primary_key, c != tbl.cursor))
+            fresh.sort(key=lambda c: (c not in tbl.primary_key, c == tbl.cursor))
             columns = [c for c in known if c in landed] + fresh
         else:
             columns = known or []
-        for c in (*tbl.primary_key, tbl.cursor):
-            if c and c not in columns:
-                columns.insert(0 if c in tbl.primary_key else len(columns), c)
+        columns = [k for k in tbl.primary_key if k not in columns] + columns
+        if tbl.cursor and tbl.cursor not in columns:
+            columns.append(tbl.cursor)
         specs.append(
             TableSpec(src.name, src.kind, tbl.name, tuple(tbl.primary_key), tbl.cursor, tuple(columns))
         )
