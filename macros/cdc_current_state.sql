@@ -21,13 +21,15 @@
     {%- set lookback = lookback_hours if lookback_hours is not none else var("cdc_lookback_hours", 3) -%}
     {%- set incremental = is_incremental() -%}
 
-    {#- Column names and types come from the database (unit tests: var cdc_columns). -#}
-    {#- (In unit tests `relation` and `this` are fixture CTE names, plain strings.) -#}
-    {%- set source_columns = adapter.get_columns_in_relation(relation) if execute and relation is not string else [] -%}
-    {%- set target_columns = adapter.get_columns_in_relation(this) if execute and incremental and this is not string else [] -%}
+    {#- Column names and types come from the database; unit tests (where `relation` and `this` are
+        fixture CTE names, plain strings) set var cdc_columns; offline (lint: var tidemark_offline)
+        they come from the model's YAML. -#}
+    {%- set online = execute and not var("tidemark_offline", false) -%}
+    {%- set source_columns = adapter.get_columns_in_relation(relation) if online and relation is not string else [] -%}
+    {%- set target_columns = adapter.get_columns_in_relation(this) if online and incremental and this is not string else [] -%}
     {%- set names = source_columns | map(attribute="name") | list -%}
     {%- if not names -%}
-        {%- set names = var("cdc_columns", []) -%}
+        {%- set names = var("cdc_columns", []) or (model.columns.keys() | reject("in", ["_is_deleted", "_deleted_at"]) | list) -%}
     {%- endif -%}
     {%- if source_columns and target_columns -%}
         {%- do tidemark.cdc_widen_columns(source_columns, target_columns, this) -%}
