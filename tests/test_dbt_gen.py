@@ -91,3 +91,48 @@ def test_regeneration_keeps_edits_and_adds_new_tables_and_columns() -> None:
         "invoices",
         "usage",
     ]
+
+
+def test_cli_checks_the_sources_and_explains_a_warehouse_it_cannot_reach(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ingestion.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["dbt-sources", "--check", "--no-state", "--config", str(REPO / "ingestion.yml")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "up to date" in res.output
+    # A project whose sources file is missing: --check fails, a plain run writes it.
+    project = tmp_path / "project"
+    args = [
+        "dbt-sources",
+        "--no-state",
+        "--config",
+        str(REPO / "ingestion.yml"),
+        "--project-dir",
+        str(project),
+    ]
+    assert runner.invoke(app, [*args, "--check"]).exit_code == 1
+    assert runner.invoke(app, args).exit_code == 0
+    written = yaml.safe_load((project / SOURCES_FILE).read_text())["sources"][0]["tables"]
+    # Without state or an earlier file, a table's columns are its key and cursor (and the metadata).
+    assert [(t["name"], [c["name"] for c in t["columns"]][:2]) for t in written] == [
+        ("accounts", ["account_id", "updated_at"]),
+        ("customers", ["customer_id", "updated_at"]),
+        ("subscriptions", ["subscription_id", "updated_at"]),
+        ("invoices", ["invoice_id", "updated_at"]),
+    ]
+    res = runner.invoke(
+        app,
+        [
+            "load-warehouse",
+            "--config",
+            str(REPO / "ingestion.yml"),
+            "--dsn",
+            "host=127.0.0.1 port=1 connect_timeout=2",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "cannot connect to PostgreSQL" in res.output and "hint" in res.output
