@@ -136,16 +136,45 @@ def environ_with(extra: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
 
 
-class ProjectDbt:
-    """A `Dbt` runner for another project folder (a scaffolded copy of the repository's project)."""
+class FastDbt:
+    """dbt in this process with one parsed manifest (tests/helpers.InProcessDbt), with extra environment
+    (the PostgreSQL target's) and optionally another project folder (a scaffolded copy)."""
 
-    def __new__(cls, project: Path, work: Path, lake: Path, warehouse: Path):  # type: ignore[no-untyped-def]
-        from .helpers import REPO, Dbt
+    def __new__(  # type: ignore[no-untyped-def]
+        cls,
+        work: Path,
+        lake: Path,
+        warehouse: Path,
+        env: dict[str, str] | None = None,
+        project: Path | None = None,
+    ):
+        from .helpers import REPO, Dbt, InProcessDbt
 
-        class _Dbt(Dbt):
+        extra = dict(env or {})
+
+        class _Dbt(InProcessDbt):
+            def __init__(self) -> None:
+                Dbt.__init__(self, work, lake, warehouse)
+                self.env.update(extra)  # DBT_TARGET among them: the parse must see the target
+                self.manifest = None
+                self.manifest = self._invoke("parse").result
+
             def paths(self) -> list[str]:
                 out = super().paths()
-                out[out.index(str(REPO))] = str(project)
+                if project is not None:
+                    out[out.index(str(REPO))] = str(project)
                 return out
 
-        return _Dbt(work, lake, warehouse)
+            def _invoke(self, *args: str):  # type: ignore[no-untyped-def]
+                saved = {k: os.environ.get(k) for k in extra}
+                os.environ.update(extra)
+                try:
+                    return super()._invoke(*args)
+                finally:
+                    for k, v in saved.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
+
+        return _Dbt()
