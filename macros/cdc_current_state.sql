@@ -31,7 +31,8 @@
     {%- if not names -%}
         {%- set names = var("cdc_columns", []) or (model.columns.keys() | reject("in", ["_is_deleted", "_deleted_at"]) | list) -%}
     {%- endif -%}
-    {%- if source_columns and target_columns -%}
+    {#- Widening alters the table, so only commands that write (not compile, docs or lint) do it. -#}
+    {%- if source_columns and target_columns and flags.WHICH in ["run", "build", "retry"] -%}
         {%- do tidemark.cdc_widen_columns(source_columns, target_columns, this) -%}
     {%- endif -%}
     {%- set target_names = target_columns | map(attribute="name") | map("lower") | list -%}
