@@ -482,6 +482,140 @@ def demo_pg(
         out.print("shop tables in the lake match the PostgreSQL source (deleted orders landed as tombstones)")
 
 
+@app.command("load-warehouse")
+def load_warehouse_cmd(
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", "-t", help="Load only this table (`table` or `source.table`); repeatable."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="Warehouse kind: postgres (Redshift: the AWS loader).")
+    ] = "postgres",
+    dsn: Annotated[
+        str,
+        typer.Option(
+            "--dsn",
+            envvar="TIDEMARK_WAREHOUSE_DSN",
+            help="libpq connection string. Default: PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD.",
+            show_default=False,
+        ),
+    ] = "",
+) -> None:
+    """Copy newly committed landed files into the warehouse's raw tables (`landing_<source>.<table>`).
+
+    For warehouses that can't read the lake (PostgreSQL). Each run id is loaded once, in one transaction
+    with its entry in the warehouse's load ledger (tidemark_meta.load_ledger); new columns are added and
+    types widened as the landed schema grows. Then: dbt build --target postgres.
+    """
+    from ingestion.config import load_config
+    from ingestion.pipeline import select_tables
+    from ingestion.warehouse import LOADERS, load_warehouse
+
+    if target not in LOADERS:
+        raise _fail(TidemarkError(f"unknown target {target!r}", hint=f"use one of {', '.join(LOADERS)}"))
+    try:
+        cfg = load_config(config, env=env)
+        chosen = [(s.name, t.name) for s, t in select_tables(cfg, table)] if table else None
+        loader = LOADERS[target](dsn)
+        try:
+            reports = load_warehouse(cfg, loader, chosen)
+        finally:
+            loader.close()
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+    t = Table(title=f"load-warehouse · {target}")
+    for col in ("table", "runs loaded", "files", "rows", "columns added", "widened"):
+        t.add_column(col)
+    for r in reports:
+        t.add_row(
+            r.name, str(len(r.runs)), str(r.files), str(r.rows), ", ".join(r.added), ", ".join(r.widened)
+        )
+    out.print(t)
+
+
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--project-dir", help="The dbt project. Default: the folder of the config file.", show_default=False
+    ),
+]
+
+
+@app.command("dbt-sources")
+def dbt_sources(
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    project_dir: ProjectOpt = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 when the file differs from the config.")
+    ] = False,
+    no_state: Annotated[
+        bool,
+        typer.Option("--no-state", help="Ignore the lake's committed state (columns from the file/config)."),
+    ] = False,
+) -> None:
+    """Generate the dbt sources YAML (models/staging/_sources.yml) from ingestion.yml.
+
+    Tables come from the config, columns from each table's committed state in the lake (else the file
+    or the config's key and cursor). Descriptions, tests and other additions in the file are kept.
+    """
+    from ingestion.config import load_config
+    from ingestion.dbt_gen import generate_sources
+
+    try:
+        cfg = load_config(config, env=env)
+        path, text, _ = generate_sources(cfg, project_dir or cfg.base_dir, use_state=not no_state)
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+    current = path.read_text(encoding="utf-8") if path.exists() else None
+    if check:
+        if current != text:
+            err.print(f"{path} is out of date with the config: run python -m ingestion dbt-sources")
+            raise typer.Exit(1)
+        out.print(f"{path} is up to date", highlight=False)
+        return
+    if current == text:
+        out.print(f"unchanged {path}", highlight=False)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    out.print(f"written   {path}", highlight=False)
+
+
+@app.command("dbt-scaffold")
+def dbt_scaffold(
+    tables: Annotated[
+        list[str] | None,
+        typer.Argument(help="Tables (`table` or `source.table`). Default: all without models."),
+    ] = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Write staging model, CDC model and their YAML for configured tables that have none yet.
+
+    Regenerates the sources YAML first (columns and descriptions come from it). Existing files are
+    never overwritten. Then: dbt build --select +<table>.
+    """
+    from ingestion.config import load_config
+    from ingestion.dbt_gen import generate_sources, scaffold
+
+    try:
+        cfg = load_config(config, env=env)
+        project = project_dir or cfg.base_dir
+        path, text, specs = generate_sources(cfg, project)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            out.print(f"written    {path}", highlight=False)
+        for table, file, status in scaffold(specs, text, project, tables):
+            out.print(f"{status:10} {table}: {file}", highlight=False)
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+
+
 def main() -> None:
     """Entry point of `python -m ingestion` and the `tidemark` script."""
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -55,8 +54,7 @@ def assert_matches_truth(project, day: int) -> None:
 def test_cdc_models_track_the_source(project):
     project.ingest()
     out = project.dbt("build")
-    # At least the 28 nodes of the staging and CDC layers (other folders, e.g. audit, add more).
-    assert "ERROR=0" in out and int(re.search(r"PASS=(\d+)", out)[1]) >= 28
+    assert "ERROR=0" in out and "WARN=0" in out and "SKIP=0" in out
     assert_matches_truth(project, 1)
     assert all(r["segment"] is None for r in project.table("accounts").values())
 

@@ -1,0 +1,31 @@
+with
+
+current_rows as (
+
+    select * from {{ ref('invoices') }}
+
+),
+
+live as (
+
+    select
+        invoice_id,
+        account_id,
+        subscription_id,
+        amount,
+        currency,
+        status,
+        issued_on,
+        due_on,
+        updated_at,
+        _op,
+        _source_file,
+        _run_id,
+        _ingested_at
+
+    from current_rows
+    where not _is_deleted
+
+)
+
+select * from live

@@ -1,0 +1,138 @@
+"""The generated dbt sources stay in step with ingestion.yml; regeneration keeps descriptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ingestion.config import load_config, parse_config
+from ingestion.dbt_gen import SOURCES_FILE, Existing, generate_sources, render, sources_doc, table_specs
+from ingestion.demo import write_day
+from ingestion.pipeline import run_pipeline
+
+from .conftest import demo_config_doc
+from .helpers import REPO
+
+
+def test_the_checked_in_sources_match_the_config() -> None:
+    """Fails when ingestion.yml changes without `python -m ingestion dbt-sources`."""
+    cfg = load_config(REPO / "ingestion.yml")
+    path, text, _ = generate_sources(cfg, REPO, use_state=False)
+    assert path.read_text(encoding="utf-8") == text, "run: python -m ingestion dbt-sources"
+
+
+def test_the_checked_in_sources_list_the_landed_columns(tmp_path: Path, monkeypatch) -> None:
+    """Landing the demo (both days) and regenerating from its committed state changes nothing."""
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    list(write_day(1, inbox))
+    list(write_day(2, inbox))
+    assert run_pipeline(parse_config(demo_config_doc(inbox, lake))).ok
+    monkeypatch.setenv("TIDEMARK_LAKE", str(lake))
+    cfg = load_config(REPO / "ingestion.yml")
+    _, text, specs = generate_sources(cfg, REPO)
+    assert (REPO / SOURCES_FILE).read_text(encoding="utf-8") == text
+    assert "segment" in next(s for s in specs if s.table == "accounts").columns
+
+
+def test_regeneration_keeps_edits_and_adds_new_tables_and_columns() -> None:
+    doc = demo_config_doc(Path("/inbox"), Path("/lake"))
+    doc["sources"][0]["tables"].append({"name": "usage", "primary_key": ["account_id", "metric"]})
+    cfg = parse_config(doc)
+    old = Existing.parse(
+        yaml.safe_dump(
+            {
+                "sources": [
+                    {
+                        "name": "billing",
+                        "description": "Hand-written.",
+                        "tables": [
+                            {
+                                "name": "accounts",
+                                "description": "Accounts, by hand.",
+                                "loaded_at_field": "_ingested_at",
+                                "columns": [
+                                    {
+                                        "name": "account_id",
+                                        "description": "The key.",
+                                        "data_tests": ["not_null"],
+                                    },
+                                    {"name": "gone_column", "description": "Dropped from the source."},
+                                ],
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    landed = {("billing", "accounts"): ["account_id", "account_name", "updated_at"]}
+    specs = table_specs(cfg, lambda s, t: landed.get((s, t)), old)
+    out = yaml.safe_load(render(sources_doc(specs, old)))
+    src = out["sources"][0]
+    assert src["description"] == "Hand-written."
+    assert "{{ env_var('TIDEMARK_SOURCE_SCHEMA_BILLING'" in src["schema"]
+    assert "landing/billing/{name}/**/*.parquet" in src["meta"]["external_location"]
+    accounts = next(t for t in src["tables"] if t["name"] == "accounts")
+    assert accounts["description"] == "Accounts, by hand." and accounts["loaded_at_field"] == "_ingested_at"
+    cols = {c["name"]: c for c in accounts["columns"]}
+    assert cols["account_id"] == {"name": "account_id", "description": "The key.", "data_tests": ["not_null"]}
+    assert "gone_column" not in cols  # the committed state is the truth about columns
+    assert list(cols)[:3] == ["account_id", "account_name", "updated_at"] and "_ingested_at" in cols
+    assert all(c["description"] for c in accounts["columns"])
+    # A table that never landed: its key and cursor from the config.
+    usage = next(t for t in src["tables"] if t["name"] == "usage")
+    assert [c["name"] for c in usage["columns"]][:2] == ["account_id", "metric"]
+    assert usage["meta"]["primary_key"] == ["account_id", "metric"]
+    assert [t["name"] for t in src["tables"]] == [
+        "accounts",
+        "customers",
+        "subscriptions",
+        "invoices",
+        "usage",
+    ]
+
+
+def test_cli_checks_the_sources_and_explains_a_warehouse_it_cannot_reach(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ingestion.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["dbt-sources", "--check", "--no-state", "--config", str(REPO / "ingestion.yml")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "up to date" in res.output
+    # A project whose sources file is missing: --check fails, a plain run writes it.
+    project = tmp_path / "project"
+    args = [
+        "dbt-sources",
+        "--no-state",
+        "--config",
+        str(REPO / "ingestion.yml"),
+        "--project-dir",
+        str(project),
+    ]
+    assert runner.invoke(app, [*args, "--check"]).exit_code == 1
+    assert runner.invoke(app, args).exit_code == 0
+    written = yaml.safe_load((project / SOURCES_FILE).read_text())["sources"][0]["tables"]
+    # Without state or an earlier file, a table's columns are its key and cursor (and the metadata).
+    assert [(t["name"], [c["name"] for c in t["columns"]][:2]) for t in written] == [
+        ("accounts", ["account_id", "updated_at"]),
+        ("customers", ["customer_id", "updated_at"]),
+        ("subscriptions", ["subscription_id", "updated_at"]),
+        ("invoices", ["invoice_id", "updated_at"]),
+    ]
+    res = runner.invoke(
+        app,
+        [
+            "load-warehouse",
+            "--config",
+            str(REPO / "ingestion.yml"),
+            "--dsn",
+            "host=127.0.0.1 port=1 connect_timeout=2",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "cannot connect to PostgreSQL" in res.output and "hint" in res.output

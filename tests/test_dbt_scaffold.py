@@ -1,0 +1,208 @@
+"""A table added to ingestion.yml and scaffolded builds and tests with no hand edits, on DuckDB and
+PostgreSQL; its composite key merges, and its columns widen (varchar, smallint → integer → bigint)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from ingestion.config import parse_config
+from ingestion.dbt_gen import generate_sources, scaffold
+
+from .conftest import demo_config_doc
+from .dbt_support import (
+    FastDbt,
+    column_types_postgres,
+    land_rows,
+    pg_database,
+    postgres_env,
+    read_duckdb,
+    read_postgres,
+)
+from .helpers import DBT, REPO
+
+pytestmark = pytest.mark.slow
+__all__ = ["pg_database"]
+
+KEY = ("account_id", "metric")
+
+
+def usage(rows: list[tuple[int, str, int, str, str]], qty: pa.DataType, op: str = "u") -> pa.Table:
+    """Rows of the new `usage` table (key: account_id + metric) with `quantity` of the given width."""
+    return pa.table(
+        {
+            "account_id": pa.array([r[0] for r in rows], pa.int64()),
+            "metric": pa.array([r[1] for r in rows], pa.string()),
+            "quantity": pa.array([r[2] for r in rows], qty),
+            "note": pa.array([r[3] for r in rows], pa.string()),
+            "updated_at": pa.array([datetime.fromisoformat(r[4]) for r in rows], pa.timestamp("us")),
+            "_op": pa.array([op] * len(rows), pa.string()),
+            "_source_file": pa.array([None] * len(rows), pa.string()),
+        }
+    )
+
+
+def copy_project(dest: Path) -> Path:
+    """The repository's dbt project (not its data) in a scratch folder."""
+    dest.mkdir(parents=True)
+    for name in ("dbt_project.yml", "macros", "models", "snapshots", "analyses"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    (dest / "tests" / "dbt").mkdir(parents=True)
+    return dest
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def target(request) -> tuple[str, str | None]:
+    if not DBT.exists():
+        pytest.skip(f"dbt is not installed next to {sys.executable}")
+    return request.param, request.getfixturevalue("pg_database") if request.param == "postgres" else None
+
+
+def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, monkeypatch) -> None:
+    kind, dbname = target
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    project = copy_project(tmp_path / "project")
+    lake = tmp_path / "lake"
+    doc = demo_config_doc(tmp_path / "inbox", lake)
+    doc["sources"][0]["tables"].append(
+        {"name": "usage", "primary_key": list(KEY), "cursor": "updated_at", "cursor_timezone": "UTC"}
+    )
+    cfg = parse_config(doc)
+    schema = "tidemark" if kind == "postgres" else "main"
+    dbt = None
+    types = {"account_id": "bigint", "metric": "string", "quantity": "smallint", "note": "string"}
+    types["updated_at"] = "timestamp"
+
+    def build() -> dict[tuple[int, str], dict[str, Any]]:
+        if kind == "postgres":
+            from ingestion.warehouse import PostgresLoader, load_warehouse
+
+            loader = PostgresLoader(f"host=127.0.0.1 user=postgres dbname={dbname}")
+            try:
+                load_warehouse(cfg, loader, [("billing", "usage")])
+            finally:
+                loader.close()
+        dbt("build", "--select", "stg_billing__usage+")  # raises unless models and tests succeeded
+        read = read_postgres if kind == "postgres" else None
+        rows = (
+            read(dbname, f"{schema}.usage")
+            if read
+            else read_duckdb(tmp_path / "wh.duckdb", f"{schema}.usage")
+        )
+        return {(r["account_id"], r["metric"]): r for r in rows}
+
+    # Round 1: the table lands, is scaffolded, builds.
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        usage(
+            [
+                (1, "api_calls", 10, "short", "2026-01-01 10:00:00"),
+                (1, "storage_gb", 3, "s", "2026-01-01 10:00:00"),
+                (2, "api_calls", 7, "x", "2026-01-01 11:00:00"),
+            ],
+            pa.int16(),
+        ),
+        columns=types,
+    )
+    _, sources_text, specs = generate_sources(cfg, project)
+    (project / "models/staging/_sources.yml").write_text(sources_text)
+    written = scaffold(specs, sources_text, project)
+    assert {p.name for t, p, s in written if s == "written"} == {
+        "stg_billing__usage.sql",
+        "stg_billing__usage.yml",
+        "usage.sql",
+        "usage.yml",
+    }
+    assert {s for t, p, s in written if t != "billing.usage"} == {"has models"}
+    # Scaffolding again never overwrites an edited file.
+    edited = project / "models/cdc/billing/usage.yml"
+    edited.write_text(edited.read_text().replace("Current state", "Edited: current state"))
+    shutil.move(project / "models/cdc/billing/usage.sql", tmp_path / "usage.sql")
+    again = scaffold(specs, sources_text, project, ["usage"])
+    assert again == [("billing.usage", project / "models", "has models")]
+    shutil.move(tmp_path / "usage.sql", project / "models/cdc/billing/usage.sql")
+    assert "Edited: current state" in edited.read_text()
+
+    # dbt parses the project once, now that the scaffolded files exist.
+    env = postgres_env(dbname) if kind == "postgres" else None
+    dbt = FastDbt(tmp_path, lake, tmp_path / "wh.duckdb", env, project=project)
+    got = build()
+    assert {k: r["quantity"] for k, r in got.items()} == {
+        (1, "api_calls"): 10,
+        (1, "storage_gb"): 3,
+        (2, "api_calls"): 7,
+    }
+
+    # Round 2: quantity arrives as INTEGER with a value beyond SMALLINT, notes get longer.
+    long_note = "a note well beyond thirty-two bytes, so varchar widens"
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        usage([(1, "api_calls", 40_000, long_note, "2026-01-02 10:00:00")], pa.int32()),
+        columns={"quantity": "integer"},
+    )
+    got = build()
+    assert got[(1, "api_calls")]["quantity"] == 40_000 and got[(1, "api_calls")]["note"] == long_note
+
+    # Round 3: BIGINT; an older version of one key arrives late; a tombstone on the composite key.
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        usage(
+            [
+                (2, "api_calls", 5_000_000_000, "big", "2026-01-03 10:00:00"),
+                (1, "api_calls", 1, "stale", "2025-12-01 00:00:00"),
+            ],
+            pa.int64(),
+        ),
+        columns={"quantity": "bigint"},
+    )
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        pa.table(
+            {
+                "account_id": pa.array([1], pa.int64()),
+                "metric": ["storage_gb"],
+                "_op": ["d"],
+                "_source_file": pa.array([None], pa.string()),
+            }
+        ),
+    )
+    got = build()
+    assert got[(2, "api_calls")]["quantity"] == 5_000_000_000
+    assert got[(1, "api_calls")]["quantity"] == 40_000  # the stale version didn't win
+    assert {k for k, r in got.items() if r["_is_deleted"]} == {(1, "storage_gb")}
+    if kind == "postgres":
+        cdc = column_types_postgres(dbname, schema, "usage")
+        assert cdc["quantity"] == "bigint" and cdc["note"] == "character varying(64)"
+    else:
+        import duckdb
+
+        con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+        try:
+            col_types = dict(
+                con.sql(
+                    f"select column_name, data_type from information_schema.columns "
+                    f"where table_schema = '{schema}' and table_name = 'usage'"
+                ).fetchall()
+            )
+        finally:
+            con.close()
+        assert col_types["quantity"] == "BIGINT"
