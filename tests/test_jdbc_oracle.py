@@ -47,10 +47,11 @@ class TinyDbt:
         (self.project / "models" / "staging").mkdir(parents=True)
         (self.project / "models" / "cdc").mkdir(parents=True)
         (self.project / "dbt_project.yml").write_text(
-            "name: tm_jdbc_oracle\nversion: '1.0'\nconfig-version: 2\nprofile: tm_jdbc_oracle\n"
+            # named tidemark: the CDC macros call their siblings as tidemark.<macro>
+            "name: tidemark\nversion: '1.0'\nconfig-version: 2\nprofile: tm_jdbc_oracle\n"
             "model-paths: [models]\nmacro-paths: [macros]\nvars: {cdc_lookback_hours: 3}\n"
-            "models:\n  tm_jdbc_oracle:\n    staging: {+materialized: view}\n"
-            "    cdc: {+materialized: incremental, +incremental_strategy: merge, "
+            "models:\n  tidemark:\n    staging: {+materialized: view}\n"
+            "    cdc: {+materialized: incremental, +incremental_strategy: cdc, "
             "+on_schema_change: append_new_columns}\n"
         )
         (self.project / "profiles.yml").write_text(
@@ -102,7 +103,7 @@ def _source_rows(db: PgDb, table: str) -> dict[Any, dict[str, Any]]:
 def _check(
     db: PgDb, dbt: TinyDbt, deleted: dict[str, set[int]], held: dict[str, set[int]] | None = None
 ) -> None:
-    """Curated = source by key and every column; deleted keys' current rows are tombstones.
+    """Curated = source by key and every column; deleted keys' current rows carry `_is_deleted`.
 
     `held` keys are rows the safe horizon keeps for the next run (stamped after an open transaction
     began): they must not be compared yet.
@@ -110,7 +111,7 @@ def _check(
     held = held or {}
     for table in TABLES:
         truth, got = _source_rows(db, table), dbt.curated(table)
-        live = {k for k, r in got.items() if r["_op"] != "d"}
+        live = {k for k, r in got.items() if not r["_is_deleted"]}
         assert live - held.get(table, set()) == set(truth) - held.get(table, set()), table
         for key, row in truth.items():
             if key in held.get(table, set()):
@@ -118,7 +119,7 @@ def _check(
             for col, want in row.items():
                 assert got[key][col] == want, (table, key, col, got[key][col], want)
         for key in deleted.get(table, set()):
-            assert got[key]["_op"] == "d", (table, key, "not marked deleted")
+            assert got[key]["_is_deleted"] and got[key]["_deleted_at"], (table, key, "not marked deleted")
 
 
 @pytest.mark.parametrize("engine", ["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
