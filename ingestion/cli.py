@@ -491,7 +491,12 @@ def load_warehouse_cmd(
         typer.Option("--table", "-t", help="Load only this table (`table` or `source.table`); repeatable."),
     ] = None,
     target: Annotated[
-        str, typer.Option("--target", help="Warehouse kind: postgres (Redshift: the AWS loader).")
+        str,
+        typer.Option(
+            "--target",
+            help="Warehouse kind: postgres (COPY FROM STDIN), or redshift (COPY from the S3 lake via the Data "
+            "API; settings from TIDEMARK_REDSHIFT_*, see README).",
+        ),
     ] = "postgres",
     dsn: Annotated[
         str,
@@ -513,16 +518,24 @@ def load_warehouse_cmd(
     from ingestion.pipeline import select_tables
     from ingestion.warehouse import LOADERS, load_warehouse
 
-    if target not in LOADERS:
-        raise _fail(TidemarkError(f"unknown target {target!r}", hint=f"use one of {', '.join(LOADERS)}"))
+    if target not in (*LOADERS, "redshift"):
+        raise _fail(
+            TidemarkError(f"unknown target {target!r}", hint=f"use one of {', '.join(LOADERS)}, redshift")
+        )
     try:
         cfg = load_config(config, env=env)
         chosen = [(s.name, t.name) for s, t in select_tables(cfg, table)] if table else None
-        loader = LOADERS[target](dsn)
-        try:
-            reports = load_warehouse(cfg, loader, chosen)
-        finally:
-            loader.close()
+        if target == "redshift":
+            from ingestion.redshift import RedshiftLoader, load_redshift
+
+            rs = RedshiftLoader.from_env(cfg.lake_root)
+            reports = load_redshift(cfg, rs, chosen)
+        else:
+            loader = LOADERS[target](dsn)
+            try:
+                reports = load_warehouse(cfg, loader, chosen)
+            finally:
+                loader.close()
     except TidemarkError as exc:
         raise _fail(exc) from None
     t = Table(title=f"load-warehouse · {target}")

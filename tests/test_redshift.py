@@ -1,0 +1,236 @@
+"""Redshift COPY loading: the generated SQL for committed runs (pure), S3 discovery of a run's files
+(moto's S3 server), and the Data API edge (moto's redshift-data for submit/poll/cancel; botocore's Stubber
+for what moto does not mock: batch_execute_statement, FINISHED/FAILED statuses, throttling)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from botocore.stub import Stubber
+
+from ingestion.errors import ConfigError, SchemaError, SourceError
+from ingestion.redshift import (
+    DataApi,
+    RedshiftLoader,
+    RedshiftSettings,
+    RunFiles,
+    S3File,
+    StatementFailed,
+    copy_statements,
+    external_schema_sql,
+    list_run_files,
+    parquet_columns,
+    plan_redshift_loads,
+    table_ddl,
+)
+
+LAKE = "s3://lake-bucket/tidemark"
+ROLE = "arn:aws:iam::123456789012:role/tidemark-redshift"
+SETTINGS = RedshiftSettings(iam_role=ROLE, database="dev", workgroup_name="tidemark")
+COLS = (("account_id", "bigint"), ("account_name", "varchar(32)"), ("_run_id", "varchar(32)"))
+
+
+def run(run_id: str, n_files: int = 1, columns=COLS, partition: str = "2026-01-01") -> RunFiles:
+    files = tuple(
+        S3File(
+            f"{LAKE}/landing/billing/accounts/_ingest_date={partition}/part-{run_id}-{n}.parquet",
+            100 + n,
+            partition,
+        )
+        for n in range(n_files)
+    )
+    return RunFiles("billing", "accounts", run_id, files, columns)
+
+
+def test_copy_statements_of_a_new_table_create_copy_insert_and_record_in_one_batch() -> None:
+    stmts, manifests = copy_statements(
+        LAKE, run("20260101T000000000000Z-aaaaaa", 2), "landing_billing", ROLE, {}
+    )
+    text = "\n".join(stmts)
+    assert stmts[0] == 'lock "tidemark_meta"."load_ledger"'
+    assert 'create table if not exists "landing_billing"."accounts" (' in text
+    assert '"_ingest_date" date' in text
+    (uri, body) = next(iter(manifests.items()))
+    assert (
+        uri
+        == f"{LAKE}/_load/redshift/billing/accounts/20260101T000000000000Z-aaaaaa/_ingest_date=2026-01-01.manifest"
+    )
+    copy = [s for s in stmts if s.startswith("copy ")]
+    assert copy == [f"copy \"tm_stage_accounts\" from '{uri}' iam_role '{ROLE}' format as parquet manifest"]
+    entries = json.loads(body)["entries"]
+    assert [e["url"].rsplit("/", 1)[1] for e in entries] == [
+        "part-20260101T000000000000Z-aaaaaa-0.parquet",
+        "part-20260101T000000000000Z-aaaaaa-1.parquet",
+    ]
+    assert all(e["mandatory"] and e["meta"]["content_length"] >= 100 for e in entries)
+    insert = next(s for s in stmts if s.startswith('insert into "landing_billing"'))
+    assert (
+        "'2026-01-01'::date" in insert and '"account_id", "account_name", "_run_id", "_ingest_date"' in insert
+    )
+    ledger = [s for s in stmts if s.startswith('insert into "tidemark_meta"')]
+    assert len(ledger) == 2 and "20260101T000000000000Z-aaaaaa" in ledger[0]
+    # The last statement aborts the transaction when another loader recorded the run meanwhile.
+    assert stmts[-1].startswith("select 1 / (case when count(*) > 2 then 0 else 1 end)")
+
+
+def test_a_second_load_of_the_same_state_emits_nothing_for_loaded_runs() -> None:
+    runs = [run("20260102T000000000000Z-bbbbbb"), run("20260101T000000000000Z-aaaaaa")]
+    first = plan_redshift_loads(LAKE, runs, set(), "landing_billing", ROLE, {})
+    assert [r.run_id for r, _, _ in first] == [
+        "20260101T000000000000Z-aaaaaa",
+        "20260102T000000000000Z-bbbbbb",
+    ]
+    # The second run sees the table the first one creates: no second create.
+    assert not any(s.startswith("create table") for s in first[1][1])
+    loaded = {r.run_id for r, _, _ in first}
+    assert plan_redshift_loads(LAKE, runs, loaded, "landing_billing", ROLE, {}) == []
+    partly = plan_redshift_loads(LAKE, runs, {"20260101T000000000000Z-aaaaaa"}, "landing_billing", ROLE, {})
+    assert [r.run_id for r, _, _ in partly] == ["20260102T000000000000Z-bbbbbb"]
+
+
+def test_new_columns_are_added_and_varchars_widened_other_widening_is_refused() -> None:
+    existing = {"account_id": "bigint", "account_name": "varchar(32)", "_ingest_date": "date"}
+    ddl = table_ddl(
+        "landing_billing",
+        "accounts",
+        existing,
+        {
+            "account_id": "bigint",
+            "account_name": "varchar(128)",
+            "segment": "varchar(32)",
+            "_ingest_date": "date",
+        },
+    )
+    assert ddl == [
+        'alter table "landing_billing"."accounts" alter column "account_name" type varchar(128)',
+        'alter table "landing_billing"."accounts" add column "segment" varchar(32)',
+    ]
+    with pytest.raises(SchemaError, match="alters only varchar"):
+        table_ddl("landing_billing", "accounts", {"qty": "smallint"}, {"qty": "bigint"})
+    with pytest.raises(SchemaError, match="identifier"):
+        copy_statements(LAKE, run("r-1", columns=(('bad"name', "bigint"),)), "landing_billing", ROLE, {})
+
+
+def test_a_committed_run_that_landed_nothing_is_recorded_without_copy() -> None:
+    stmts, manifests = copy_statements(LAKE, run("r-1", 0), "landing_billing", ROLE, {"account_id": "bigint"})
+    assert manifests == {} and not any(s.startswith("copy") for s in stmts)
+    assert any(s.startswith('insert into "tidemark_meta"') and "'', 0" in s for s in stmts)
+
+
+def test_local_lakes_and_bad_settings_get_clear_errors() -> None:
+    with pytest.raises(SourceError, match="not an s3:// location") as exc:
+        RedshiftLoader.from_env("/data/lake")
+    assert "--target postgres" in str(exc.value.hint)
+    with pytest.raises(ConfigError, match="TIDEMARK_REDSHIFT_IAM_ROLE"):
+        RedshiftSettings.from_env({"TIDEMARK_REDSHIFT_DATABASE": "dev"})
+    with pytest.raises(ConfigError, match="exactly one"):
+        RedshiftSettings.from_env({"TIDEMARK_REDSHIFT_IAM_ROLE": ROLE, "TIDEMARK_REDSHIFT_DATABASE": "dev"})
+    s = RedshiftSettings.from_env(
+        {
+            "TIDEMARK_REDSHIFT_IAM_ROLE": ROLE,
+            "TIDEMARK_REDSHIFT_DATABASE": "dev",
+            "TIDEMARK_REDSHIFT_CLUSTER": "c1",
+            "TIDEMARK_REDSHIFT_DB_USER": "loader",
+        }
+    )
+    assert s.target() == {"Database": "dev", "ClusterIdentifier": "c1", "DbUser": "loader"}
+
+
+def test_external_schema_ddl_for_spectrum(monkeypatch) -> None:
+    monkeypatch.delenv("TIDEMARK_SOURCE_SCHEMA_BILLING", raising=False)
+    assert external_schema_sql("billing", "tidemark_landing", ROLE) == (
+        'create external schema if not exists "landing_billing"\n'
+        "from data catalog database 'tidemark_landing'\n"
+        f"iam_role '{ROLE}';"
+    )
+
+
+def test_run_files_and_their_columns_are_read_from_the_s3_lake(s3_bucket: str, tmp_path) -> None:
+    s3 = boto3.client("s3")
+    lake = f"s3://{s3_bucket}/lake"
+    data = pa.table({"account_id": pa.array([1, 2], pa.int64()), "name": ["a" * 40, None]})
+    local = tmp_path / "f.parquet"
+    pq.write_table(data, local)
+    keys = [
+        "lake/landing/billing/accounts/_ingest_date=2026-01-01/part-20260101T000000000000Z-aaaaaa-0.parquet",
+        "lake/landing/billing/accounts/_ingest_date=2026-01-02/part-20260102T000000000000Z-bbbbbb-0.parquet",
+        "lake/landing/billing/accounts/_ingest_date=2026-01-02/notes.txt",
+        "lake/landing/billing/accounts_old/_ingest_date=2026-01-02/part-20260102T000000000000Z-cccccc-0.parquet",
+    ]
+    for key in keys:
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=local.read_bytes())
+    files = list_run_files(s3, lake, "billing", "accounts")
+    assert set(files) == {"20260101T000000000000Z-aaaaaa", "20260102T000000000000Z-bbbbbb"}
+    (f,) = files["20260102T000000000000Z-bbbbbb"]
+    assert f.partition == "2026-01-02" and f.size == local.stat().st_size
+    assert parquet_columns(s3, [f]) == (("account_id", "bigint"), ("name", "varchar(64)"))
+
+
+def test_polling_a_statement_that_never_finishes_cancels_it_on_moto(moto_endpoint: str, monkeypatch) -> None:
+    # moto's redshift-data keeps statements STARTED: the loop must give up, cancel, and say so.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    client = boto3.client("redshift-data", region_name="us-east-1", endpoint_url=moto_endpoint)
+    slept: list[float] = []
+    api = DataApi(SETTINGS, client=client, sleep=slept.append, timeout_s=30)
+    with pytest.raises(StatementFailed, match=r"still STARTED after 3[0-9]s; cancelled") as exc:
+        api.run("select 1")
+    assert slept[:4] == [0.25, 0.5, 1.0, 2.0] and max(slept) == 10.0
+    statement_id = exc.value.message.split()[2]
+    assert client.describe_statement(Id=statement_id)["Status"] == "ABORTED"
+
+
+def _described(statement_id: str, status: str, **extra) -> dict:
+    return {"Id": statement_id, "Status": status, "CreatedAt": datetime(2026, 1, 1), **extra}
+
+
+def test_batches_are_polled_until_finished_and_failures_raise_with_the_error_text() -> None:
+    client = boto3.client("redshift-data", region_name="us-east-1")
+    slept: list[float] = []
+    api = DataApi(SETTINGS, client=client, sleep=slept.append)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "batch_execute_statement",
+            {"Id": "b1", "CreatedAt": datetime(2026, 1, 1)},
+            {"Sqls": ["lock x", "copy y"], "Database": "dev", "WorkgroupName": "tidemark"},
+        )
+        for status in ("SUBMITTED", "PICKED", "STARTED"):
+            stub.add_response("describe_statement", _described("b1", status), {"Id": "b1"})
+        stub.add_response("describe_statement", _described("b1", "FINISHED"), {"Id": "b1"})
+        assert api.run(["lock x", "copy y"])["Status"] == "FINISHED"
+        assert slept == [0.25, 0.5, 1.0]
+
+        stub.add_response("execute_statement", {"Id": "s2", "CreatedAt": datetime(2026, 1, 1)})
+        stub.add_response(
+            "describe_statement", _described("s2", "FAILED", Error="ERROR: division by zero"), {"Id": "s2"}
+        )
+        with pytest.raises(StatementFailed, match="s2 FAILED: ERROR: division by zero"):
+            api.run("select 1/0")
+        stub.assert_no_pending_responses()
+
+
+def test_throttling_is_retried_and_result_pages_are_joined() -> None:
+    client = boto3.client("redshift-data", region_name="us-east-1")
+    api = DataApi(SETTINGS, client=client, sleep=lambda s: None)
+    with Stubber(client) as stub:
+        stub.add_client_error("execute_statement", "ThrottlingException", "Rate exceeded")
+        stub.add_response("execute_statement", {"Id": "s3", "CreatedAt": datetime(2026, 1, 1)})
+        stub.add_response("describe_statement", _described("s3", "FINISHED", HasResultSet=True), {"Id": "s3"})
+        stub.add_response(
+            "get_statement_result",
+            {"Records": [[{"stringValue": "r1"}], [{"isNull": True}]], "NextToken": "t"},
+            {"Id": "s3"},
+        )
+        stub.add_response(
+            "get_statement_result", {"Records": [[{"stringValue": "r2"}]]}, {"Id": "s3", "NextToken": "t"}
+        )
+        assert api.rows("select run_id from ledger") == [["r1"], [None], ["r2"]]
+        stub.add_client_error("execute_statement", "ValidationException", "bad sql")
+        with pytest.raises(Exception, match="bad sql"):
+            api.run("select nonsense")
+        stub.assert_no_pending_responses()
