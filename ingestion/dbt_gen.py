@@ -36,6 +36,11 @@ DELETE_COLUMNS = {
     "_is_deleted": "True when the source deleted the row: a tombstone (_op = 'd') landed after the version held here.",
     "_deleted_at": "When the deletion was landed (the tombstone's _ingested_at); null while the row is live.",
 }
+# Run stamps the audit counts inserted/updated rows from (macros/audit_cdc_stamps.sql).
+STAMP_COLUMNS = {
+    "_dbt_invocation_id": "dbt invocation that last changed the row (audit: rows updated per run).",
+    "_dbt_first_invocation_id": "dbt invocation that inserted the key (audit: rows inserted per run).",
+}
 SOURCE_DESCRIPTION = {
     "csv": "CSV drops landed by `python -m ingestion run` (see ingestion.yml).",
     "jdbc": "Tables pulled from a database over JDBC by `python -m ingestion run` (see ingestion.yml).",
@@ -247,7 +252,13 @@ def scaffold_files(spec: TableSpec, sources: dict[str, Any], cdc_name: str) -> l
     )
 
     def col(name: str, tests: list[Any] | None = None, current: bool = False) -> dict[str, Any]:
-        text = col_desc.get(name) or METADATA_COLUMNS.get(name) or DELETE_COLUMNS.get(name) or name
+        text = (
+            col_desc.get(name)
+            or METADATA_COLUMNS.get(name)
+            or DELETE_COLUMNS.get(name)
+            or STAMP_COLUMNS.get(name)
+            or name
+        )
         if current and name in ("_run_id", "_ingested_at"):
             text = text.replace("the row", "the row's current version")
         out: dict[str, Any] = {"name": name, "description": text}
@@ -285,7 +296,7 @@ def scaffold_files(spec: TableSpec, sources: dict[str, Any], cdc_name: str) -> l
             current=True,
         )
         for c in columns
-    ] + [col("_is_deleted", ["not_null"]), col("_deleted_at")]
+    ] + [col("_is_deleted", ["not_null"]), col("_deleted_at"), *(col(c) for c in STAMP_COLUMNS)]
     keys = ", ".join(f"'{k}'" for k in spec.primary_key)
     cdc_sql = (
         f"{{{{ config(unique_key=[{keys}]) }}}}\n\n"

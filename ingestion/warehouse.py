@@ -416,4 +416,32 @@ def load_warehouse(
             report.rows += done.rows
             report.added += [c for c in done.added if c not in report.added]
             report.widened += done.widened
+    if tables is None:
+        reports.append(load_audit_ledger(lake, loader))
     return reports
+
+
+AUDIT_SOURCE, AUDIT_TABLE = "_audit", "ingestion_runs"
+
+
+def load_audit_ledger(lake: str, loader: WarehouseLoader) -> TableLoadReport:
+    """Copy new ingestion-ledger files (`<lake>/_audit/ingestion_runs/`) into `lake_audit.ingestion_runs`.
+
+    The dbt audit models read the ledger as a source on every target; on warehouses that can't read the
+    lake it is loaded like a landed table, each ledger file once (its name stands for the run id).
+    """
+    from ingestion.audit import LEDGER_DIR
+
+    schema = os.environ.get("TIDEMARK_SOURCE_SCHEMA_AUDIT", "lake_audit")
+    report = TableLoadReport(AUDIT_SOURCE, AUDIT_TABLE)
+    loaded = loader.loaded_runs(AUDIT_SOURCE, AUDIT_TABLE)
+    for path in sorted(Path(lake, LEDGER_DIR).glob("run_date=*/*.parquet")):
+        key = f"{path.parent.name}/{path.stem}"
+        if key in loaded:
+            continue
+        done = loader.load_run(RunLoad(AUDIT_SOURCE, AUDIT_TABLE, schema, key, (path,)))
+        report.runs += done.runs
+        report.files += done.files
+        report.rows += done.rows
+        report.added += [c for c in done.added if c not in report.added]
+    return report

@@ -176,7 +176,7 @@ select
         when last_tombstone.tombstoned_at > winners._ingested_at then last_tombstone.tombstoned_at
     end as _deleted_at
     {#- run stamps for the audit's inserted/updated counts (audit_cdc_stamps) #}
-    {%- if incremental %}{{ audit_cdc_stamps("current_row", "winners") }}{% else %}{{ audit_cdc_stamps() }}{% endif %}
+    {{ audit_cdc_stamps("current_row" if incremental else none, "winners") }}
 from winners
 left join last_tombstone
     on {{ key_match.format(a="winners", b="last_tombstone") }}

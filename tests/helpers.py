@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -77,6 +78,8 @@ def curated(warehouse: Path, table: str) -> dict[int, dict]:
 
 
 def as_source_text(value: object) -> str:
+    if isinstance(value, Decimal):  # decimal(38,18): compare as the source wrote it
+        return str(float(value))
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, date):
