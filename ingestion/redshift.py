@@ -193,36 +193,47 @@ def ledger_ddl() -> list[str]:
     ]
 
 
-def table_ddl(schema: str, table: str, existing: dict[str, str], incoming: dict[str, str]) -> list[str]:
-    """Statements that make `schema.table` hold `incoming` columns: create, add columns, widen varchars.
+def table_ddl(
+    schema: str, table: str, existing: dict[str, str], incoming: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """(widenings, DDL) that make `schema.table` hold `incoming` columns.
 
-    Redshift widens only varchar in place; any other widening needs a reload, said in the error.
+    The DDL (create, add columns) runs inside the load's transaction. Widenings are varchar-only (Redshift
+    alters no other type in place) and can't run in a transaction block: they run before it, one by one;
+    a widened column that then loads nothing is harmless.
     """
     target = f"{ident(schema)}.{ident(table)}"
     if not existing:
         cols = ", ".join(f"{ident(n)} {t}" for n, t in incoming.items())
-        return [
+        return [], [
             f"create schema if not exists {ident(schema)}",
             f"create table if not exists {target} ({cols})",
         ]
     plan = plan_columns(existing, incoming)
-    out = []
+    widen = []
     for name, old, new in plan.widen:
         if not new.startswith("varchar"):
             raise SchemaError(
                 f"{schema}.{table}.{name} would need {old} → {new}; Redshift alters only varchar lengths",
                 hint="recreate the raw table (drop it and delete its ledger rows) and load again",
             )
-        out.append(f"alter table {target} alter column {ident(name)} type {new}")
-    # Redshift runs ALTER TABLE ADD COLUMN one column at a time.
-    out += [f"alter table {target} add column {ident(n)} {t}" for n, t in plan.add]
-    return out
+        widen.append(f"alter table {target} alter column {ident(name)} type {new}")
+    # Redshift adds one column per ALTER TABLE.
+    return widen, [f"alter table {target} add column {ident(n)} {t}" for n, t in plan.add]
 
 
-def copy_statements(
-    lake: str, run: RunFiles, schema: str, iam_role: str, existing: dict[str, str]
-) -> tuple[list[str], dict[str, str]]:
-    """The transaction that loads one run, and the manifests (URI → body) it reads.
+@dataclass(frozen=True)
+class RunSql:
+    """What loading one run takes: widenings first, then one transaction reading the manifests."""
+
+    run: RunFiles
+    before: tuple[str, ...]
+    transaction: tuple[str, ...]
+    manifests: dict[str, str]  # URI → body, written to S3 before the transaction runs
+
+
+def copy_statements(lake: str, run: RunFiles, schema: str, iam_role: str, existing: dict[str, str]) -> RunSql:
+    """The statements that load one run, and the manifests (URI → body) its COPYs read.
 
     Per partition folder: COPY the run's files (by manifest) into a temporary table with the files'
     columns in file order (COPY from Parquet maps columns by position), then insert them into the raw
@@ -232,7 +243,8 @@ def copy_statements(
     target = f"{ident(schema)}.{ident(run.table)}"
     ledger = f"{ident(LEDGER_SCHEMA)}.{ident(LEDGER_TABLE)}"
     incoming = {**dict(run.columns), PARTITION_COLUMN: "date"}
-    stmts = [f"lock {ledger}", *table_ddl(schema, run.table, existing, incoming)]
+    before, ddl = table_ddl(schema, run.table, existing, incoming) if run.files else ([], [])
+    stmts = [f"lock {ledger}", *ddl]
     manifests: dict[str, str] = {}
     names = ", ".join(ident(n) for n, _ in run.columns)
     by_partition: dict[str, list[S3File]] = {}
@@ -249,20 +261,20 @@ def copy_statements(
             f"copy {stage} from {literal(uri)} iam_role {literal(iam_role)} format as parquet manifest",
             f"insert into {target} ({names}, {ident(PARTITION_COLUMN)})"
             f" select {names}, {literal(partition)}::date from {stage}",
-            f"truncate {stage}" if len(by_partition) > 1 else "",
+            # Not TRUNCATE: on Redshift it commits the transaction.
+            f"delete from {stage}",
         ]
-    stmts = [s for s in stmts if s]
     if run.files:
-        stmts.append(f"drop table {stage}")
+        stmts[-1] = f"drop table {stage}"
     key = f"{literal(run.source)}, {literal(run.table)}, {literal(run.run_id)}"
-    # Row counts per file aren't known before COPY; the run's total is recorded on its first file.
+    # Row counts per file aren't known before COPY: the run's total is recorded on its first file.
     files = [f.uri.rsplit("/", 1)[1] for f in run.files] or [""]
     for n, name in enumerate(files):
         rows = (
-            "(select count(*) from " + target + f" where _run_id = {literal(run.run_id)})" if n == 0 else "0"
+            f"(select count(*) from {target} where _run_id = {literal(run.run_id)})"
+            if n == 0 and run.files
+            else "0"
         )
-        if not run.files:
-            rows = "0"
         stmts.append(
             f"insert into {ledger} (source, table_name, run_id, file, row_count) select {key}, {literal(name)}, {rows}"
         )
@@ -271,7 +283,7 @@ def copy_statements(
         f" where source = {literal(run.source)} and table_name = {literal(run.table)}"
         f" and run_id = {literal(run.run_id)}"
     )
-    return stmts, manifests
+    return RunSql(run, tuple(before), tuple(stmts), manifests)
 
 
 def plan_redshift_loads(
@@ -281,17 +293,19 @@ def plan_redshift_loads(
     schema: str,
     iam_role: str,
     existing: dict[str, str],
-) -> list[tuple[RunFiles, list[str], dict[str, str]]]:
-    """The transactions for the runs not in `loaded`, oldest first; each sees the columns the earlier ones add."""
+) -> list[RunSql]:
+    """The statements for the runs not in `loaded`, oldest first; each sees the columns the earlier ones add."""
     by_id = {r.run_id: r for r in runs}
     out = []
     columns = dict(existing)
     for run_id in pending_runs(list(by_id), loaded):
         run = by_id[run_id]
-        stmts, manifests = copy_statements(lake, run, schema, iam_role, columns)
-        out.append((run, stmts, manifests))
-        for name, typ in [*run.columns, (PARTITION_COLUMN, "date")]:
-            columns[name] = typ if name not in columns else (wider_type(columns[name], typ) or columns[name])
+        out.append(copy_statements(lake, run, schema, iam_role, columns))
+        if run.files:
+            for name, typ in [*run.columns, (PARTITION_COLUMN, "date")]:
+                columns[name] = (
+                    typ if name not in columns else (wider_type(columns[name], typ) or columns[name])
+                )
     return out
 
 
@@ -493,14 +507,15 @@ class RedshiftLoader:
             for r in todo
         ]
         existing = self.columns(schema, table)
-        for run, stmts, manifests in plan_redshift_loads(
-            self.lake, runs, loaded, schema, self.settings.iam_role, existing
-        ):
-            for uri, body in manifests.items():
+        for planned in plan_redshift_loads(self.lake, runs, loaded, schema, self.settings.iam_role, existing):
+            run = planned.run
+            for uri, body in planned.manifests.items():
                 bucket, key = split_s3(uri)
                 self.s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+            for sql in planned.before:
+                self.api.run(sql)
             try:
-                self.api.run(stmts)
+                self.api.run(list(planned.transaction))
             except StatementFailed as exc:
                 if "division by zero" in exc.message.lower():
                     log.warning(
@@ -516,9 +531,10 @@ class RedshiftLoader:
                 f" and run_id = {literal(run.run_id)}"
             )
             report.rows += int(counted[0][0]) if counted else 0
-            new = {n for n, _ in run.columns} | {PARTITION_COLUMN}
-            report.added += [c for c in new if c not in existing and c not in report.added]
-            existing = {**existing, **dict(run.columns), PARTITION_COLUMN: "date"}
+            if run.files:
+                new = [n for n, _ in run.columns] + [PARTITION_COLUMN]
+                report.added += [c for c in new if c not in existing and c not in report.added]
+                existing = {**dict(run.columns), PARTITION_COLUMN: "date", **existing}
         return report
 
 

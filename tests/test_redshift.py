@@ -48,9 +48,9 @@ def run(run_id: str, n_files: int = 1, columns=COLS, partition: str = "2026-01-0
 
 
 def test_copy_statements_of_a_new_table_create_copy_insert_and_record_in_one_batch() -> None:
-    stmts, manifests = copy_statements(
-        LAKE, run("20260101T000000000000Z-aaaaaa", 2), "landing_billing", ROLE, {}
-    )
+    planned = copy_statements(LAKE, run("20260101T000000000000Z-aaaaaa", 2), "landing_billing", ROLE, {})
+    stmts, manifests = list(planned.transaction), planned.manifests
+    assert planned.before == ()
     text = "\n".join(stmts)
     assert stmts[0] == 'lock "tidemark_meta"."load_ledger"'
     assert 'create table if not exists "landing_billing"."accounts" (' in text
@@ -81,16 +81,14 @@ def test_copy_statements_of_a_new_table_create_copy_insert_and_record_in_one_bat
 def test_a_second_load_of_the_same_state_emits_nothing_for_loaded_runs() -> None:
     runs = [run("20260102T000000000000Z-bbbbbb"), run("20260101T000000000000Z-aaaaaa")]
     first = plan_redshift_loads(LAKE, runs, set(), "landing_billing", ROLE, {})
-    assert [r.run_id for r, _, _ in first] == [
-        "20260101T000000000000Z-aaaaaa",
-        "20260102T000000000000Z-bbbbbb",
-    ]
+    assert [p.run.run_id for p in first] == ["20260101T000000000000Z-aaaaaa", "20260102T000000000000Z-bbbbbb"]
     # The second run sees the table the first one creates: no second create.
-    assert not any(s.startswith("create table") for s in first[1][1])
-    loaded = {r.run_id for r, _, _ in first}
+    assert any(s.startswith("create table") for s in first[0].transaction)
+    assert not any(s.startswith("create table") for s in first[1].transaction)
+    loaded = {p.run.run_id for p in first}
     assert plan_redshift_loads(LAKE, runs, loaded, "landing_billing", ROLE, {}) == []
     partly = plan_redshift_loads(LAKE, runs, {"20260101T000000000000Z-aaaaaa"}, "landing_billing", ROLE, {})
-    assert [r.run_id for r, _, _ in partly] == ["20260102T000000000000Z-bbbbbb"]
+    assert [p.run.run_id for p in partly] == ["20260102T000000000000Z-bbbbbb"]
 
 
 def test_new_columns_are_added_and_varchars_widened_other_widening_is_refused() -> None:
@@ -106,10 +104,14 @@ def test_new_columns_are_added_and_varchars_widened_other_widening_is_refused() 
             "_ingest_date": "date",
         },
     )
-    assert ddl == [
-        'alter table "landing_billing"."accounts" alter column "account_name" type varchar(128)',
-        'alter table "landing_billing"."accounts" add column "segment" varchar(32)',
-    ]
+    assert ddl == (
+        ['alter table "landing_billing"."accounts" alter column "account_name" type varchar(128)'],
+        ['alter table "landing_billing"."accounts" add column "segment" varchar(32)'],
+    )
+    # Widening runs before the load's transaction (Redshift won't alter a type inside one).
+    wider = run("r-2", columns=(("account_id", "bigint"), ("account_name", "varchar(128)")))
+    planned = copy_statements(LAKE, wider, "landing_billing", ROLE, existing)
+    assert planned.before == (ddl[0][0],) and ddl[0][0] not in planned.transaction
     with pytest.raises(SchemaError, match="alters only varchar"):
         table_ddl("landing_billing", "accounts", {"qty": "smallint"}, {"qty": "bigint"})
     with pytest.raises(SchemaError, match="identifier"):
@@ -117,8 +119,9 @@ def test_new_columns_are_added_and_varchars_widened_other_widening_is_refused() 
 
 
 def test_a_committed_run_that_landed_nothing_is_recorded_without_copy() -> None:
-    stmts, manifests = copy_statements(LAKE, run("r-1", 0), "landing_billing", ROLE, {"account_id": "bigint"})
-    assert manifests == {} and not any(s.startswith("copy") for s in stmts)
+    planned = copy_statements(LAKE, run("r-1", 0), "landing_billing", ROLE, {"account_id": "bigint"})
+    stmts, manifests = planned.transaction, planned.manifests
+    assert manifests == {} and not any(s.startswith(("copy", "create", "alter")) for s in stmts)
     assert any(s.startswith('insert into "tidemark_meta"') and "'', 0" in s for s in stmts)
 
 
