@@ -548,6 +548,47 @@ def load_warehouse_cmd(
     out.print(t)
 
 
+@app.command("redshift-spectrum-ddl")
+def redshift_spectrum_ddl(
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    glue_database: Annotated[
+        str,
+        typer.Option(
+            "--glue-database",
+            help="Glue Data Catalog database holding a source's landed tables; {source} is replaced.",
+        ),
+    ] = "landing_{source}",
+    iam_role: Annotated[
+        str,
+        typer.Option(
+            "--iam-role",
+            envvar="TIDEMARK_REDSHIFT_IAM_ROLE",
+            help="Role Redshift assumes to read the catalog and the lake (needs glue:Get* and s3:GetObject).",
+        ),
+    ] = "",
+    region: Annotated[
+        str | None, typer.Option("--region", help="The catalog's region when it differs from the cluster's.")
+    ] = None,
+) -> None:
+    """Print the Redshift Spectrum DDL: one external schema `landing_<source>` per configured source.
+
+    Run it once in Redshift (any SQL client or `aws redshift-data execute-statement`); then `dbt build
+    --target redshift` reads the lake in place through `source()`, without load-warehouse.
+    """
+    from ingestion.config import load_config
+    from ingestion.redshift import check_iam_role, external_schema_sql
+
+    try:
+        check_iam_role(iam_role, "--iam-role (or TIDEMARK_REDSHIFT_IAM_ROLE)")
+        cfg = load_config(config, env=env)
+        sources = sorted({s.name for s, _ in cfg.tables()})
+        ddl = [external_schema_sql(s, glue_database.format(source=s), iam_role, region) for s in sources]
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+    print("\n\n".join(ddl))
+
+
 ProjectOpt = Annotated[
     Path | None,
     typer.Option(

@@ -96,11 +96,7 @@ class RedshiftSettings:
 
     def validate(self) -> None:
         """Raise ConfigError unless exactly one target and a usable role and database are set."""
-        if not _ROLE.match(self.iam_role):
-            raise ConfigError(
-                f"TIDEMARK_REDSHIFT_IAM_ROLE is {self.iam_role or 'unset'!r}, not an IAM role ARN",
-                hint="set it to the role Redshift assumes to read the lake: arn:aws:iam::<account>:role/<name>",
-            )
+        check_iam_role(self.iam_role)
         if not self.database:
             raise ConfigError("TIDEMARK_REDSHIFT_DATABASE is unset", hint="set it to the Redshift database")
         if bool(self.cluster_identifier) == bool(self.workgroup_name):
@@ -128,6 +124,16 @@ class RedshiftSettings:
         elif self.db_user:
             out["DbUser"] = self.db_user
         return out
+
+
+def check_iam_role(role: str, name: str = "TIDEMARK_REDSHIFT_IAM_ROLE") -> str:
+    """`role` when it is an IAM role ARN, else a ConfigError naming the setting."""
+    if not _ROLE.match(role):
+        raise ConfigError(
+            f"{name} is {role or 'unset'!r}, not an IAM role ARN",
+            hint="set it to the role Redshift assumes to read the lake: arn:aws:iam::<account>:role/<name>",
+        )
+    return role
 
 
 def ident(name: str) -> str:

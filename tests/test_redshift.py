@@ -237,3 +237,32 @@ def test_throttling_is_retried_and_result_pages_are_joined() -> None:
         with pytest.raises(Exception, match="bad sql"):
             api.run("select nonsense")
         stub.assert_no_pending_responses()
+
+
+def test_spectrum_ddl_and_load_warehouse_redshift_commands(write_config, tmp_path, monkeypatch) -> None:
+    from .conftest import demo_config_doc
+    from .test_cli import cli
+
+    write_config(demo_config_doc(tmp_path / "inbox", tmp_path / "lake"))
+    monkeypatch.delenv("TIDEMARK_REDSHIFT_IAM_ROLE", raising=False)
+    config = str(tmp_path / "ingestion.yml")
+    ok = cli(
+        "redshift-spectrum-ddl",
+        "--config",
+        config,
+        "--iam-role",
+        ROLE,
+        "--glue-database",
+        "tm_{source}",
+        env=env,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert (
+        "create external schema if not exists \"landing_billing\"\nfrom data catalog database 'tm_billing'"
+        in ok.stdout
+    )
+    bad = cli("redshift-spectrum-ddl", "--config", config)
+    assert bad.returncode == 2 and "--iam-role" in bad.stderr + bad.stdout
+    # The lake is local: COPY can't read it, and the error says what to do instead.
+    local = cli("load-warehouse", "--config", config, "--target", "redshift")
+    assert local.returncode == 2 and "--target postgres" in local.stderr + local.stdout
