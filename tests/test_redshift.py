@@ -254,7 +254,6 @@ def test_spectrum_ddl_and_load_warehouse_redshift_commands(write_config, tmp_pat
         ROLE,
         "--glue-database",
         "tm_{source}",
-        env=env,
     )
     assert ok.returncode == 0, ok.stderr
     assert (
