@@ -265,3 +265,145 @@ def test_spectrum_ddl_and_load_warehouse_redshift_commands(write_config, tmp_pat
     # The lake is local: COPY can't read it, and the error says what to do instead.
     local = cli("load-warehouse", "--config", config, "--target", "redshift")
     assert local.returncode == 2 and "--target postgres" in local.stderr + local.stdout
+
+
+class PostgresDataApi:
+    """The Data API's contract (`run`, `rows`) served by PostgreSQL, to execute the loader's SQL for real.
+
+    A batch runs as one transaction, like batch_execute_statement. Redshift's COPY from a manifest is
+    simulated: the manifest and its Parquet files are read from S3 (moto) and copied into the staging
+    table with COPY FROM STDIN. Everything else is the loader's own SQL, run as generated.
+    """
+
+    def __init__(self, dbname: str, s3) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(host="127.0.0.1", user="postgres", dbname=dbname, autocommit=True)
+        self.s3 = s3
+        self.copies: list[str] = []
+
+    def _copy(self, cur, sql: str) -> None:
+        import io
+        import re
+
+        import pyarrow.csv as pacsv
+
+        m = re.match(r"copy (\S+) from '([^']+)' iam_role '[^']+' format as parquet manifest$", sql)
+        assert m, sql
+        self.copies.append(sql)
+        bucket, key = m.group(2)[5:].split("/", 1)
+        manifest = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        for entry in manifest["entries"]:
+            b, k = entry["url"][5:].split("/", 1)
+            body = self.s3.get_object(Bucket=b, Key=k)["Body"].read()
+            assert len(body) == entry["meta"]["content_length"]
+            table = pq.read_table(io.BytesIO(body))
+            buf = io.BytesIO()
+            pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+            with cur.copy(f"copy {m.group(1)} from stdin (format csv)") as copy:
+                copy.write(buf.getvalue())
+
+    def run(self, sql):
+        import psycopg
+
+        stmts = [sql] if isinstance(sql, str) else list(sql)
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                for s in stmts:
+                    self._copy(cur, s) if s.startswith("copy ") else cur.execute(s)
+                rows = cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            raise StatementFailed(f"Redshift statement pg FAILED: ERROR: {exc}") from None
+        return {"Status": "FINISHED", "rows": rows}
+
+    def rows(self, sql: str):
+        return [list(r) for r in self.run(sql)["rows"]]
+
+
+@pytest.mark.slow
+def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(s3_bucket: str, tmp_path) -> None:
+    """Two demo days landed locally, the lake copied to S3 (moto); the loader's SQL executed on PostgreSQL."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    from ingestion.config import parse_config
+    from ingestion.demo import KEYS, truth, write_day
+    from ingestion.pipeline import run_pipeline
+    from ingestion.state import StateStore
+
+    from .conftest import demo_config_doc
+    from .redshift_harness import install_shims
+
+    name = f"tm_rs_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
+    admin.execute(f"create database {name}")
+    s3 = boto3.client("s3")
+    lake_local, lake = tmp_path / "lake", f"s3://{s3_bucket}/lake"
+    cfg = parse_config(demo_config_doc(tmp_path / "inbox", lake_local))
+
+    def upload() -> None:
+        for f in lake_local.rglob("*"):
+            if f.is_file() and f.parts[len(lake_local.parts)] in ("landing", "_state"):
+                s3.put_object(Bucket=s3_bucket, Key=f"lake/{f.relative_to(lake_local)}", Body=f.read_bytes())
+
+    api = None
+    try:
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as conn:
+            install_shims(conn)  # getdate() for the ledger's default
+            conn.execute(
+                "create view svv_columns as select table_schema, table_name, column_name, data_type,"
+                " character_maximum_length, numeric_precision, numeric_scale, ordinal_position"
+                " from information_schema.columns"
+            )
+        api = PostgresDataApi(name, s3)
+        loader = RedshiftLoader(lake, SETTINGS, api=api, s3=s3)  # type: ignore[arg-type]
+        store = StateStore(str(lake_local), "billing_demo")
+        for day in (1, 2):
+            list(write_day(day, tmp_path / "inbox"))
+            assert run_pipeline(cfg).ok
+            upload()
+            for table in KEYS:
+                committed = store.read("billing", table).committed_runs  # type: ignore[union-attr]
+                report = loader.load_table("billing", table, committed)
+                assert report.runs and report.rows > 0, (day, table)
+                # Idempotent per run id: the same state again loads nothing and sends no COPY.
+                copies = len(api.copies)
+                assert loader.load_table("billing", table, committed).runs == []
+                assert len(api.copies) == copies
+        for table, key in KEYS.items():
+            latest = api.rows(
+                f"select count(distinct {key}), count(*), count(*) filter (where _ingest_date is null)"
+                f" from landing_billing.{table}"
+            )[0]
+            landed = api.rows(
+                f"select sum(row_count) from tidemark_meta.load_ledger where table_name = '{table}'"
+            )
+            assert latest[0] == len(truth(2)[table]) and latest[1] == landed[0][0] and latest[2] == 0, table
+        # Day 2's new column was added by the loader.
+        assert "segment" in loader.columns("landing_billing", "accounts")
+        # A run recorded meanwhile by another loader: the guard rolls the whole batch back.
+        run_id = api.rows("select max(run_id) from tidemark_meta.load_ledger where table_name = 'accounts'")[
+            0
+        ][0]
+        files = list_run_files(s3, lake, "billing", "accounts")[run_id]
+        again = copy_statements(
+            lake,
+            RunFiles("billing", "accounts", run_id, tuple(files), parquet_columns(s3, files)),
+            "landing_billing",
+            ROLE,
+            loader.columns("landing_billing", "accounts"),
+        )
+        before = api.rows("select count(*) from landing_billing.accounts")
+        # Redshift doesn't enforce primary keys: neither may PostgreSQL here, so the guard is what stops it.
+        api.run("alter table tidemark_meta.load_ledger drop constraint load_ledger_pkey")
+        with pytest.raises(StatementFailed, match="division by zero"):
+            api.run(list(again.transaction))
+        assert api.rows("select count(*) from landing_billing.accounts") == before
+    finally:
+        if api is not None:
+            api.conn.close()
+        admin.execute(f"drop database if exists {name} with (force)")
+        admin.close()
