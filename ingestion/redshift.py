@@ -238,18 +238,28 @@ class RunSql:
     manifests: dict[str, str]  # URI → body, written to S3 before the transaction runs
 
 
-def copy_statements(lake: str, run: RunFiles, schema: str, iam_role: str, existing: dict[str, str]) -> RunSql:
+def copy_statements(
+    lake: str,
+    run: RunFiles,
+    schema: str,
+    iam_role: str,
+    existing: dict[str, str],
+    partition_column: str | None = PARTITION_COLUMN,
+) -> RunSql:
     """The statements that load one run, and the manifests (URI → body) its COPYs read.
 
     Per partition folder: COPY the run's files (by manifest) into a temporary table with the files'
-    columns in file order (COPY from Parquet maps columns by position), then insert them into the raw
-    table with the partition value. The ledger is locked first so concurrent loaders queue, and a last
+    columns in file order (COPY from Parquet maps columns by position), insert them into the raw table
+    with the partition value (`partition_column`; None: no partition column), and record the files in the
+    ledger with the rows copied. The ledger is locked first so concurrent loaders queue, and a last
     statement divides by zero (rolling the transaction back) if the run was loaded meanwhile.
     """
     target = f"{ident(schema)}.{ident(run.table)}"
     ledger = f"{ident(LEDGER_SCHEMA)}.{ident(LEDGER_TABLE)}"
-    incoming = {**dict(run.columns), PARTITION_COLUMN: "date"}
-    before, ddl = table_ddl(schema, run.table, existing, incoming) if run.files else ([], [])
+    part = {partition_column: "date"} if partition_column else {}
+    before, ddl = (
+        table_ddl(schema, run.table, existing, {**dict(run.columns), **part}) if run.files else ([], [])
+    )
     stmts = [f"lock {ledger}", *ddl]
     manifests: dict[str, str] = {}
     names = ", ".join(ident(n) for n, _ in run.columns)
@@ -257,35 +267,36 @@ def copy_statements(lake: str, run: RunFiles, schema: str, iam_role: str, existi
     for f in run.files:
         by_partition.setdefault(f.partition, []).append(f)
     stage = ident(f"tm_stage_{run.table}")
+    key = f"{literal(run.source)}, {literal(run.table)}, {literal(run.run_id)}"
+    record = f"insert into {ledger} (source, table_name, run_id, file, row_count) select {key}"
     if run.files:
         cols = ", ".join(f"{ident(n)} {t}" for n, t in run.columns)
         stmts.append(f"create temp table {stage} ({cols})")
     for partition, files in sorted(by_partition.items()):
         uri = manifest_uri(lake, run.source, run.table, run.run_id, partition)
         manifests[uri] = manifest_body(files)
+        into, values = (
+            (f"{names}, {ident(partition_column)}", f"{names}, {literal(partition)}::date")
+            if partition_column
+            else (names, names)
+        )
         stmts += [
             f"copy {stage} from {literal(uri)} iam_role {literal(iam_role)} format as parquet manifest",
-            f"insert into {target} ({names}, {ident(PARTITION_COLUMN)})"
-            f" select {names}, {literal(partition)}::date from {stage}",
-            # Not TRUNCATE: on Redshift it commits the transaction.
-            f"delete from {stage}",
+            f"insert into {target} ({into}) select {values} from {stage}",
         ]
+        # Rows per file aren't known after a multi-file COPY: the partition's count goes on its first file.
+        for n, f in enumerate(files):
+            rows = f"count(*) from {stage}" if n == 0 else "0"
+            stmts.append(f"{record}, {literal(f.uri.rsplit('/', 1)[1])}, {rows}")
+        # Not TRUNCATE: on Redshift it commits the transaction.
+        stmts.append(f"delete from {stage}")
     if run.files:
         stmts[-1] = f"drop table {stage}"
-    key = f"{literal(run.source)}, {literal(run.table)}, {literal(run.run_id)}"
-    # Row counts per file aren't known before COPY: the run's total is recorded on its first file.
-    files = [f.uri.rsplit("/", 1)[1] for f in run.files] or [""]
-    for n, name in enumerate(files):
-        rows = (
-            f"(select count(*) from {target} where _run_id = {literal(run.run_id)})"
-            if n == 0 and run.files
-            else "0"
-        )
-        stmts.append(
-            f"insert into {ledger} (source, table_name, run_id, file, row_count) select {key}, {literal(name)}, {rows}"
-        )
+    else:
+        # A committed run that landed nothing for this table: remembered all the same.
+        stmts.append(f"{record}, '', 0")
     stmts.append(
-        f"select 1 / (case when count(*) > {len(files)} then 0 else 1 end) from {ledger}"
+        f"select 1 / (case when count(*) > {max(len(run.files), 1)} then 0 else 1 end) from {ledger}"
         f" where source = {literal(run.source)} and table_name = {literal(run.table)}"
         f" and run_id = {literal(run.run_id)}"
     )
@@ -299,16 +310,18 @@ def plan_redshift_loads(
     schema: str,
     iam_role: str,
     existing: dict[str, str],
+    partition_column: str | None = PARTITION_COLUMN,
 ) -> list[RunSql]:
     """The statements for the runs not in `loaded`, oldest first; each sees the columns the earlier ones add."""
     by_id = {r.run_id: r for r in runs}
     out = []
     columns = dict(existing)
+    part = [(partition_column, "date")] if partition_column else []
     for run_id in pending_runs(list(by_id), loaded):
         run = by_id[run_id]
-        out.append(copy_statements(lake, run, schema, iam_role, columns))
+        out.append(copy_statements(lake, run, schema, iam_role, columns, partition_column))
         if run.files:
-            for name, typ in [*run.columns, (PARTITION_COLUMN, "date")]:
+            for name, typ in [*run.columns, *part]:
                 columns[name] = (
                     typ if name not in columns else (wider_type(columns[name], typ) or columns[name])
                 )
@@ -501,19 +514,59 @@ class RedshiftLoader:
 
     def load_table(self, source: str, table: str, committed: Sequence[str]) -> TableLoadReport:
         """Load the table's committed runs not in the ledger, one transaction per run, oldest first."""
-        report = TableLoadReport(source, table)
-        schema = raw_schema(source)
         loaded = self.loaded_runs(source, table)
         todo = pending_runs(committed, loaded)
         if not todo:
-            return report
+            return TableLoadReport(source, table)
         files = list_run_files(self.s3, self.lake, source, table)
         runs = [
             RunFiles(source, table, r, tuple(files.get(r, ())), parquet_columns(self.s3, files.get(r, ())))
             for r in todo
         ]
+        return self._load(source, table, runs, loaded, raw_schema(source), PARTITION_COLUMN)
+
+    def load_audit_ledger(self) -> TableLoadReport:
+        """COPY new ingestion-ledger files (`<lake>/_audit/ingestion_runs/`) into `lake_audit.ingestion_runs`.
+
+        The dbt audit models read the ledger as a source; with COPY-loaded sources (no Spectrum) it is
+        loaded like a landed table, each file once (`run_date=…/<name>` stands for its run id).
+        """
+        from pathlib import PurePosixPath
+
+        from ingestion.audit import LEDGER_DIR
+        from ingestion.warehouse import AUDIT_SOURCE, AUDIT_TABLE
+
+        loaded = self.loaded_runs(AUDIT_SOURCE, AUDIT_TABLE)
+        bucket, prefix = split_s3(f"{self.lake}/{LEDGER_DIR}")
+        runs = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+            for obj in page.get("Contents", []):
+                path = PurePosixPath(obj["Key"])
+                key = f"{path.parent.name}/{path.stem}"
+                if path.suffix != ".parquet" or not path.parent.name.startswith("run_date=") or key in loaded:
+                    continue
+                f = S3File(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]), path.parent.name.split("=", 1)[1])
+                runs.append(RunFiles(AUDIT_SOURCE, AUDIT_TABLE, key, (f,), parquet_columns(self.s3, [f])))
+        schema = os.environ.get("TIDEMARK_SOURCE_SCHEMA_AUDIT", "lake_audit")
+        return self._load(AUDIT_SOURCE, AUDIT_TABLE, runs, loaded, schema, None)
+
+    def _load(
+        self,
+        source: str,
+        table: str,
+        runs: list[RunFiles],
+        loaded: set[str],
+        schema: str,
+        partition_column: str | None,
+    ) -> TableLoadReport:
+        report = TableLoadReport(source, table)
+        if not runs:
+            return report
         existing = self.columns(schema, table)
-        for planned in plan_redshift_loads(self.lake, runs, loaded, schema, self.settings.iam_role, existing):
+        planned_runs = plan_redshift_loads(
+            self.lake, runs, loaded, schema, self.settings.iam_role, existing, partition_column
+        )
+        for planned in planned_runs:
             run = planned.run
             for uri, body in planned.manifests.items():
                 bucket, key = split_s3(uri)
@@ -538,9 +591,9 @@ class RedshiftLoader:
             )
             report.rows += int(counted[0][0]) if counted else 0
             if run.files:
-                new = [n for n, _ in run.columns] + [PARTITION_COLUMN]
+                new = [n for n, _ in run.columns] + ([partition_column] if partition_column else [])
                 report.added += [c for c in new if c not in existing and c not in report.added]
-                existing = {**dict(run.columns), PARTITION_COLUMN: "date", **existing}
+                existing = {**dict(run.columns), **existing}
         return report
 
 
@@ -560,4 +613,6 @@ def load_redshift(
             if state is not None
             else TableLoadReport(source, table)
         )
+    if tables is None:
+        reports.append(loader.load_audit_ledger())
     return reports

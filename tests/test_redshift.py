@@ -346,7 +346,7 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(s3_bucket: st
 
     def upload() -> None:
         for f in lake_local.rglob("*"):
-            if f.is_file() and f.parts[len(lake_local.parts)] in ("landing", "_state"):
+            if f.is_file() and f.parts[len(lake_local.parts)] in ("landing", "_state", "_audit"):
                 s3.put_object(Bucket=s3_bucket, Key=f"lake/{f.relative_to(lake_local)}", Body=f.read_bytes())
 
     api = None
@@ -382,6 +382,13 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(s3_bucket: st
                 f"select sum(row_count) from tidemark_meta.load_ledger where table_name = '{table}'"
             )
             assert latest[0] == len(truth(2)[table]) and latest[1] == landed[0][0] and latest[2] == 0, table
+        # The ingestion ledger (the dbt audit models' source) is copied too, each file once.
+        ledger_files = list((lake_local / "_audit" / "ingestion_runs").rglob("*.parquet"))
+        audit = loader.load_audit_ledger()
+        assert len(audit.runs) == len(ledger_files) > 0
+        assert audit.rows == sum(pq.read_metadata(f).num_rows for f in ledger_files)
+        assert api.rows("select count(*) from lake_audit.ingestion_runs") == [[audit.rows]]
+        assert loader.load_audit_ledger().runs == []
         # Day 2's new column was added by the loader.
         assert "segment" in loader.columns("landing_billing", "accounts")
         # A run recorded meanwhile by another loader: the guard rolls the whole batch back.
