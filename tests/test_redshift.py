@@ -389,6 +389,23 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(s3_bucket: st
         assert audit.rows == sum(pq.read_metadata(f).num_rows for f in ledger_files)
         assert api.rows("select count(*) from lake_audit.ingestion_runs") == [[audit.rows]]
         assert loader.load_audit_ledger().runs == []
+        # load-warehouse's path: committed runs read from the state store on S3. Forget the latest
+        # accounts run in the warehouse: exactly that run is loaded again, nothing else.
+        from ingestion.redshift import load_redshift
+
+        last = api.rows("select max(run_id) from tidemark_meta.load_ledger where table_name = 'accounts'")[0][
+            0
+        ]
+        api.run(
+            [
+                f"delete from tidemark_meta.load_ledger where table_name = 'accounts' and run_id = '{last}'",
+                f"delete from landing_billing.accounts where _run_id = '{last}'",
+            ]
+        )
+        s3cfg = parse_config(demo_config_doc(tmp_path / "inbox", lake))  # type: ignore[arg-type]
+        reports = load_redshift(s3cfg, loader)
+        assert [r.name for r in reports] == [f"billing.{t}" for t in KEYS] + ["_audit.ingestion_runs"]
+        assert [r.runs for r in reports] == [[last], [], [], [], []]
         # Day 2's new column was added by the loader.
         assert "segment" in loader.columns("landing_billing", "accounts")
         # A run recorded meanwhile by another loader: the guard rolls the whole batch back.
