@@ -14,7 +14,7 @@ PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c const
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test test-fast lint sqlfluff docs bench lock clean check-java jdbc-driver
+.PHONY: help demo test test-fast lint sqlfluff docs bench lock clean check-java jdbc-driver check-glue
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -117,6 +117,20 @@ sqlfluff: $(VENV)/.dev profiles.yml
 
 docs: $(VENV)/.base profiles.yml ## build the dbt docs site (serve it with: dbt docs serve)
 	$(DBT) docs generate --target local
+
+# dbt-glue pins dbt-core (1.10.x) tightly: it gets its own small venv, never the test env's.
+GLUE_VENV ?= .venv-glue
+$(GLUE_VENV)/.glue: constraints-glue.txt
+	$(PYTHON) -m venv $(GLUE_VENV)
+	$(GLUE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints-glue.txt dbt-glue
+	@touch $@
+
+check-glue: $(GLUE_VENV)/.glue ## parse the dbt project with dbt-glue (own venv; no AWS needed)
+	@mkdir -p target/glue
+	@cp profiles.yml.example target/glue/profiles.yml
+	DBT_TARGET=glue $(GLUE_VENV)/bin/dbt parse --target glue --profiles-dir target/glue \
+	  --target-path target/glue --log-path target/glue/logs
+	$(GLUE_VENV)/bin/python tests/glue/check_manifest.py target/glue/manifest.json
 
 lock: ## re-resolve constraints.txt from pyproject.toml in a scratch venv
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

@@ -491,7 +491,12 @@ def load_warehouse_cmd(
         typer.Option("--table", "-t", help="Load only this table (`table` or `source.table`); repeatable."),
     ] = None,
     target: Annotated[
-        str, typer.Option("--target", help="Warehouse kind: postgres (Redshift: the AWS loader).")
+        str,
+        typer.Option(
+            "--target",
+            help="Warehouse kind: postgres (COPY FROM STDIN), or redshift (COPY from the S3 lake via the Data "
+            "API; settings from TIDEMARK_REDSHIFT_*, see README).",
+        ),
     ] = "postgres",
     dsn: Annotated[
         str,
@@ -513,16 +518,24 @@ def load_warehouse_cmd(
     from ingestion.pipeline import select_tables
     from ingestion.warehouse import LOADERS, load_warehouse
 
-    if target not in LOADERS:
-        raise _fail(TidemarkError(f"unknown target {target!r}", hint=f"use one of {', '.join(LOADERS)}"))
+    if target not in (*LOADERS, "redshift"):
+        raise _fail(
+            TidemarkError(f"unknown target {target!r}", hint=f"use one of {', '.join(LOADERS)}, redshift")
+        )
     try:
         cfg = load_config(config, env=env)
         chosen = [(s.name, t.name) for s, t in select_tables(cfg, table)] if table else None
-        loader = LOADERS[target](dsn)
-        try:
-            reports = load_warehouse(cfg, loader, chosen)
-        finally:
-            loader.close()
+        if target == "redshift":
+            from ingestion.redshift import RedshiftLoader, load_redshift
+
+            rs = RedshiftLoader.from_env(cfg.lake_root)
+            reports = load_redshift(cfg, rs, chosen)
+        else:
+            loader = LOADERS[target](dsn)
+            try:
+                reports = load_warehouse(cfg, loader, chosen)
+            finally:
+                loader.close()
     except TidemarkError as exc:
         raise _fail(exc) from None
     t = Table(title=f"load-warehouse · {target}")
@@ -533,6 +546,47 @@ def load_warehouse_cmd(
             r.name, str(len(r.runs)), str(r.files), str(r.rows), ", ".join(r.added), ", ".join(r.widened)
         )
     out.print(t)
+
+
+@app.command("redshift-spectrum-ddl")
+def redshift_spectrum_ddl(
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    glue_database: Annotated[
+        str,
+        typer.Option(
+            "--glue-database",
+            help="Glue Data Catalog database holding a source's landed tables; {source} is replaced.",
+        ),
+    ] = "landing_{source}",
+    iam_role: Annotated[
+        str,
+        typer.Option(
+            "--iam-role",
+            envvar="TIDEMARK_REDSHIFT_IAM_ROLE",
+            help="Role Redshift assumes to read the catalog and the lake (needs glue:Get* and s3:GetObject).",
+        ),
+    ] = "",
+    region: Annotated[
+        str | None, typer.Option("--region", help="The catalog's region when it differs from the cluster's.")
+    ] = None,
+) -> None:
+    """Print the Redshift Spectrum DDL: one external schema `landing_<source>` per configured source.
+
+    Run it once in Redshift (any SQL client or `aws redshift-data execute-statement`); then `dbt build
+    --target redshift` reads the lake in place through `source()`, without load-warehouse.
+    """
+    from ingestion.config import load_config
+    from ingestion.redshift import check_iam_role, external_schema_sql
+
+    try:
+        check_iam_role(iam_role, "--iam-role (or TIDEMARK_REDSHIFT_IAM_ROLE)")
+        cfg = load_config(config, env=env)
+        sources = sorted({s.name for s, _ in cfg.tables()})
+        ddl = [external_schema_sql(s, glue_database.format(source=s), iam_role, region) for s in sources]
+    except TidemarkError as exc:
+        raise _fail(exc) from None
+    print("\n\n".join(ddl))
 
 
 ProjectOpt = Annotated[
