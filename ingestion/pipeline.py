@@ -30,6 +30,7 @@ from ingestion.landing import (
     scratch_dir,
     table_dir,
 )
+from ingestion.lakefs import check_lake
 from ingestion.logs import event
 from ingestion.plan import TablePlan, next_state, plan_csv_table, settle_fetched
 from ingestion.quarantine import remove_rejects, write_rejects
@@ -184,11 +185,7 @@ def run_pipeline(
         on_step=on_step,
     )
     lake = cfg.lake_root
-    if "://" in lake:
-        raise ConfigError(
-            f"lake root {lake}: landing data on object storage is not supported by this version",
-            hint="set lake.root (or TIDEMARK_LAKE) to a local folder",
-        )
+    check_lake(cfg, run.engine_name)
     jdbc_tasks, jdbc_failed = [], []
     if cfg.jdbc_sources():
         from ingestion.jdbc_run import discover_tables
