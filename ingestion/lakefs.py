@@ -73,7 +73,9 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     if is_remote(path):
         from ingestion.errors import ConfigError
 
-        raise ConfigError(f"lake path {path}: only local folders and s3:// are supported", hint="use s3://bucket/prefix")
+        raise ConfigError(
+            f"lake path {path}: only local folders and s3:// are supported", hint="use s3://bucket/prefix"
+        )
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
@@ -90,7 +92,7 @@ def glob(root: str, pattern: str) -> list[str]:
         if info.type != pafs.FileType.File:
             continue
         rel = info.path[len(base) + 1 :].split("/")
-        if len(rel) == len(want) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(rel, want)):
+        if len(rel) == len(want) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(rel, want, strict=False)):
             out.append(S3 + info.path)
     return sorted(out)
 

@@ -18,10 +18,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ingestion.audit import Ledger, RunLedger
+from ingestion.catalog import register_outcome
 from ingestion.config import CsvSourceConfig, CsvTableConfig, LoadType, PipelineConfig
 from ingestion.engines import CsvBatch, Engine, get_engine
 from ingestion.errors import ConfigError, LeaseHeld, TidemarkError
 from ingestion.faults import checkpoint
+from ingestion.lakefs import check_lake
 from ingestion.landing import (
     new_run_id,
     remove_orphans,
@@ -30,7 +32,6 @@ from ingestion.landing import (
     scratch_dir,
     table_dir,
 )
-from ingestion.lakefs import check_lake
 from ingestion.logs import event
 from ingestion.plan import TablePlan, next_state, plan_csv_table, settle_fetched
 from ingestion.quarantine import remove_rejects, write_rejects
@@ -428,6 +429,8 @@ def _land_table(run: _Run, source: Any, table: Any) -> TableOutcome:
         from ingestion.jdbc_run import run_jdbc_table
 
         outcome = run_jdbc_table(run, table)
+    if not run.dry_run:  # after the commit: registration never undoes it (see ingestion.catalog)
+        register_outcome(run.cfg, outcome, run.run_id, run.pause)
     if run.audit is not None:
         run.audit.record(outcome)
     if run.on_step is not None:

@@ -23,7 +23,9 @@ from .conftest import REPO
 
 GOOD = "id,name,updated_at\n1,a,2026-01-01 10:00:00\n2,b,2026-01-02 10:00:00\n"
 # One row too many fields (rejected), three good: under the 0.5 refusal threshold below.
-SOME_BAD = "id,name,updated_at\n3,c,2026-01-03 10:00:00\n4,d,x,y\n5,e,2026-01-04 10:00:00\n6,f,2026-01-05 10:00:00\n"
+SOME_BAD = (
+    "id,name,updated_at\n3,c,2026-01-03 10:00:00\n4,d,x,y\n5,e,2026-01-04 10:00:00\n6,f,2026-01-05 10:00:00\n"
+)
 
 
 def doc(inbox: str, lake: str) -> dict:
@@ -99,7 +101,9 @@ def test_cli_run_with_the_lake_on_s3_lands_everything_there(s3_lake, tmp_path):
     assert rejected == {f"lake/_rejected/s/t/run_id={run_id}/part-0.parquet"}
     fs, _ = lakefs.filesystem(f"s3://{bucket}")
     bad = pq.read_table(f"{bucket}/{rejected.pop()}", filesystem=fs).to_pylist()
-    assert [(r["_source_file"], r["_line"], r["_reason_code"]) for r in bad] == [("t_2.csv", 3, "extra_columns")]
+    assert [(r["_source_file"], r["_line"], r["_reason_code"]) for r in bad] == [
+        ("t_2.csv", 3, "extra_columns")
+    ]
     state = StateStore(f"s3://{bucket}/lake", "p").read("s", "t")
     assert state is not None and list(state.committed_runs) == [run_id] and state.watermark is not None
     assert set(state.files) == {"t_1.csv", "t_2.csv"}
