@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         event("glue job run finished", job=args.job_name, run_id=report.run_id)
         return 0
     except TidemarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - Glue shows stderr in the job's error log
+        print(f"error: {exc}", file=sys.stderr)  # Glue shows stderr in the error log
         return 2
     finally:
         if cfg is not None and log_path is not None:

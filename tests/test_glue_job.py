@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import boto3
 import pytest
@@ -29,7 +30,7 @@ def get_resolved_options(argv: list[str], names: list[str]) -> dict[str, str]:
 
 
 class GlueContext:
-    instances: list[GlueContext] = []
+    instances: ClassVar[list[GlueContext]] = []
 
     def __init__(self, sc) -> None:
         from pyspark.sql import SparkSession
@@ -39,7 +40,7 @@ class GlueContext:
 
 
 class Job:
-    calls: list[tuple] = []
+    calls: ClassVar[list[tuple]] = []
 
     def __init__(self, context: GlueContext) -> None:
         assert isinstance(context, GlueContext)
