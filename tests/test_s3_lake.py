@@ -180,3 +180,19 @@ def test_unsupported_lake_scheme_is_a_clear_error(tmp_path, monkeypatch):
     cfg = parse_config(doc(str(tmp_path / "in"), "gs://bucket/lake"))
     with pytest.raises(Exception, match="s3://"):
         run_pipeline(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_spark_engine_in_local_mode_lands_to_an_s3_lake(s3_lake, spark):
+    """Spark (local mode, the driver's scratch) lands the same rows to S3; a rerun lands nothing.
+
+    On a multi-worker cluster the staging must be shared storage: see docs/aws.md.
+    """
+    bucket = s3_lake
+    cfg = parse_config({**doc(f"s3://{bucket}/drops", f"s3://{bucket}/lake"), "engine": "spark"})
+    first = run_pipeline(cfg)
+    assert first.ok, first.tables[0].error
+    assert sorted(r["id"] for r in landed_rows(bucket)) == [1, 2, 3, 5, 6]
+    assert keys(bucket, "lake/_rejected/s/t/") == {f"lake/_rejected/s/t/run_id={first.run_id}/part-0.parquet"}
+    assert run_pipeline(cfg).tables[0].status == "up_to_date"
