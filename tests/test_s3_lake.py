@@ -178,7 +178,9 @@ def test_crash_after_commit_on_s3_lands_nothing_twice(s3_lake, monkeypatch):
 def test_unsupported_lake_scheme_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
     cfg = parse_config(doc(str(tmp_path / "in"), "gs://bucket/lake"))
-    with pytest.raises(Exception, match="s3://"):
+    from ingestion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only local folders and s3://"):
         run_pipeline(cfg)
 
 
@@ -196,3 +198,26 @@ def test_spark_engine_in_local_mode_lands_to_an_s3_lake(s3_lake, spark):
     assert sorted(r["id"] for r in landed_rows(bucket)) == [1, 2, 3, 5, 6]
     assert keys(bucket, "lake/_rejected/s/t/") == {f"lake/_rejected/s/t/run_id={first.run_id}/part-0.parquet"}
     assert run_pipeline(cfg).tables[0].status == "up_to_date"
+
+
+def test_delete_detection_with_an_s3_lake_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    cfg = parse_config(
+        {
+            "pipeline": "p",
+            "lake": {"root": "s3://bucket/lake"},
+            "sources": [
+                {
+                    "name": "shop",
+                    "kind": "jdbc",
+                    "url": "jdbc:postgresql://127.0.0.1:1/nowhere",
+                    "user": "u",
+                    "detect_deletes": True,
+                }
+            ],
+        }
+    )
+    from ingestion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="detect_deletes needs a local lake"):
+        run_pipeline(cfg)
