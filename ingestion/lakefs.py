@@ -174,7 +174,7 @@ def read_schema(path: str) -> pa.Schema:
     return pq.read_schema(key, filesystem=fs)
 
 
-def check_lake(cfg: Any, engine: str) -> None:
+def check_lake(cfg: Any) -> None:
     """Refuse, before anything runs, what this version cannot do on an S3 lake.
 
     Delete detection reads the landed keys with DuckDB from a local lake only.

@@ -172,6 +172,7 @@ def run_pipeline(
     One table's failure is recorded in its outcome and never stops, or rolls back, the others.
     `load_type` overrides every table's configured one; `pause` lands data but commits no watermark.
     """
+    check_lake(cfg)  # before anything touches the lake
     now = datetime.now(timezone.utc)
     run = _Run(
         cfg=cfg,
@@ -186,7 +187,6 @@ def run_pipeline(
         on_step=on_step,
     )
     lake = cfg.lake_root
-    check_lake(cfg, run.engine_name)
     jdbc_tasks, jdbc_failed = [], []
     if cfg.jdbc_sources():
         from ingestion.jdbc_run import discover_tables
