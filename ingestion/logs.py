@@ -86,7 +86,8 @@ def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
 def publish_log(lake_root: str, path: Path | None) -> str | None:
     """Upload a run's local JSON log to an S3 lake's `_logs/` (a local lake already holds it); returns where.
 
-    The file handler is closed first, so later log lines go to the console only.
+    The file handler is closed first, so later log lines go to the console only. A failed upload is a
+    warning (the local file is kept), never an error: the run's outcome does not depend on it.
     """
     from ingestion import lakefs
 
@@ -97,5 +98,11 @@ def publish_log(lake_root: str, path: Path | None) -> str | None:
             log.removeHandler(handler)
             handler.close()
     dest = lakefs.join(lake_root, "_logs", path.parent.name, path.name)
-    lakefs.place(str(path), dest)
+    try:
+        lakefs.place(str(path), dest)
+    except Exception as exc:  # the run is over and its result stands: say where the log is instead
+        event(
+            "could not upload the run's log; it stays local", logging.WARNING, path=str(path), error=str(exc)
+        )
+        return None
     return dest
