@@ -20,6 +20,7 @@ from ingestion.pipeline import run_pipeline
 from ingestion.state import StateStore
 
 from .conftest import REPO
+from .pg_fixtures import jdbc_source
 
 GOOD = "id,name,updated_at\n1,a,2026-01-01 10:00:00\n2,b,2026-01-02 10:00:00\n"
 # One row too many fields (rejected), three good: under the 0.5 refusal threshold below.
@@ -221,3 +222,41 @@ def test_delete_detection_with_an_s3_lake_is_refused_before_anything_runs(tmp_pa
 
     with pytest.raises(ConfigError, match="detect_deletes needs a local lake"):
         run_pipeline(cfg)
+
+
+def test_postgres_table_lands_to_an_s3_lake_and_registers_its_new_column(
+    s3_bucket, pg_db, moto_endpoint, tmp_path, monkeypatch
+):
+    """JDBC source (DuckDB engine) → S3 lake → Glue catalog, then a new column at the source."""
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    monkeypatch.setenv("TIDEMARK_SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", moto_endpoint)
+    pg_db.con.execute(
+        "create table orders (order_id bigint primary key, amount numeric(10,2), "
+        "updated_at timestamptz not null default now())"
+    )
+    pg_db.con.execute("insert into orders (order_id, amount) values (1, 9.50), (2, 12.00)")
+    database = f"landing_pg_{pg_db.name}"
+    cfg = parse_config(
+        {
+            "pipeline": "pg_s3",
+            "lake": {"root": f"s3://{s3_bucket}/lake"},
+            "catalog": {"glue_database": database},
+            "sources": [jdbc_source(pg_db, tables=["orders"])],
+        }
+    )
+    first = run_pipeline(cfg)
+    assert first.ok, [t.error for t in first.tables]
+    files = [k for k in keys(s3_bucket, "lake/landing/pg/orders/") if k.endswith(".parquet")]
+    assert files and all(f"part-{first.run_id}-" in k for k in files)
+
+    pg_db.con.execute("alter table orders add column channel text")
+    pg_db.con.execute("insert into orders (order_id, amount, channel) values (3, 1.25, 'web')")
+    second = run_pipeline(cfg)
+    assert second.ok and second.tables[0].rows_landed >= 1
+    glue = boto3.client("glue")
+    cols = glue.get_table(DatabaseName=database, Name="orders")["Table"]["StorageDescriptor"]["Columns"]
+    types = {c["Name"]: c["Type"] for c in cols}
+    assert types["order_id"] == "bigint" and types["amount"] == "decimal(10,2)"
+    assert types["updated_at"] == "timestamp" and types["channel"] == "string"
+    assert [c["Name"] for c in cols][-1] == "channel"  # appended, the others kept in place
