@@ -17,10 +17,11 @@ Use this file as the job's ScriptLocation and install the package with `--additi
 | `--database_name`     | seeds' name: the Glue catalog database to register landed tables into              |
 |                       | (`catalog.glue_database`; `{source}` in it is replaced by the source name)         |
 
-On a Spark ETL job the Glue-provided Spark session is used (GlueContext) and the Glue job is
-initialised and committed (`Job.init` / `job.commit()`) only when every table succeeded; on failure the
-job is not committed and the script exits 1, which fails the job run. A Python shell job has no
-GlueContext: the DuckDB engine runs and the exit code is the result. awsglue is imported only here and
+With `--engine spark` on a Spark ETL job the Glue-provided Spark session is used (GlueContext) and the
+Glue job is initialised and committed (`Job.init` / `job.commit()`) only when every table succeeded. With
+`--engine duckdb` (a Python shell job, or a Spark ETL job whose Spark stays idle) no Glue job object is
+made: tidemark keeps its own watermarks, so there is no bookmark to commit. Either way a failed table
+makes the script exit 1, which fails the job run; a config or argument error exits 2. awsglue is imported only here and
 only when this script runs.
 """
 
