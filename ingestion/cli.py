@@ -146,6 +146,7 @@ def run(
         raise _fail(
             TidemarkError(f"unknown load type {load_type!r}", hint=f"use one of {', '.join(LOAD_TYPES)}")
         )
+    log_path = None
     try:
         cfg = load_config(config, env=env)
         run_id = new_run_id(datetime.now(timezone.utc))
@@ -176,6 +177,11 @@ def run(
             )
     except TidemarkError as exc:
         raise _fail(exc) from None
+    finally:
+        if log_path is not None:  # an S3 lake gets the run's JSON log when the run ends
+            from ingestion.logs import publish_log
+
+            publish_log(cfg.lake_root, log_path)
 
     t = Table(title=f"run {report.run_id} · engine {report.engine} · lake {report.lake_root}")
     numbers = ("files", "rows read", "landed", "deduplicated", "filtered", "rejected")

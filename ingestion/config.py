@@ -339,6 +339,15 @@ class SparkConfig(_Model):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class CatalogConfig(_Model):
+    """Glue Data Catalog registration of landed tables after each commit (off unless `glue_database` is set)."""
+
+    glue_database: str | None = Field(
+        None, description="database to register into; `{source}` is replaced by the source name"
+    )
+    glue_table: str = Field("{table}", description="table name; `{source}` and `{table}` are replaced")
+
+
 class PipelineConfig(_Model):
     """The whole pipeline: what to land, where, and with which engine."""
 
@@ -347,6 +356,7 @@ class PipelineConfig(_Model):
     engine: Engine = "duckdb"
     lake: LakeConfig = LakeConfig()
     spark: SparkConfig = SparkConfig()
+    catalog: CatalogConfig = CatalogConfig()
     max_parallel_tables: int = Field(2, ge=1, le=64, description="tables landed at the same time")
     lease_ttl_seconds: int = Field(3600, ge=10, description="a run's claim on a table lapses after this")
     sources: tuple[SourceConfig, ...] = Field(min_length=1)

@@ -37,3 +37,7 @@ class StateConflict(TidemarkError):
 
 class LeaseHeld(TidemarkError):
     """Another run holds the table's lease."""
+
+
+class CatalogError(TidemarkError):
+    """The Glue Data Catalog could not be updated; the landed data and its commit stand."""

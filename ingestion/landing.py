@@ -8,6 +8,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from ingestion import lakefs
 from ingestion.normalize import PARTITION_COLUMN
 
 
@@ -17,13 +18,16 @@ def new_run_id(now: datetime) -> str:
 
 
 def table_dir(lake_root: str, source: str, table: str) -> str:
-    """`<lake>/landing/<source>/<table>`: the folder dbt reads the table from."""
-    return os.path.join(lake_root, "landing", source, table)
+    """`<lake>/landing/<source>/<table>`: the folder dbt reads the table from (local or `s3://`)."""
+    return lakefs.join(lake_root, "landing", source, table)
 
 
 def scratch_dir(lake_root: str, run_id: str) -> str:
-    """`<lake>/_tmp/<run_id>`: where engines stage files outside `landing/`; removed when the run ends."""
-    return os.path.join(lake_root, "_tmp", run_id)
+    """`<lake>/_tmp/<run_id>`: where engines stage files outside `landing/`; removed when the run ends.
+
+    Always a local folder: for an S3 lake it lives under `lakefs.scratch_root` (a temp folder).
+    """
+    return os.path.join(lakefs.scratch_root(lake_root), "_tmp", run_id)
 
 
 def partition_value(ingested_at: datetime) -> str:
@@ -49,40 +53,40 @@ def remove_orphans(target: str, committed: set[str]) -> list[str]:
     Only safe while holding the table's lease: then no live run can be writing here.
     """
     removed = []
-    for f in sorted(Path(target).glob(f"{PARTITION_COLUMN}=*/part-*.parquet")):
-        run_id = run_id_of(f)
+    for f in lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-*.parquet"):
+        run_id = run_id_of(Path(f))
         if run_id is not None and run_id not in committed:
-            f.unlink(missing_ok=True)
-            removed.append(str(f))
+            lakefs.remove(f)
+            removed.append(f)
     return removed
 
 
 def remove_stale_scratch(lake_root: str, source: str, table: str, run_id: str) -> None:
     """Remove other runs' scratch folders for a table (only while holding its lease)."""
-    for d in Path(lake_root, "_tmp").glob(f"*/{source}/{table}"):
+    for d in Path(lakefs.scratch_root(lake_root), "_tmp").glob(f"*/{source}/{table}"):
         if d.parent.parent.name != run_id:
             shutil.rmtree(d, ignore_errors=True)
 
 
 def remove_run_files(target: str, run_id: str) -> int:
     """Delete what a run wrote under a table folder (a failed or abandoned run); returns the count."""
-    files = run_files(target, run_id)
+    files = lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-{run_id}-*.parquet")
     for f in files:
-        f.unlink(missing_ok=True)
+        lakefs.remove(f)
     return len(files)
 
 
 def publish_staged(staging: str, target: str, run_id: str) -> list[str]:
     """Move Parquet files an engine wrote under `staging` into `target`, named `part-<run_id>-<n>.parquet`.
 
-    For engines that cannot choose their file names (Spark); partition folders are kept.
+    For engines that cannot choose their file names (Spark); partition folders are kept. `staging` is
+    local; `target` may be `s3://…` (files are uploaded: see `lakefs.place`).
     """
     published: list[str] = []
     for n, src in enumerate(sorted(Path(staging).rglob("*.parquet"))):
         rel_dir = src.parent.relative_to(staging)
-        dest = Path(target) / rel_dir / f"part-{run_id}-{n}.parquet"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dest)
-        published.append(str(dest))
+        dest = lakefs.join(target, *rel_dir.parts, f"part-{run_id}-{n}.parquet")
+        lakefs.place(str(src), dest)
+        published.append(dest)
     shutil.rmtree(staging, ignore_errors=True)
     return published

@@ -48,7 +48,11 @@ class _ConsoleFormatter(logging.Formatter):
 
 
 def setup_logging(run_id: str, lake_root: str | None, *, verbose: bool = False) -> Path | None:
-    """Send the `tidemark` logger to the console and to the run's JSON log file in the lake."""
+    """Send the `tidemark` logger to the console and to the run's JSON log file in the lake.
+
+    For an S3 lake the file is written in the local scratch folder; `publish_log` uploads it to
+    `<lake>/_logs/<yyyy-mm-dd>/<run_id>.jsonl` when the run ends.
+    """
     log.handlers.clear()
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
@@ -61,10 +65,12 @@ def setup_logging(run_id: str, lake_root: str | None, *, verbose: bool = False) 
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(JsonFormatter(run_id))
     log.addHandler(console)
-    if lake_root is None or "://" in lake_root:
+    if lake_root is None:
         return None
+    from ingestion.lakefs import scratch_root
+
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    path = Path(lake_root) / "_logs" / day / f"{run_id}.jsonl"
+    path = Path(scratch_root(lake_root)) / "_logs" / day / f"{run_id}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonFormatter(run_id))
@@ -75,3 +81,28 @@ def setup_logging(run_id: str, lake_root: str | None, *, verbose: bool = False) 
 def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log `msg` with structured fields."""
     log.log(level, msg, extra={"fields": fields})
+
+
+def publish_log(lake_root: str, path: Path | None) -> str | None:
+    """Upload a run's local JSON log to an S3 lake's `_logs/` (a local lake already holds it); returns where.
+
+    The file handler is closed first, so later log lines go to the console only. A failed upload is a
+    warning (the local file is kept), never an error: the run's outcome does not depend on it.
+    """
+    from ingestion import lakefs
+
+    if path is None or not lakefs.is_remote(lake_root) or not path.exists():
+        return None
+    for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        if Path(handler.baseFilename) == path.resolve():
+            log.removeHandler(handler)
+            handler.close()
+    dest = lakefs.join(lake_root, "_logs", path.parent.name, path.name)
+    try:
+        lakefs.place(str(path), dest)
+    except Exception as exc:  # the run is over and its result stands: say where the log is instead
+        event(
+            "could not upload the run's log; it stays local", logging.WARNING, path=str(path), error=str(exc)
+        )
+        return None
+    return dest

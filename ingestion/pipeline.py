@@ -18,10 +18,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ingestion.audit import Ledger, RunLedger
+from ingestion.catalog import register_outcome
 from ingestion.config import CsvSourceConfig, CsvTableConfig, LoadType, PipelineConfig
 from ingestion.engines import CsvBatch, Engine, get_engine
 from ingestion.errors import ConfigError, LeaseHeld, TidemarkError
 from ingestion.faults import checkpoint
+from ingestion.lakefs import check_lake
 from ingestion.landing import (
     new_run_id,
     remove_orphans,
@@ -170,6 +172,7 @@ def run_pipeline(
     One table's failure is recorded in its outcome and never stops, or rolls back, the others.
     `load_type` overrides every table's configured one; `pause` lands data but commits no watermark.
     """
+    check_lake(cfg)  # before anything touches the lake
     now = datetime.now(timezone.utc)
     run = _Run(
         cfg=cfg,
@@ -184,11 +187,6 @@ def run_pipeline(
         on_step=on_step,
     )
     lake = cfg.lake_root
-    if "://" in lake:
-        raise ConfigError(
-            f"lake root {lake}: landing data on object storage is not supported by this version",
-            hint="set lake.root (or TIDEMARK_LAKE) to a local folder",
-        )
     jdbc_tasks, jdbc_failed = [], []
     if cfg.jdbc_sources():
         from ingestion.jdbc_run import discover_tables
@@ -431,6 +429,8 @@ def _land_table(run: _Run, source: Any, table: Any) -> TableOutcome:
         from ingestion.jdbc_run import run_jdbc_table
 
         outcome = run_jdbc_table(run, table)
+    if not run.dry_run:  # after the commit: registration never undoes it (see ingestion.catalog)
+        register_outcome(run.cfg, outcome, run.run_id, run.pause)
     if run.audit is not None:
         run.audit.record(outcome)
     if run.on_step is not None:

@@ -147,7 +147,9 @@ def first_misfit_reason(misfits: dict[tuple[str, str], int], file: str, types: d
 
 def rejected_dir(lake_root: str, source: str, table: str, run_id: str) -> str:
     """`<lake>/_rejected/<source>/<table>/run_id=<run_id>`."""
-    return os.path.join(lake_root, "_rejected", source, table, f"run_id={run_id}")
+    from ingestion import lakefs
+
+    return lakefs.join(lake_root, "_rejected", source, table, f"run_id={run_id}")
 
 
 def write_rejects(
@@ -155,7 +157,6 @@ def write_rejects(
 ) -> str | None:
     """Write rejected rows as one Parquet file (written then renamed); returns its path, None if none."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     rows = sorted(rejects, key=lambda r: (r.file, r.line or 0, r.record))
     if not rows:
@@ -173,11 +174,10 @@ def write_rejects(
             "_rejected_at": pa.array([at] * len(rows), pa.timestamp("us", tz="UTC")),
         }
     )
-    folder = rejected_dir(lake_root, source, table, run_id)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "part-0.parquet")
-    pq.write_table(table_, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    from ingestion import lakefs
+
+    path = lakefs.join(rejected_dir(lake_root, source, table, run_id), "part-0.parquet")
+    lakefs.write_parquet(table_, path)
     return path
 
 
@@ -188,13 +188,12 @@ def remove_rejects(
 
     Only safe while holding the table's lease, like removing landed orphans.
     """
-    import shutil
-    from pathlib import Path
+    from ingestion import lakefs
 
     removed = 0
-    for d in Path(lake_root, "_rejected", source, table).glob("run_id=*"):
-        run_id = d.name.removeprefix("run_id=")
+    for d in lakefs.children(lakefs.join(lake_root, "_rejected", source, table), "run_id=*"):
+        run_id = d.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1].removeprefix("run_id=")
         if (only is not None and run_id in only) or (keep is not None and run_id not in keep):
-            shutil.rmtree(d, ignore_errors=True)
+            lakefs.remove_tree(d)
             removed += 1
     return removed

@@ -1,0 +1,195 @@
+"""The lake's file operations on a local folder or on `s3://`, behind one small interface.
+
+Landing, quarantine and logs call these functions with plain path strings; a path that starts with
+`s3://` goes through pyarrow's S3 filesystem (credentials and region from the usual AWS environment,
+the endpoint from `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, which is how tests reach moto), any other
+path through the local filesystem exactly as before (renames are atomic there). Engines always write to
+a local scratch folder; `place` then renames (local lake) or uploads (S3 lake) each file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+S3 = "s3://"
+
+
+def is_remote(path: str) -> bool:
+    """Is this lake path on object storage (`s3://…`)?"""
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with `/` for URIs and the OS separator for local paths."""
+    if is_remote(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return os.path.join(base, *parts)
+
+
+def scratch_root(lake_root: str) -> str:
+    """The local folder holding `_tmp/` scratch files: the lake itself, or a temp folder for an S3 lake.
+
+    `TIDEMARK_SCRATCH` overrides the temp folder (a bigger disk on a Glue Python shell job, say).
+    """
+    if not is_remote(lake_root):
+        return lake_root
+    base = os.environ.get("TIDEMARK_SCRATCH") or os.path.join(tempfile.gettempdir(), "tidemark")
+    # One folder per lake, so two pipelines on one machine never tidy each other's scratch.
+    return os.path.join(base, hashlib.sha256(lake_root.encode()).hexdigest()[:12])
+
+
+@lru_cache(maxsize=8)
+def _s3(endpoint: str | None, region: str | None) -> pafs.FileSystem:
+    import pyarrow.fs as pafs
+
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or endpoint, scheme=scheme if host else "https")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem for a lake path and the path inside it (`bucket/key` on S3)."""
+    import pyarrow.fs as pafs
+
+    if path.startswith(S3):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return _s3(endpoint, region), path[len(S3) :].rstrip("/")
+    if is_remote(path):
+        from ingestion.errors import ConfigError
+
+        raise ConfigError(
+            f"lake path {path}: only local folders and s3:// are supported", hint="use s3://bucket/prefix"
+        )
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def glob(root: str, pattern: str) -> list[str]:
+    """Files under `root` whose path relative to it matches `pattern` (`*` within one path segment), sorted."""
+    if not is_remote(root):
+        return sorted(str(p) for p in Path(root).glob(pattern))
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem(root)
+    want = pattern.split("/")
+    out = []
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(base) + 1 :].split("/")
+        if len(rel) == len(want) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(rel, want, strict=False)):
+            out.append(S3 + info.path)
+    return sorted(out)
+
+
+def children(root: str, pattern: str = "*") -> list[str]:
+    """Immediate sub-folders of `root` whose name matches `pattern`, as full paths."""
+    if not is_remote(root):
+        return sorted(str(p) for p in Path(root).glob(pattern) if p.is_dir())
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem(root)
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
+    return sorted(
+        S3 + i.path
+        for i in infos
+        if i.type == pafs.FileType.Directory and fnmatch.fnmatchcase(i.path.rsplit("/", 1)[-1], pattern)
+    )
+
+
+def remove(path: str) -> None:
+    """Delete one file; a file already gone is fine."""
+    if not is_remote(path):
+        Path(path).unlink(missing_ok=True)
+        return
+    # boto3, not pyarrow: pyarrow's delete_file PUTs an empty "folder/" marker for the parent.
+    from ingestion.docstore import s3_client, s3_retry
+
+    bucket, _, key = filesystem(path)[1].partition("/")
+    s3_retry(s3_client().delete_object)(Bucket=bucket, Key=key)
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder and everything under it; a folder already gone is fine."""
+    if not is_remote(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem(path)
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File:  # S3 "folders" are prefixes: removing the files is all
+            remove(S3 + info.path)
+
+
+def place(local: str, dest: str) -> None:
+    """Move a finished local file to its lake path: a rename locally, an upload then delete on S3.
+
+    On S3 a PUT is atomic (readers see the whole object or none), so no half-written file is ever seen.
+    """
+    if not is_remote(dest):
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local, dest)
+        return
+    fs, key = filesystem(dest)
+    # A plain stream, not copy_files: that would also PUT empty "folder/" marker objects.
+    with open(local, "rb") as src, fs.open_output_stream(key) as out:
+        shutil.copyfileobj(src, out, 8 << 20)
+    os.unlink(local)
+
+
+def write_parquet(table: pa.Table, dest: str) -> None:
+    """Write an Arrow table as one Parquet file at `dest` (written beside it then renamed, or one PUT)."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(dest):
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, dest + ".tmp")
+        os.replace(dest + ".tmp", dest)
+        return
+    fs, key = filesystem(dest)
+    pq.write_table(table, key, filesystem=fs)
+
+
+def read_schema(path: str) -> pa.Schema:
+    """The Arrow schema of a Parquet file in the lake (reads its footer only)."""
+    import pyarrow.parquet as pq
+
+    fs, key = filesystem(path)
+    return pq.read_schema(key, filesystem=fs)
+
+
+def check_lake(cfg: Any) -> None:
+    """Refuse, before anything runs, what this version cannot do on an S3 lake.
+
+    Delete detection reads the landed keys with DuckDB from a local lake only.
+    """
+    if not is_remote(cfg.lake_root):
+        return
+    from ingestion.errors import ConfigError
+
+    filesystem(cfg.lake_root)  # an unsupported scheme fails here, with its hint
+    for source in cfg.jdbc_sources():
+        if getattr(source, "detect_deletes", False) or any(
+            getattr(t, "detect_deletes", False) for t in (source.tables or []) if not isinstance(t, str)
+        ):
+            raise ConfigError(
+                f"source {source.name}: detect_deletes needs a local lake in this version "
+                f"(lake root {cfg.lake_root})",
+                hint="set detect_deletes: false for this source, or use a local lake.root",
+            )
