@@ -14,7 +14,7 @@ PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c const
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test test-fast lint sqlfluff docs bench lock clean check-java jdbc-driver check-glue
+.PHONY: help demo test test-fast lint sqlfluff docs bench lock clean check-java jdbc-driver browser check-glue
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,7 +36,11 @@ $(VENV)/.spark: $(VENV)/.base
 
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP_INSTALL) -e '.[dev]'
-	@$(MAKE) --no-print-directory jdbc-driver
+	@$(MAKE) --no-print-directory jdbc-driver browser
+	@touch $@
+
+$(VENV)/.bench: $(VENV)/.dev
+	$(PIP_INSTALL) -e '.[bench]'
 	@touch $@
 
 JDBC_JAR ?= /usr/share/java/postgresql.jar
@@ -47,6 +51,16 @@ jdbc-driver: ## the PostgreSQL JDBC driver for the Spark engine (Debian/Ubuntu p
 	      || echo "note: could not install libpostgresql-jdbc-java; Spark JDBC tests will skip"; \
 	  else \
 	    echo "note: $(JDBC_JAR) is missing (apt-get install libpostgresql-jdbc-java); Spark JDBC tests will skip"; \
+	  fi; \
+	fi
+
+browser: ## headless Chromium, which renders the HTML run report in the tests (Debian package; root only)
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q chromium >/dev/null 2>&1 \
+	      || echo "note: could not install chromium; the report screenshot test will skip"; \
+	  else \
+	    echo "note: chromium is missing (apt-get install chromium); the report screenshot test will skip"; \
 	  fi; \
 	fi
 
@@ -97,7 +111,7 @@ demo: $(DEMO_DEPS) ## land the demo data (2 days) and build the dbt project on D
 	@echo "next:      source $(BIN)/activate && dbt build --select tag:cdc && dbt docs generate && dbt docs serve"
 
 test: $(VENV)/.dev profiles.yml ## lint, then every test (Spark, DuckDB, dbt, PostgreSQL)
-	$(BIN)/ruff check ingestion tests
+	$(BIN)/ruff check ingestion tests bench
 	$(MAKE) --no-print-directory sqlfluff
 	$(PY) -m pytest
 
@@ -105,7 +119,7 @@ test-fast: $(VENV)/.dev profiles.yml ## the tests without the slow (Spark, dbt) 
 	$(PY) -m pytest -m "not slow"
 
 lint: $(VENV)/.dev profiles.yml ## ruff on Python, sqlfluff on the dbt models (DuckDB target)
-	$(BIN)/ruff check ingestion tests
+	$(BIN)/ruff check ingestion tests bench
 	$(BIN)/ruff format --check ingestion tests
 	$(MAKE) --no-print-directory sqlfluff
 
@@ -131,6 +145,13 @@ check-glue: $(GLUE_VENV)/.glue ## parse the dbt project with dbt-glue (own venv;
 	DBT_TARGET=glue $(GLUE_VENV)/bin/dbt parse --target glue --profiles-dir target/glue \
 	  --target-path target/glue --log-path target/glue/logs
 	$(GLUE_VENV)/bin/python tests/glue/check_manifest.py target/glue/manifest.json
+
+# Benchmarks (bench/README.md): SIZE=1m|5m|10m, REPS=3, SCENARIOS=1,2,3,4,5; rewrites bench/RESULTS.md.
+SIZE ?= 1m
+REPS ?= 3
+SCENARIOS ?= 1,2,3,4,5
+bench: $(VENV)/.bench profiles.yml ## throughput and incremental cost vs DuckDB, Spark and dlt → bench/RESULTS.md
+	$(PY) bench/run.py --size $(SIZE) --reps $(REPS) --scenarios $(SCENARIOS)
 
 lock: ## re-resolve constraints.txt from pyproject.toml in a scratch venv
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
