@@ -196,3 +196,57 @@ def test_both_engines_land_and_reject_the_same_rows(tmp_path, spark, duck_corpus
         assert landed_types(duck_lake, d.table) == landed_types(spark_lake, d.table), d.table
         assert landed_rows(duck_lake, d.table) == landed_rows(spark_lake, d.table), d.table
         assert rejected_rows(duck_lake, d.table) == rejected_rows(spark_lake, d.table), d.table
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_reject_lines_are_right_when_spark_splits_a_file_into_partitions(tmp_path, spark):
+    """Record numbers survive Spark's split of a big file: structural and type rejects far into it."""
+    from ingestion.config import SparkConfig
+    from ingestion.engines.spark import SparkEngine
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    lines = ["id,amount,note"]
+    for i in range(1, 30001):
+        if i == 21000:
+            lines.append(f"{i},12.5")  # ragged: a column short
+        elif i == 27000:
+            lines.append(f"{i},not-a-number,x")  # type mismatch in a decimal column
+        else:
+            lines.append(f"{i},{i}.25,row {i} of the file")
+    (inbox / "big.csv").write_text("\n".join(lines) + "\n")
+    doc = {
+        "pipeline": "split",
+        "lake": {"root": str(tmp_path / "lake")},
+        "sources": [
+            {
+                "name": "corpus",
+                "kind": "csv",
+                "path": str(inbox),
+                "archive": {"enabled": False},
+                "tables": [
+                    {
+                        "name": "big",
+                        "pattern": "big.csv",
+                        "primary_key": ["id"],
+                        "columns": {"amount": "decimal"},
+                        "csv": {"multiline": False},  # splittable: Spark reads it in partitions
+                    }
+                ],
+            }
+        ],
+    }
+    expected = [("big.csv", 21001, "missing_columns", None), ("big.csv", 27001, "type_mismatch", "amount")]
+    duck = run_pipeline(parse_config(doc), engine=DuckDBEngine())
+    assert duck.tables[0].rows_landed == 29998
+    assert rejected_rows(tmp_path / "lake", "big") == expected
+    shutil.rmtree(tmp_path / "lake")
+    before = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "64k")  # about a dozen partitions
+    try:
+        report = run_pipeline(parse_config(doc), engine=SparkEngine(SparkConfig(), spark=spark))
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", before)
+    assert report.tables[0].rows_landed == 29998
+    assert rejected_rows(tmp_path / "lake", "big") == expected

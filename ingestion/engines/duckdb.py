@@ -94,15 +94,27 @@ def cast_expr(col: str, target: str, rules: dict[str, TypeRule], zone: str | Non
     return f"CAST({expr} AS {SQL_TYPES['timestamptz' if target == 'timestamp' and zone else target]})"
 
 
+def rule_ok_expr(col: str, rule: TypeRule) -> str:
+    """TRUE when text column `col` matches `rule`'s pattern and parses as its type.
+
+    A CASE, not an AND: DuckDB evaluates every side of an AND for every row, and a failing TRY_CAST or
+    try_strptime is far dearer than a regex. So: the length bounds first (cheap), the regex only on
+    values of a possible length, the cast only on values the regex let through. Type inference of a
+    1M-row file went from 8.5 s to 1.8 s of its 12 s (bench/RESULTS.md).
+    """
+    low, high = rule.lengths
+    guard = f"length({col}) BETWEEN {low} AND {high}" if high else f"length({col}) >= {low}"
+    return (
+        f"CASE WHEN NOT ({guard}) THEN FALSE WHEN regexp_full_match({col}, {sql_string(rule.pattern)}) "
+        f"THEN {parse_expr(col, rule)} IS NOT NULL ELSE FALSE END"
+    )
+
+
 def fits_expr(col: str, target: str, rules: dict[str, TypeRule]) -> str:
     """TRUE when text column `col` is null or a value a `target` column takes (pattern and parse)."""
     if target == STRING:
         return "TRUE"
-    alts = [
-        f"(regexp_full_match({col}, {sql_string(rules[name].pattern)}) AND {parse_expr(col, rules[name])} IS NOT NULL)"
-        for name in accepted_rules(target)
-        if name in rules
-    ]
+    alts = [f"({rule_ok_expr(col, rules[name])})" for name in accepted_rules(target) if name in rules]
     return f"({col} IS NULL OR {' OR '.join(alts)})"
 
 
@@ -199,9 +211,7 @@ class _DuckDBCsv:
         checks = []
         for c in names:
             checks.append(f"count({q(c)})")
-            for rule in rules:
-                ok = f"regexp_full_match({q(c)}, {sql_string(rule.pattern)}) AND {parse_expr(q(c), rule)} IS NOT NULL"
-                checks.append(f"count(*) FILTER (WHERE {ok})")
+            checks += [f"count(*) FILTER (WHERE {rule_ok_expr(q(c), rule)})" for rule in rules]
         row = self.con.execute(f"SELECT {', '.join(checks)} FROM {table}").fetchone()
         assert row is not None
         out, width = {}, len(rules) + 1

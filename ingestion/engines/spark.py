@@ -186,6 +186,20 @@ def parse_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
     return F.expr(f"try_cast({bq(c)} AS {SQL_TYPES[rule.name]})")
 
 
+def rule_ok_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
+    """True when text column `c` matches `rule`'s pattern and parses as its type.
+
+    Spark's AND stops at the first false side: the length bounds (cheap) spare most values the regex,
+    the regex spares most the parse.
+    """
+    from pyspark.sql import functions as F
+
+    col = F.col(bq(c))
+    low, high = rule.lengths
+    fits_length = F.length(col).between(low, high) if high else F.length(col) >= low
+    return fits_length & col.rlike(f"^(?:{rule.pattern})$") & parse_col(c, rule).isNotNull()
+
+
 def fits_col(c: str, target: str, rules: dict[str, TypeRule]):  # type: ignore[no-untyped-def]
     """True when text column `c` is null or a value a `target` column takes (pattern and parse)."""
     from pyspark.sql import functions as F
@@ -193,11 +207,7 @@ def fits_col(c: str, target: str, rules: dict[str, TypeRule]):  # type: ignore[n
     col = F.col(bq(c))
     if target == STRING:
         return F.lit(True)
-    alts = [
-        col.rlike(f"^(?:{rules[n].pattern})$") & parse_col(c, rules[n]).isNotNull()
-        for n in accepted_rules(target)
-        if n in rules
-    ]
+    alts = [rule_ok_col(c, rules[n]) for n in accepted_rules(target) if n in rules]
     return col.isNull() | reduce(lambda a, b: a | b, alts)
 
 
@@ -221,14 +231,21 @@ class _SparkCsv:
 
     def __init__(self, spark: SparkSession, batch: CsvBatch) -> None:
         self.spark, self.batch = spark, batch
-        self.frames: dict[str, DataFrame] = {}
+        self.frames: dict[str, DataFrame] = {}  # file → its accepted rows (a filter over `cached`)
+        self.cached: dict[str, DataFrame] = {}  # file → every row read, cached once
         self.names: dict[str, list[str]] = {}
         self.starts: dict[str, dict[int, int]] = {}  # file → partition → index of its first record
 
     def close(self) -> None:
-        for df in self.frames.values():
+        for df in self.cached.values():
             df.unpersist()
         shutil.rmtree(self.batch.staging, ignore_errors=True)
+
+    def record_index(self, relpath: str, mono_id: int) -> int:
+        """The 0-based record index in the file of a row's monotonically increasing id."""
+        if relpath not in self.starts:  # one pass over the cache, only for files with rejects
+            self.starts[relpath] = _partition_starts(self.cached[relpath])
+        return _record_index(mono_id, self.starts[relpath])
 
     def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
         from pyspark.sql import functions as F
@@ -300,10 +317,9 @@ class _SparkCsv:
                 code, reason = classify_structural(raw, len(names), o)
             rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw))
         # Record indexes need the per-partition counts of every row, rejected ones included.
-        self.starts[f.relpath] = _partition_starts(df)
-        rejects = [replace(r, record=_record_index(r.record, self.starts[f.relpath])) for r in rejects]
-        good = df.where(F.col(CORRUPT).isNull() & ~F.col("_garbled")).drop(CORRUPT, "_garbled").persist()
-        df.unpersist()
+        self.cached[f.relpath] = df
+        rejects = [replace(r, record=self.record_index(f.relpath, r.record)) for r in rejects]
+        good = df.where(F.col(CORRUPT).isNull() & ~F.col("_garbled")).drop(CORRUPT, "_garbled")
         self.frames[f.relpath], self.names[f.relpath] = good, names
         return FileRead(good.count(), tuple(rejects))
 
@@ -315,11 +331,8 @@ class _SparkCsv:
             return {}
         aggs = []
         for c in names:
-            col = F.col(bq(c))
-            aggs.append(F.count(col))
-            for rule in rules:
-                ok = col.rlike(f"^(?:{rule.pattern})$") & parse_col(c, rule).isNotNull()
-                aggs.append(F.count(F.when(ok, F.lit(1))))
+            aggs.append(F.count(F.col(bq(c))))
+            aggs += [F.count(F.when(rule_ok_col(c, rule), F.lit(1))) for rule in rules]
         row = self.frames[f.relpath].agg(*aggs).first()
         assert row is not None
         out, width = {}, len(rules) + 1
@@ -340,10 +353,7 @@ class _SparkCsv:
         all_fit = reduce(lambda a, b: a & b, fits.values())
         marked = df.withColumn("_bad_column", first_bad)
         bad = marked.where(~all_fit).orderBy(RECORD).collect()
-        good = df.where(all_fit).persist()
-        good.count()
-        df.unpersist()
-        self.frames[f.relpath] = good
+        self.frames[f.relpath] = df.where(all_fit)
         out = []
         for row in bad:
             col = row["_bad_column"]
@@ -351,7 +361,7 @@ class _SparkCsv:
             out.append(
                 Reject(
                     f.relpath,
-                    int(row[RECORD]),
+                    self.record_index(f.relpath, int(row[RECORD])),
                     TYPE_MISMATCH,
                     type_reason(col, row[col], plan.types[col]),
                     col,
