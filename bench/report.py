@@ -170,6 +170,17 @@ def before_after(res: dict[str, Any], base: dict[str, Any]) -> list[str]:
         f"Baseline: commit {base['commit']}, {base['started']} ({base['reps']} reps); "
         f"now: commit {res['commit']}, {res['started']}. Same data, same machine kind.",
         "",
+        *(
+            [
+                f"Settings now: {res.get('settings', {})}; the baseline's: "
+                f"{base.get('settings') or {'csv multiline': True}}. With `multiline: true` Spark reads a CSV "
+                "file in one task, so the Spark rows of scenarios 1 and 2 show the setting and the code "
+                "change together; the DuckDB rows and the type-inference profile lines show the code alone.",
+                "",
+            ]
+            if res.get("settings") != (base.get("settings") or {"csv multiline": True})
+            else []
+        ),
         "| scenario | tool | before s | after s | speed-up |",
         "|---|---|---:|---:|---:|",
     ]

@@ -74,6 +74,8 @@ class Results:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     seconds_total: float = 0.0
+    # tidemark settings of the CSV runs (the before/after table says when they differ from the baseline's)
+    settings: dict[str, Any] = field(default_factory=lambda: {"csv multiline": False})
 
     def add(self, scenario: str, tool: str, secs: float, peak: float, rows: int | None) -> None:
         runs = self.scenarios.setdefault(scenario, {}).setdefault(tool, Runs())
@@ -167,7 +169,9 @@ def tidemark_csv_config(work: Path, engine: str, inbox: Path, lake: Path) -> Pat
         "spark:\n  master: local[2]\n  conf: {spark.driver.memory: 4g, spark.ui.enabled: 'false'}\n"
         f"sources:\n  - name: bench\n    kind: csv\n    path: '{inbox}'\n    archive: {{enabled: false}}\n"
         "    tables:\n      - name: orders\n        pattern: 'orders_*.csv'\n        primary_key: [order_id]\n"
-        "        cursor: updated_at\n        cursor_timezone: UTC\n",
+        "        cursor: updated_at\n        cursor_timezone: UTC\n"
+        # no line breaks inside fields: Spark may split the file across tasks (the docs' advice for big files)
+        "        csv: {multiline: false}\n",
         encoding="utf-8",
     )
     return cfg
