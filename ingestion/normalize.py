@@ -152,6 +152,25 @@ def widen(current: str, new: str) -> str | None:
     return None
 
 
+# Type inference first tests every rule on this many rows of a file, then only the rules all of them
+# satisfied on the whole file: most columns then skip most rules (a string column skips all of them).
+SAMPLE_ROWS = 10_000
+
+
+def candidate_rules(
+    sample: dict[str, ColumnStats], rules: Sequence[TypeRule]
+) -> dict[str, tuple[TypeRule, ...]]:
+    """Per column, the rules every non-null value of the sample satisfied (all of them for an all-null sample)."""
+    return {c: tuple(r for r in rules if st.ok.get(r.name, 0) == st.non_null) for c, st in sample.items()}
+
+
+def with_lower_bounds(full: dict[str, ColumnStats], rules: Sequence[TypeRule]) -> dict[str, ColumnStats]:
+    """Full-file stats of the candidate rules, with 0 (a lower bound) for the rules the sample ruled out."""
+    return {
+        c: ColumnStats(st.non_null, {r.name: st.ok.get(r.name, 0) for r in rules}) for c, st in full.items()
+    }
+
+
 def accepted_rules(target: str) -> tuple[str, ...]:
     """Rules whose values a `target` column takes: its own and those that widen into it."""
     return (target, *(t for t, wider in _WIDENS_TO.items() if target in wider))
@@ -159,7 +178,12 @@ def accepted_rules(target: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ColumnStats:
-    """One column of one file: non-null values, and how many satisfy each type rule (pattern and cast)."""
+    """One column of one file: non-null values, and how many satisfy each type rule (pattern and cast).
+
+    `ok[rule]` is exact for a rule that every value of a sample satisfied; for the others (a value of
+    the sample already fails them) it is a lower bound, 0. So `matches()` is exact, and `failing()`
+    never under-counts: a file it flags has its misfit rows found exactly by the engine.
+    """
 
     non_null: int
     ok: dict[str, int]

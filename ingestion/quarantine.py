@@ -9,6 +9,7 @@ and writes the rejected rows to `<lake>/_rejected/<source>/<table>/run_id=<run_i
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -136,12 +137,12 @@ class Quarantine:
         return sum(c.rejected for c in self.files.values() if not c.error)
 
 
-def first_misfit_reason(misfits: dict[tuple[str, str], int], file: str, types: dict[str, str]) -> str | None:
-    """For a refused file: which column's values didn't fit, to name it in the error."""
-    worst = sorted(((n, col) for (f, col), n in misfits.items() if f == file), reverse=True)
-    if not worst:
+def first_misfit_reason(rejects: Sequence[Reject], types: dict[str, str]) -> str | None:
+    """For a refused file: the column whose values most often didn't fit (type rejects), to name it."""
+    counts = Counter(r.column for r in rejects if r.code == TYPE_MISMATCH and r.column)
+    if not counts:
         return None
-    n, col = worst[0]
+    col, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
     return f"column {col} is {types[col]} in this table, but {n} of this file's values are not"
 
 

@@ -250,3 +250,79 @@ def test_reject_lines_are_right_when_spark_splits_a_file_into_partitions(tmp_pat
         spark.conf.set("spark.sql.files.maxPartitionBytes", before)
     assert report.tables[0].rows_landed == 29998
     assert rejected_rows(tmp_path / "lake", "big") == expected
+
+
+def _late_surprises(inbox: Path, rows: int) -> None:
+    """A file whose first 10,000 rows (the inference sample) hide what comes later."""
+    lines = ["id,qty,code,day,flag,price"]
+    for i in range(1, rows + 1):
+        qty = "3.5" if i == rows - 5 else str(i)  # ints, then one decimal: decimal
+        code = "X-1" if i == rows - 3 else str(i)  # ints, then text: string
+        day = "2025-01-02 10:00:00" if i == rows - 2 else "2025-01-02"  # dates, one timestamp: string
+        flag = "" if i <= 10_000 else "true"  # null in the sample, then booleans: boolean
+        price = "oops" if i == rows - 1 else f"{i}.5"  # declared decimal: one type reject
+        lines.append(f"{i},{qty},{code},{day},{flag},{price}")
+    (inbox / "late.csv").write_text("\n".join(lines) + "\n")
+
+
+def _late_doc(inbox: Path, lake: Path) -> dict[str, Any]:
+    table = {"name": "late", "pattern": "late.csv", "primary_key": ["id"], "columns": {"price": "decimal"}}
+    return {
+        "pipeline": "late",
+        "lake": {"root": str(lake)},
+        "sources": [
+            {
+                "name": "corpus",
+                "kind": "csv",
+                "path": str(inbox),
+                "archive": {"enabled": False},
+                "tables": [table],
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "engine_name", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
+def test_inference_from_a_sample_still_decides_on_every_value(tmp_path, monkeypatch, request, engine_name):
+    """Rules are tested on a sample first, then only the survivors on every row: same result as all rules
+    on every row, whatever the sample hides."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _late_surprises(inbox, 12_000)
+    if engine_name == "spark":
+        from ingestion.config import SparkConfig
+        from ingestion.engines.spark import SparkEngine
+
+        spark = request.getfixturevalue("spark")
+
+        def engine():
+            return SparkEngine(SparkConfig(), spark=spark)
+    else:
+        engine = DuckDBEngine
+    module = f"ingestion.engines.{engine_name}"
+    outcomes = {}
+    for mode, sample in (("sampled", 10_000), ("every rule on every row", 10**9)):
+        monkeypatch.setattr(f"{module}.SAMPLE_ROWS", sample)
+        lake = tmp_path / mode
+        report = run_pipeline(parse_config(_late_doc(inbox, lake)), engine=engine())
+        t = report.tables[0]
+        outcomes[mode] = (
+            t.rows_landed,
+            t.rows_rejected,
+            landed_types(lake, "late"),
+            rejected_rows(lake, "late"),
+        )
+    assert outcomes["sampled"] == outcomes["every rule on every row"]
+    landed, rejected, types, rejects = outcomes["sampled"]
+    assert (landed, rejected) == (11_999, 1)
+    assert {c: types[c] for c in ("id", "qty", "code", "day", "flag", "price")} == {
+        "id": "int64",
+        "qty": PARQUET_TYPES["decimal"],
+        "code": "string",
+        "day": "string",
+        "flag": "bool",
+        "price": PARQUET_TYPES["decimal"],
+    }
+    assert rejects == [("late.csv", 11_999 + 1, "type_mismatch", "price")]

@@ -223,7 +223,7 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps) -> LandedBatch:
         counts.landable = counts.accepted - len(bad)
         check_file(counts, batch.max_rejected_fraction)
         if counts.error:
-            misfit = first_misfit_reason(plan.misfits, f.relpath, plan.types)
+            misfit = first_misfit_reason(bad, plan.types)
             if misfit:
                 counts.error += f"; {misfit}"
             continue

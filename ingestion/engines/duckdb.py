@@ -26,12 +26,15 @@ from ingestion.normalize import (
     OP,
     PARTITION_COLUMN,
     RUN_ID,
+    SAMPLE_ROWS,
     SOURCE_FILE,
     STRING,
     ColumnStats,
     TypePlan,
     TypeRule,
     accepted_rules,
+    candidate_rules,
+    with_lower_bounds,
 )
 from ingestion.plan import LandedBatch
 from ingestion.quarantine import (
@@ -99,8 +102,7 @@ def rule_ok_expr(col: str, rule: TypeRule) -> str:
 
     A CASE, not an AND: DuckDB evaluates every side of an AND for every row, and a failing TRY_CAST or
     try_strptime is far dearer than a regex. So: the length bounds first (cheap), the regex only on
-    values of a possible length, the cast only on values the regex let through. Type inference of a
-    1M-row file went from 8.5 s to 1.8 s of its 12 s (bench/RESULTS.md).
+    values of a possible length, the cast only on values the regex let through (bench/RESULTS.md).
     """
     low, high = rule.lengths
     guard = f"length({col}) BETWEEN {low} AND {high}" if high else f"length({col}) >= {low}"
@@ -155,6 +157,7 @@ class _DuckDBCsv:
         self.tables: dict[str, str] = {}  # relpath → temp table of text columns
         self.names: dict[str, list[str]] = {}
         self.rejected_records: dict[str, list[int]] = {}
+        self.accepted: dict[str, int] = {}
         con.execute("SET TimeZone = 'UTC'")
 
     def close(self) -> None:
@@ -202,24 +205,35 @@ class _DuckDBCsv:
             record = int(line) - 1 - header
             rejects.append(Reject(f.relpath, record, code, reason, raw=csv_line, offset=max(int(pos) - 1, 0)))
         self.rejected_records[f.relpath] = sorted(r.record for r in rejects)
+        self.accepted[f.relpath] = accepted
         return FileRead(accepted, tuple(rejects))
 
     def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
         names, table = self.names[f.relpath], self.tables[f.relpath]
         if not names:
             return {}
+        every = dict.fromkeys(names, rules)
+        if self.accepted[f.relpath] <= SAMPLE_ROWS:
+            return self._rule_counts(table, every)
+        sample = self._rule_counts(f"(SELECT * FROM {table} LIMIT {SAMPLE_ROWS})", every)
+        return with_lower_bounds(self._rule_counts(table, candidate_rules(sample, rules)), rules)
+
+    def _rule_counts(self, source: str, rules: dict[str, tuple[TypeRule, ...]]) -> dict[str, ColumnStats]:
+        """One scan of `source`: per column, its non-null values and the values satisfying each of its rules."""
         checks = []
-        for c in names:
+        for c, col_rules in rules.items():
             checks.append(f"count({q(c)})")
-            checks += [f"count(*) FILTER (WHERE {rule_ok_expr(q(c), rule)})" for rule in rules]
-        row = self.con.execute(f"SELECT {', '.join(checks)} FROM {table}").fetchone()
+            checks += [f"count(*) FILTER (WHERE {rule_ok_expr(q(c), rule)})" for rule in col_rules]
+        row = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
         assert row is not None
-        out, width = {}, len(rules) + 1
-        for i, c in enumerate(names):
-            chunk = row[i * width : (i + 1) * width]
+        out, at = {}, 0
+        for c, col_rules in rules.items():
+            n = len(col_rules)
             out[c] = ColumnStats(
-                int(chunk[0]), {r.name: int(n) for r, n in zip(rules, chunk[1:], strict=True)}
+                int(row[at]),
+                {r.name: int(k) for r, k in zip(col_rules, row[at + 1 : at + 1 + n], strict=True)},
             )
+            at += 1 + n
         return out
 
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:

@@ -33,12 +33,15 @@ from ingestion.normalize import (
     OP,
     PARTITION_COLUMN,
     RUN_ID,
+    SAMPLE_ROWS,
     SOURCE_FILE,
     STRING,
     ColumnStats,
     TypePlan,
     TypeRule,
     accepted_rules,
+    candidate_rules,
+    with_lower_bounds,
 )
 from ingestion.plan import LandedBatch
 from ingestion.quarantine import (
@@ -234,6 +237,7 @@ class _SparkCsv:
         self.frames: dict[str, DataFrame] = {}  # file → its accepted rows (a filter over `cached`)
         self.cached: dict[str, DataFrame] = {}  # file → every row read, cached once
         self.names: dict[str, list[str]] = {}
+        self.accepted: dict[str, int] = {}
         self.starts: dict[str, dict[int, int]] = {}  # file → partition → index of its first record
 
     def close(self) -> None:
@@ -321,27 +325,18 @@ class _SparkCsv:
         rejects = [replace(r, record=self.record_index(f.relpath, r.record)) for r in rejects]
         good = df.where(F.col(CORRUPT).isNull() & ~F.col("_garbled")).drop(CORRUPT, "_garbled")
         self.frames[f.relpath], self.names[f.relpath] = good, names
-        return FileRead(good.count(), tuple(rejects))
+        self.accepted[f.relpath] = good.count()
+        return FileRead(self.accepted[f.relpath], tuple(rejects))
 
     def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
-        from pyspark.sql import functions as F
-
-        names = self.names[f.relpath]
+        names, df = self.names[f.relpath], self.frames[f.relpath]
         if not names:
             return {}
-        aggs = []
-        for c in names:
-            aggs.append(F.count(F.col(bq(c))))
-            aggs += [F.count(F.when(rule_ok_col(c, rule), F.lit(1))) for rule in rules]
-        row = self.frames[f.relpath].agg(*aggs).first()
-        assert row is not None
-        out, width = {}, len(rules) + 1
-        for i, c in enumerate(names):
-            chunk = row[i * width : (i + 1) * width]
-            out[c] = ColumnStats(
-                int(chunk[0]), {r.name: int(n) for r, n in zip(rules, chunk[1:], strict=True)}
-            )
-        return out
+        every = dict.fromkeys(names, rules)
+        if self.accepted[f.relpath] <= SAMPLE_ROWS:
+            return _rule_counts(df, every)
+        sample = _rule_counts(df.limit(SAMPLE_ROWS), every)
+        return with_lower_bounds(_rule_counts(df, candidate_rules(sample, rules)), rules)
 
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
         from pyspark.sql import functions as F
@@ -427,6 +422,26 @@ def unbalanced_quotes(path: str, options: CsvOptions) -> bool:
         while chunk := fh.read(1 << 24):
             count += chunk.count(quote)
     return count % 2 == 1
+
+
+def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[str, ColumnStats]:
+    """One scan of `df`: per column, its non-null values and the values satisfying each of its rules."""
+    from pyspark.sql import functions as F
+
+    aggs = []
+    for c, col_rules in rules.items():
+        aggs.append(F.count(F.col(bq(c))))
+        aggs += [F.count(F.when(rule_ok_col(c, rule), F.lit(1))) for rule in col_rules]
+    row = df.agg(*aggs).first()
+    assert row is not None
+    out, at = {}, 0
+    for c, col_rules in rules.items():
+        n = len(col_rules)
+        out[c] = ColumnStats(
+            int(row[at]), {r.name: int(k) for r, k in zip(col_rules, row[at + 1 : at + 1 + n], strict=True)}
+        )
+        at += 1 + n
+    return out
 
 
 def _partition_starts(df: DataFrame) -> dict[int, int]:
