@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -288,11 +289,8 @@ class _DuckDBCsv:
         # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
         # a truncated file where dbt reads.
         Path(batch.staging).mkdir(parents=True, exist_ok=True)
-        con.execute(
-            f"COPY (SELECT *, {sql_string(partition_value(batch.ingested_at))} AS {PARTITION_COLUMN} "
-            f"FROM {landed}) TO {sql_string(batch.staging)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
-            f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE true)"
-        )
+        if _count(con, landed):  # nothing left after filter and dedup: no file, as on Spark
+            stage_parquet(con, landed, batch.staging, batch.ingested_at)
         staged = sorted(str(p) for p in Path(batch.staging).rglob("*.parquet"))
         # Count what was written, not what was meant to be: the conservation check depends on it.
         rows_landed = (
@@ -327,6 +325,17 @@ def _records_of_accepted(ordinals: list[int], rejected: list[int]) -> list[int]:
                 k += 1
         out.append(record)
     return out
+
+
+def stage_parquet(con: duckdb.DuckDBPyConnection, table: str, staging: str, ingested_at: datetime) -> None:
+    """Write `table` to `<staging>/_ingest_date=<run date>/part-0.parquet`.
+
+    A batch has one partition (the run's date): a plain COPY into its folder writes what PARTITION_BY
+    would (the partition column stays out of the file), in half the time.
+    """
+    folder = Path(staging) / f"{PARTITION_COLUMN}={partition_value(ingested_at)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY {table} TO {sql_string(str(folder / 'part-0.parquet'))} (FORMAT parquet)")
 
 
 def has_crlf(path: str) -> bool:

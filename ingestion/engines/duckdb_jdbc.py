@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
 from ingestion.engines.base import JdbcBatch, sql_string
 from ingestion.errors import EngineError
-from ingestion.landing import partition_value, publish_staged
-from ingestion.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
+from ingestion.landing import publish_staged
+from ingestion.normalize import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
 from ingestion.plan import LandedBatch
 from ingestion.plan_jdbc import partition_queries, partition_ranges
 from ingestion.redact import redact
@@ -37,7 +36,7 @@ def batch_queries(batch: JdbcBatch) -> list[str]:
 
 def land_jdbc(engine: DuckDBEngine, batch: JdbcBatch, n: int) -> LandedBatch:
     """Read the batch's rows as Arrow, cast to the landed types, dedup by key, write Parquet, publish."""
-    from ingestion.engines.duckdb import _count, _max_cursor, q
+    from ingestion.engines.duckdb import _count, _max_cursor, q, stage_parquet
 
     arrow = read_arrow(batch.connection, batch_queries(batch))
     con = engine.db.cursor()
@@ -67,12 +66,7 @@ def land_jdbc(engine: DuckDBEngine, batch: JdbcBatch, n: int) -> LandedBatch:
         )
         files: list[str] = []
         if rows_landed:
-            Path(batch.staging).mkdir(parents=True, exist_ok=True)
-            con.execute(
-                f"COPY (SELECT *, {sql_string(partition_value(batch.ingested_at))} AS {PARTITION_COLUMN} "
-                f"FROM {landed}) TO {sql_string(batch.staging)} (FORMAT parquet, PARTITION_BY ({PARTITION_COLUMN}), "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE true)"
-            )
+            stage_parquet(con, landed, batch.staging, batch.ingested_at)
             files = publish_staged(batch.staging, batch.target, batch.run_id)
     except duckdb.Error as exc:
         raise EngineError(f"{batch.source}.{batch.table}: DuckDB failed: {redact(str(exc))}") from None
