@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ingestion.errors import SchemaError
 
@@ -162,6 +163,16 @@ def candidate_rules(
 ) -> dict[str, tuple[TypeRule, ...]]:
     """Per column, the rules every non-null value of the sample satisfied (all of them for an all-null sample)."""
     return {c: tuple(r for r in rules if st.ok.get(r.name, 0) == st.non_null) for c, st in sample.items()}
+
+
+def unpack_rule_counts(rules: dict[str, tuple[TypeRule, ...]], row: Sequence[Any]) -> dict[str, ColumnStats]:
+    """Stats from one aggregate row laid out per column as: count(column), then one count per rule."""
+    out, at = {}, 0
+    for c, col_rules in rules.items():
+        counts = row[at + 1 : at + 1 + len(col_rules)]
+        out[c] = ColumnStats(int(row[at]), {r.name: int(k) for r, k in zip(col_rules, counts, strict=True)})
+        at += 1 + len(col_rules)
+    return out
 
 
 def with_lower_bounds(full: dict[str, ColumnStats], rules: Sequence[TypeRule]) -> dict[str, ColumnStats]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -18,6 +17,8 @@ import pytest
 from ingestion.landing import new_run_id, partition_value, table_dir
 from ingestion.normalize import PARTITION_COLUMN
 from ingestion.state import StateStore
+
+from .pg_fixtures import scratch_database
 
 PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 
@@ -104,20 +105,8 @@ def column_types_postgres(dbname: str, schema: str, table: str) -> dict[str, str
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database `tm_dbt_<uuid8>` on 127.0.0.1, dropped afterwards; skips without a server."""
-    psycopg = pytest.importorskip(
-        "psycopg", reason="psycopg 3 is not installed (pip install 'tidemark[postgres]')"
-    )
-    name = f"tm_dbt_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=5, **PG) as conn:
-            conn.execute(f'create database "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server on {PG['host']}:{PG['port']}: {exc}")
-    try:
+    with scratch_database("tm_dbt") as name:
         yield name
-    finally:
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def postgres_env(dbname: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,31 @@ class PgDb:
 
     def rows(self, sql: str) -> list[tuple]:
         return self.con.execute(sql).fetchall()
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A fresh database `<prefix>_<uuid8>` on the local server, dropped afterwards; skips when unreachable."""
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin_kw: dict[str, Any] = {"host": PG_HOST, "port": PG_PORT, "user": PG_ADMIN, "dbname": "postgres"}
+    try:
+        with psycopg.connect(**admin_kw, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'create database "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {PG_HOST}:{PG_PORT} as {PG_ADMIN}: {exc}".splitlines()[0])
+    try:
+        yield name
+    finally:
+        with psycopg.connect(**admin_kw, autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def scratch_db() -> Iterator[str]:
+    """The name of a fresh database `tm_test_<uuid8>` (see scratch_database)."""
+    with scratch_database("tm_test") as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

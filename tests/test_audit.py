@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -334,45 +333,33 @@ def test_dbt_audit_model_joins_ingestion_and_dbt_runs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_dbt_results_are_recorded_on_postgres(tmp_path):
+def test_dbt_results_are_recorded_on_postgres(tmp_path, scratch_db):
     """The on-run-end macro's SQL is adapter-neutral: create-if-missing, append and commit on PostgreSQL."""
     if not DBT.exists():
         pytest.skip(f"dbt is not installed next to {sys.executable}")
     psycopg2 = pytest.importorskip("psycopg2", reason="dbt-postgres (psycopg2) is not installed")
     pytest.importorskip("dbt.adapters.postgres", reason="dbt-postgres is not installed")
+    db = scratch_db
+    dbt = Dbt(tmp_path, tmp_path / "lake", tmp_path / "unused.duckdb")
+    dbt.env.update(
+        DBT_TARGET="postgres", PGHOST="127.0.0.1", PGUSER="postgres", PGDATABASE=db, DBT_SCHEMA="audit"
+    )
+    for _ in range(2):  # the second invocation finds the table and appends
+        dbt("run", "--select", "stg_audit__dbt_node_runs")
+    con = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=db)
     try:
-        admin = psycopg2.connect(
-            host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3
+        cur = con.cursor()
+        cur.execute(
+            "select invocation_id, node_name, status, target_type, started_at <= completed_at, "
+            "execution_seconds > 0 from audit.dbt_node_runs order by recorded_at"
         )
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    db = f"tm_audit_{uuid.uuid4().hex[:8]}"
-    admin.cursor().execute(f"create database {db}")
-    try:
-        dbt = Dbt(tmp_path, tmp_path / "lake", tmp_path / "unused.duckdb")
-        dbt.env.update(
-            DBT_TARGET="postgres", PGHOST="127.0.0.1", PGUSER="postgres", PGDATABASE=db, DBT_SCHEMA="audit"
-        )
-        for _ in range(2):  # the second invocation finds the table and appends
-            dbt("run", "--select", "stg_audit__dbt_node_runs")
-        con = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=db)
-        try:
-            cur = con.cursor()
-            cur.execute(
-                "select invocation_id, node_name, status, target_type, started_at <= completed_at, "
-                "execution_seconds > 0 from audit.dbt_node_runs order by recorded_at"
-            )
-            rows = cur.fetchall()
-            cur.execute("select count(*) from audit.stg_audit__dbt_node_runs")
-            via_view = cur.fetchone()[0]
-        finally:
-            con.close()
-        assert len({r[0] for r in rows}) == 2 and len(rows) == 2 == via_view
-        assert all(r[1:] == ("stg_audit__dbt_node_runs", "success", "postgres", True, True) for r in rows)
+        rows = cur.fetchall()
+        cur.execute("select count(*) from audit.stg_audit__dbt_node_runs")
+        via_view = cur.fetchone()[0]
     finally:
-        admin.cursor().execute(f"drop database if exists {db} with (force)")
-        admin.close()
+        con.close()
+    assert len({r[0] for r in rows}) == 2 and len(rows) == 2 == via_view
+    assert all(r[1:] == ("stg_audit__dbt_node_runs", "success", "postgres", True, True) for r in rows)
 
 
 def test_ledger_reads_from_a_date_on(tmp_path):

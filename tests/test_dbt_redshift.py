@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from ingestion.pipeline import run_pipeline
 from .conftest import demo_config_doc
 from .dbt_support import PG, FastDbt, land_rows, read_postgres, tombstones
 from .helpers import DBT
+from .pg_fixtures import scratch_database
 from .redshift_harness import install_shims
 from .redshift_proxy import RedshiftProxy, rewrite_parameter_status, rewrite_sql, rewrite_startup
 from .test_dbt_cdc import DELETES_DAY2, PIPELINE, SOURCE, Oracle, assert_cdc_matches, assert_snapshots_match
@@ -52,20 +52,11 @@ def test_proxy_rewrites_startup_server_version_and_redshift_only_sql() -> None:
 @pytest.fixture
 def rs_database() -> Iterator[str]:
     """A database `tm_rs_<uuid8>` with the Redshift shims; skips without a PostgreSQL server."""
-    psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
-    name = f"tm_rs_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=5, **PG) as conn:
-            conn.execute(f'create database "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server on {PG['host']}:{PG['port']}: {exc}")
-    try:
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
+    with scratch_database("tm_rs") as name:
         with psycopg.connect(dbname=name, autocommit=True, **PG) as conn:
             install_shims(conn)
         yield name
-    finally:
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 class RedshiftBackend:

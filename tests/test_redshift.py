@@ -321,10 +321,10 @@ class PostgresDataApi:
 
 
 @pytest.mark.slow
-def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(s3_bucket: str, tmp_path) -> None:
+def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(
+    s3_bucket: str, tmp_path, scratch_db: str
+) -> None:
     """Two demo days landed locally, the lake copied to S3 (moto); the loader's SQL executed on PostgreSQL."""
-    import uuid
-
     psycopg = pytest.importorskip("psycopg")
     from ingestion.config import parse_config
     from ingestion.demo import KEYS, truth, write_day
@@ -334,12 +334,7 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(s3_bucket: st
     from .conftest import demo_config_doc
     from .redshift_harness import install_shims
 
-    name = f"tm_rs_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
-    admin.execute(f"create database {name}")
+    name = scratch_db
     s3 = boto3.client("s3")
     lake_local, lake = tmp_path / "lake", f"s3://{s3_bucket}/lake"
     cfg = parse_config(demo_config_doc(tmp_path / "inbox", lake_local))
@@ -429,5 +424,3 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(s3_bucket: st
     finally:
         if api is not None:
             api.conn.close()
-        admin.execute(f"drop database if exists {name} with (force)")
-        admin.close()

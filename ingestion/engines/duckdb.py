@@ -35,6 +35,7 @@ from ingestion.normalize import (
     TypeRule,
     accepted_rules,
     candidate_rules,
+    unpack_rule_counts,
     with_lower_bounds,
 )
 from ingestion.plan import LandedBatch
@@ -227,15 +228,7 @@ class _DuckDBCsv:
             checks += [f"count(*) FILTER (WHERE {rule_ok_expr(q(c), rule)})" for rule in col_rules]
         row = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
         assert row is not None
-        out, at = {}, 0
-        for c, col_rules in rules.items():
-            n = len(col_rules)
-            out[c] = ColumnStats(
-                int(row[at]),
-                {r.name: int(k) for r, k in zip(col_rules, row[at + 1 : at + 1 + n], strict=True)},
-            )
-            at += 1 + n
-        return out
+        return unpack_rule_counts(rules, row)
 
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
         names, table = self.names[f.relpath], self.tables[f.relpath]

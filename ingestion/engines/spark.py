@@ -41,6 +41,7 @@ from ingestion.normalize import (
     TypeRule,
     accepted_rules,
     candidate_rules,
+    unpack_rule_counts,
     with_lower_bounds,
 )
 from ingestion.plan import LandedBatch
@@ -434,14 +435,7 @@ def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[
         aggs += [F.count(F.when(rule_ok_col(c, rule), F.lit(1))) for rule in col_rules]
     row = df.agg(*aggs).first()
     assert row is not None
-    out, at = {}, 0
-    for c, col_rules in rules.items():
-        n = len(col_rules)
-        out[c] = ColumnStats(
-            int(row[at]), {r.name: int(k) for r, k in zip(col_rules, row[at + 1 : at + 1 + n], strict=True)}
-        )
-        at += 1 + n
-    return out
+    return unpack_rule_counts(rules, row)
 
 
 def _partition_starts(df: DataFrame) -> dict[int, int]:
