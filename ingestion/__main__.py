@@ -1,3 +1,3 @@
-from ingestion.cli import main
+from ingestion.cli.app import main
 
 main()

@@ -393,7 +393,7 @@ class PipelineConfig(_Model):
         return self.resolve(self.lake.root)
 
     def tables(self) -> list[tuple[CsvSourceConfig, CsvTableConfig]]:
-        """The CSV tables; a JDBC source's tables are discovered at run time (`ingestion.jdbc_run`)."""
+        """The CSV tables; a JDBC source's tables are discovered at run time (`ingestion.run.jdbc_job`)."""
         return [(s, t) for s in self.sources if isinstance(s, CsvSourceConfig) for t in s.tables]
 
     def jdbc_sources(self) -> list[JdbcSourceConfig]:

@@ -182,7 +182,7 @@ def render(doc: dict[str, Any]) -> str:
 
 def state_columns_from_lake(cfg: PipelineConfig) -> Callable[[str, str], list[str] | None]:
     """Column names from each table's committed state in the lake (None when never landed)."""
-    from ingestion.state import StateStore
+    from ingestion.lake.state import StateStore
 
     store = StateStore(cfg.lake_root, cfg.pipeline)
 

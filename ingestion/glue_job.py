@@ -164,9 +164,9 @@ def glue_context() -> tuple[Any, Any] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the pipeline as a Glue job; 0 when every table landed or was up to date, else 1."""
     from ingestion.errors import TidemarkError
-    from ingestion.landing import new_run_id
-    from ingestion.logs import event, publish_log, setup_logging
-    from ingestion.pipeline import run_pipeline
+    from ingestion.lake.layout import new_run_id
+    from ingestion.observe.logs import event, publish_log, setup_logging
+    from ingestion.run.pipeline import run_pipeline
 
     argv = list(sys.argv if argv is None else argv)
     opts = resolved_options(argv)
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if glue is not None:
                 from awsglue.job import Job
 
-                from ingestion.engines.spark import SparkEngine
+                from ingestion.engines.spark.engine import SparkEngine
 
                 context, session = glue
                 engine = SparkEngine(cfg.spark, session)  # the session Glue made, not a new one

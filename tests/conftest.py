@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ingestion.config import PipelineConfig, load_config
-from ingestion.demo import write_day
+from ingestion.demo.billing import write_day
 
 # PostgreSQL fixtures (pg_admin, pg_db) live in their own module.
 pytest_plugins = ["tests.pg_fixtures"]
@@ -80,7 +80,7 @@ def spark() -> Iterator[Any]:
     """One local Spark session for the whole test session; skips when pyspark or Java is missing."""
     pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'tidemark[spark]')")
     from ingestion.config import SparkConfig
-    from ingestion.engines.spark import get_spark, java_available
+    from ingestion.engines.spark.engine import get_spark, java_available
 
     if not java_available():
         pytest.skip("no Java runtime: the Spark engine needs Java 17 or 21")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import duckdb
 
-from ingestion.demo import COLUMNS, KEYS, truth
-from ingestion.landing import run_id_of
-from ingestion.state import StateStore
+from ingestion.demo.billing import COLUMNS, KEYS, truth
+from ingestion.lake.layout import run_id_of
+from ingestion.lake.state import StateStore
 
 REPO = Path(__file__).resolve().parent.parent
 DBT = Path(sys.executable).parent / "dbt"

@@ -13,7 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingestion.audit import (
+from ingestion.config import parse_config
+from ingestion.demo.billing import KEYS, truth, write_day
+from ingestion.lake.state import Lease, StateStore, TableState, Watermark
+from ingestion.observe.audit import (
     Ledger,
     LedgerRow,
     abandoned_rows,
@@ -22,10 +25,7 @@ from ingestion.audit import (
     redact,
     running_row,
 )
-from ingestion.config import parse_config
-from ingestion.demo import KEYS, truth, write_day
-from ingestion.pipeline import run_pipeline
-from ingestion.state import Lease, StateStore, TableState, Watermark
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import DEMO_TABLES, REPO, demo_config_doc
 from .helpers import DBT, Dbt

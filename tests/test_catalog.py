@@ -8,9 +8,9 @@ import boto3
 import pyarrow as pa
 import pytest
 
-from ingestion.catalog import hive_type, merge_columns, partition_values
 from ingestion.config import parse_config
-from ingestion.pipeline import run_pipeline
+from ingestion.run.pipeline import run_pipeline
+from ingestion.warehouse.glue_catalog import hive_type, merge_columns, partition_values
 
 DAY1 = "id,name,amount,updated_at\n1,a,1.5,2026-01-01 10:00:00\n2,b,2.25,2026-01-02 10:00:00\n"
 DAY2 = "id,name,amount,updated_at,segment\n3,c,3.5,2026-01-03 10:00:00,smb\n"
@@ -61,8 +61,8 @@ def test_registers_the_table_then_a_new_partition_and_a_new_column(glue, s3_buck
     s3 = boto3.client("s3")
     s3.put_object(Bucket=s3_bucket, Key="drops/accounts_1.csv", Body=DAY1.encode())
     cfg = parse_config(doc(s3_bucket, glue_database="landing_{source}"))
-    monkeypatch.setattr("ingestion.landing.partition_value", lambda _: "2026-01-01", raising=True)
-    for mod in ("ingestion.engines.duckdb",):
+    monkeypatch.setattr("ingestion.lake.layout.partition_value", lambda _: "2026-01-01", raising=True)
+    for mod in ("ingestion.engines.duckdb.engine",):
         monkeypatch.setattr(f"{mod}.partition_value", lambda _: "2026-01-01")
     first = run_pipeline(cfg)
     assert first.ok and first.tables[0].error is None
@@ -87,7 +87,7 @@ def test_registers_the_table_then_a_new_partition_and_a_new_column(glue, s3_buck
 
     # day 2: a new partition and a new column (appended, the others kept in place)
     s3.put_object(Bucket=s3_bucket, Key="drops/accounts_2.csv", Body=DAY2.encode())
-    monkeypatch.setattr("ingestion.engines.duckdb.partition_value", lambda _: "2026-01-02")
+    monkeypatch.setattr("ingestion.engines.duckdb.engine.partition_value", lambda _: "2026-01-02")
     second = run_pipeline(cfg)
     assert second.ok and second.tables[0].rows_landed == 1 and second.tables[0].error is None
     cols = columns(glue, "landing_billing", "accounts")
@@ -112,14 +112,14 @@ def test_catalog_failure_is_recorded_but_the_commit_stands(glue, s3_bucket, monk
 
     # Glue unreachable (nothing listens on port 9): a real botocore failure, after the commit.
     dead = boto3.client("glue", endpoint_url="http://127.0.0.1:9", config=Config(retries={"max_attempts": 1}))
-    monkeypatch.setattr("ingestion.catalog.glue_client", lambda: dead)
+    monkeypatch.setattr("ingestion.warehouse.glue_catalog.glue_client", lambda: dead)
     cfg = parse_config(doc(s3_bucket, glue_database="landing_{source}"))
     report = run_pipeline(cfg)
     out = report.tables[0]
     assert out.status == "landed" and out.rows_landed == 2
     assert out.error_class == "CatalogError" and "landing_billing.accounts" in out.error
-    from ingestion.audit import Ledger
-    from ingestion.state import StateStore
+    from ingestion.lake.state import StateStore
+    from ingestion.observe.audit import Ledger
 
     assert StateStore(f"s3://{s3_bucket}/lake", "p").read("billing", "accounts").committed_runs
     rows = [r for r in Ledger(f"s3://{s3_bucket}/lake").read() if r.status == "landed"]

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from ingestion.config import CsvOptions, parse_config
 from ingestion.engines import CsvBatch
-from ingestion.engines.duckdb import DuckDBEngine
-from ingestion.landing import table_dir
-from ingestion.pipeline import run_pipeline
+from ingestion.engines.duckdb.engine import DuckDBEngine
+from ingestion.lake.layout import table_dir
+from ingestion.lake.state import StateStore
+from ingestion.run.pipeline import run_pipeline
 from ingestion.sources.csv import FileFacts
-from ingestion.state import StateStore
 
 HEADER = "id,name,updated_at\n"
 
@@ -30,7 +30,7 @@ def make_engine(request):
         return DuckDBEngine
     spark = request.getfixturevalue("spark")
     from ingestion.config import SparkConfig
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
     return lambda: SparkEngine(SparkConfig(), spark=spark)
 
@@ -270,7 +270,7 @@ def test_duckdb_batch_dedup_matches_the_reference(tmp_path_factory, rows):
 @given(rows=rows_strategy)
 def test_spark_batch_dedup_matches_the_reference(tmp_path_factory, spark, rows):
     from ingestion.config import SparkConfig
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
     engine = SparkEngine(SparkConfig(), spark=spark)
     assert land_rows(engine, tmp_path_factory.mktemp("dedup"), rows) == reference_dedup(rows)

@@ -34,7 +34,7 @@ def test_help_lists_commands_and_every_run_option():
 
 def test_help_needs_neither_duckdb_nor_spark():
     probe = (
-        "import sys, ingestion.cli; "
+        "import sys, ingestion.cli.app; "
         "print(sorted(m for m in ('duckdb', 'pyspark', 'pyarrow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
@@ -44,7 +44,7 @@ def test_help_needs_neither_duckdb_nor_spark():
 def test_exit_codes(tmp_path):
     import yaml
 
-    from ingestion.demo import write_day
+    from ingestion.demo.billing import write_day
 
     missing = cli("run", "--config", str(tmp_path / "none.yml"))
     assert missing.returncode == 2 and "not found" in missing.stderr
@@ -81,8 +81,8 @@ def test_reset_force_unlock_and_load_type(tmp_path):
 
     import yaml
 
-    from ingestion.demo import write_day
-    from ingestion.state import StateStore
+    from ingestion.demo.billing import write_day
+    from ingestion.lake.state import StateStore
 
     inbox, lake = tmp_path / "inbox", tmp_path / "lake"
     list(write_day(1, inbox))

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 import yaml
 
-from ingestion.demo import write_day
-from ingestion.state import StateStore
+from ingestion.demo.billing import write_day
+from ingestion.lake.state import StateStore
 
 from .conftest import DEMO_TABLES, REPO, demo_config_doc
 from .helpers import assert_lake_is_consistent
@@ -32,7 +32,7 @@ def _events(stderr: str) -> list[dict]:
 )
 def test_concurrent_runs_land_each_table_once(tmp_path: Path, engine: str, processes: int):
     if engine == "spark":
-        from ingestion.engines.spark import java_available
+        from ingestion.engines.spark.engine import java_available
 
         if not java_available():
             pytest.skip("no Java runtime: the Spark engine needs Java 17 or 21")

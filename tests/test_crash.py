@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from ingestion.config import parse_config
-from ingestion.demo import write_day
-from ingestion.engines.duckdb import DuckDBEngine
-from ingestion.pipeline import run_pipeline
+from ingestion.demo.billing import write_day
+from ingestion.engines.duckdb.engine import DuckDBEngine
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import DEMO_TABLES, REPO, demo_config_doc
 from .helpers import DBT, InProcessDbt, assert_curated_matches_truth, assert_lake_is_consistent
@@ -147,7 +147,7 @@ def test_duckdb_two_crashes_in_a_row(template):
 @pytest.mark.parametrize(("point", "table"), ALL_POINTS, ids=[_fault(p, t) for p, t in ALL_POINTS])
 def test_spark_kill_at_checkpoint(template, spark, point, table):
     from ingestion.config import SparkConfig
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
     work = _scenario(template, "spark")
     _crash(work, "spark", fault=_fault(point, table))
@@ -158,7 +158,7 @@ def test_spark_kill_at_checkpoint(template, spark, point, table):
 @pytest.mark.parametrize("delay", RANDOM_DELAYS["spark"])
 def test_spark_kill_after_random_delay(template, spark, delay):
     from ingestion.config import SparkConfig
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
     work = _scenario(template, "spark")
     _crash(work, "spark", delay=delay)

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from ingestion.config import parse_config
-from ingestion.engines.duckdb import DuckDBEngine
-from ingestion.pipeline import RunReport, run_pipeline
-from ingestion.state import StateStore
+from ingestion.engines.duckdb.engine import DuckDBEngine
+from ingestion.lake.state import StateStore
+from ingestion.run.pipeline import RunReport, run_pipeline
 
 CORPUS = Path(__file__).parent / "corpus"
 SPEC: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "corpus.yml").read_text())
@@ -179,7 +179,7 @@ def test_a_rerun_lands_nothing_and_redelivered_files_are_not_landed_twice(duck_c
 @pytest.mark.spark
 def test_both_engines_land_and_reject_the_same_rows(tmp_path, spark, duck_corpus):
     from ingestion.config import SparkConfig
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
     _, duck_lake, duck_report = duck_corpus
     _, spark_lake, spark_report = land_corpus(
@@ -203,7 +203,7 @@ def test_both_engines_land_and_reject_the_same_rows(tmp_path, spark, duck_corpus
 def test_reject_lines_are_right_when_spark_splits_a_file_into_partitions(tmp_path, spark):
     """Record numbers survive Spark's split of a big file: structural and type rejects far into it."""
     from ingestion.config import SparkConfig
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -293,7 +293,7 @@ def test_inference_from_a_sample_still_decides_on_every_value(tmp_path, monkeypa
     _late_surprises(inbox, 12_000)
     if engine_name == "spark":
         from ingestion.config import SparkConfig
-        from ingestion.engines.spark import SparkEngine
+        from ingestion.engines.spark.engine import SparkEngine
 
         spark = request.getfixturevalue("spark")
 

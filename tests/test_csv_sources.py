@@ -9,8 +9,8 @@ import boto3
 import pytest
 
 from ingestion.config import parse_config
-from ingestion.pipeline import run_pipeline
-from ingestion.state import StateStore
+from ingestion.lake.state import StateStore
+from ingestion.run.pipeline import run_pipeline
 
 GOOD = "id,name,updated_at\n1,a,2026-01-01 10:00:00\n2,b,2026-01-02 10:00:00\n"
 BAD = "id,name,updated_at\nnot,a,csv,at all\n<html>\n"

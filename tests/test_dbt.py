@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ingestion.config import parse_config
-from ingestion.demo import KEYS, render, truth, write_day
-from ingestion.pipeline import run_pipeline
+from ingestion.demo.billing import KEYS, render, truth, write_day
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import demo_config_doc
 from .helpers import DBT, Dbt, assert_curated_matches_truth, curated

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from ingestion.config import parse_config
-from ingestion.demo import COLUMNS, KEYS, TABLES, truth, write_day
-from ingestion.pipeline import run_pipeline
+from ingestion.demo.billing import COLUMNS, KEYS, TABLES, truth, write_day
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import demo_config_doc
 from .dbt_support import FastDbt, land_rows, pg_database, postgres_env, read_duckdb, read_postgres, tombstones
@@ -92,7 +92,7 @@ class Backend:
     def load(self, cfg) -> None:  # type: ignore[no-untyped-def]
         if self.kind != "postgres":
             return  # DuckDB reads the lake directly
-        from ingestion.warehouse import PostgresLoader, load_warehouse
+        from ingestion.warehouse.loader import PostgresLoader, load_warehouse
 
         loader = PostgresLoader(f"host=127.0.0.1 user=postgres dbname={self.dbname}")
         try:

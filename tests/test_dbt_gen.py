@@ -8,8 +8,8 @@ import yaml
 
 from ingestion.config import load_config, parse_config
 from ingestion.dbt_gen import SOURCES_FILE, Existing, generate_sources, render, sources_doc, table_specs
-from ingestion.demo import write_day
-from ingestion.pipeline import run_pipeline
+from ingestion.demo.billing import write_day
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import demo_config_doc
 from .helpers import REPO
@@ -96,7 +96,7 @@ def test_regeneration_keeps_edits_and_adds_new_tables_and_columns() -> None:
 def test_cli_checks_the_sources_and_explains_a_warehouse_it_cannot_reach(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from ingestion.cli import app
+    from ingestion.cli.app import app
 
     runner = CliRunner()
     res = runner.invoke(

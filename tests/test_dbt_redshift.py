@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from ingestion.config import parse_config
-from ingestion.demo import KEYS, write_day
-from ingestion.pipeline import run_pipeline
+from ingestion.demo.billing import KEYS, write_day
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import demo_config_doc
 from .dbt_support import PG, FastDbt, land_rows, read_postgres, tombstones
@@ -77,7 +77,7 @@ class RedshiftBackend:
         self.dbt = FastDbt(tmp, lake, tmp / "unused.duckdb", env)
 
     def load(self, cfg: Any) -> None:
-        from ingestion.warehouse import PostgresLoader, load_warehouse
+        from ingestion.warehouse.loader import PostgresLoader, load_warehouse
 
         loader = PostgresLoader(f"host={PG['host']} port={PG['port']} user={PG['user']} dbname={self.dbname}")
         try:

@@ -82,7 +82,7 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
 
     def build() -> dict[tuple[int, str], dict[str, Any]]:
         if kind == "postgres":
-            from ingestion.warehouse import PostgresLoader, load_warehouse
+            from ingestion.warehouse.loader import PostgresLoader, load_warehouse
 
             loader = PostgresLoader(f"host=127.0.0.1 user=postgres dbname={dbname}")
             try:

@@ -13,7 +13,7 @@ import yaml
 
 from ingestion import glue_job
 from ingestion.errors import ConfigError
-from ingestion.state import StateStore
+from ingestion.lake.state import StateStore
 
 GOOD = "id,name,updated_at\n1,a,2026-01-01 10:00:00\n2,b,2026-01-02 10:00:00\n"
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from ingestion.config import parse_config
 from ingestion.errors import ConfigError, SourceError
-from ingestion.pipeline import run_pipeline
-from ingestion.plan_jdbc import (
+from ingestion.lake.state import TableState, Watermark
+from ingestion.plan.jdbc import (
     JdbcPlan,
     cap_watermark,
     literal,
@@ -28,8 +28,8 @@ from ingestion.plan_jdbc import (
     where_clause,
 )
 from ingestion.redact import redact, register_secret
+from ingestion.run.pipeline import run_pipeline
 from ingestion.sources.jdbc import CatalogColumn, CatalogTable, connect, connection_for, parse_jdbc_url
-from ingestion.state import TableState, Watermark
 from tests.pg_fixtures import PgDb, jdbc_source, pipeline_doc
 
 UTC = timezone.utc
@@ -193,7 +193,7 @@ def test_incremental_query_reaching_postgres_carries_the_cursor_predicate(
     eng = None
     if engine == "spark":
         from ingestion.config import DEFAULT_DRIVER_JAR
-        from ingestion.engines.spark import SparkEngine
+        from ingestion.engines.spark.engine import SparkEngine
 
         if not Path(DEFAULT_DRIVER_JAR).is_file():
             pytest.skip(f"the PostgreSQL JDBC driver is not installed at {DEFAULT_DRIVER_JAR}")
@@ -232,7 +232,7 @@ def _everything_written(lake: Path) -> str:
 def test_password_never_in_logs_state_outcomes_or_errors(
     pg_db: PgDb, tmp_path: Path, write_config, capsys
 ) -> None:
-    from ingestion.logs import setup_logging
+    from ingestion.observe.logs import setup_logging
 
     _seed_orders(pg_db, 5)
     lake = tmp_path / "lake"
@@ -338,7 +338,7 @@ def test_connection_failures_are_retried_then_reported_without_the_password() ->
 def test_spark_jdbc_failure_hides_the_password(spark, tmp_path: Path) -> None:
     from ingestion.config import DEFAULT_DRIVER_JAR, SparkConfig
     from ingestion.engines.base import JdbcBatch
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
     from ingestion.errors import EngineError
     from ingestion.sources.jdbc import PgConnection
 
@@ -383,7 +383,7 @@ def test_jdbc_config_errors_name_the_key() -> None:
 def test_discovery_on_the_server_with_registry_globs_and_fallbacks(
     pg_db: PgDb, tmp_path: Path, write_config
 ) -> None:
-    from ingestion.jdbc_run import discover_tables
+    from ingestion.run.jdbc_job import discover_tables
 
     pg_db.con.execute('create table "Customers" (id int primary key, "E-Mail" text, updated_at timestamptz)')
     pg_db.con.execute("create table nopk (code text, label varchar(5), updated_at timestamp)")

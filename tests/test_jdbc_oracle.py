@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestion.config import DEFAULT_DRIVER_JAR
-from ingestion.pipeline import run_pipeline
+from ingestion.run.pipeline import run_pipeline
 from tests.pg_fixtures import PgDb, jdbc_source, pipeline_doc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def _engine(request: pytest.FixtureRequest, name: str, cfg: Any) -> Any:
     if not os.path.isfile(DEFAULT_DRIVER_JAR):
         pytest.skip(f"the PostgreSQL JDBC driver is not installed at {DEFAULT_DRIVER_JAR}")
     session = request.getfixturevalue("spark")
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
     return SparkEngine(cfg.spark, spark=session)
 

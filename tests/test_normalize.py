@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingestion.errors import SchemaError
-from ingestion.normalize import TYPE_RULES, choose_type, clean_column_name, clean_header, union_columns
+from ingestion.plan.normalize import TYPE_RULES, choose_type, clean_column_name, clean_header, union_columns
 
 
 @pytest.mark.parametrize(

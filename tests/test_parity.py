@@ -8,10 +8,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from ingestion.demo import write_day
-from ingestion.engines.duckdb import DuckDBEngine
-from ingestion.pipeline import run_pipeline
-from ingestion.state import StateStore
+from ingestion.demo.billing import write_day
+from ingestion.engines.duckdb.engine import DuckDBEngine
+from ingestion.lake.state import StateStore
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import DEMO_TABLES, demo_config_doc
 
@@ -48,7 +48,7 @@ def rows(lake: Path, table: str) -> list[tuple]:
 
 
 def land_both(tmp_path: Path, doc_for, spark) -> tuple[Path, Path]:
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
     lakes = {"duckdb": tmp_path / "lake_duckdb", "spark": tmp_path / "lake_spark"}
     for name, lake in lakes.items():

@@ -8,9 +8,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingestion.demo import truth, write_day
-from ingestion.pipeline import run_pipeline
-from ingestion.state import StateStore
+from ingestion.demo.billing import truth, write_day
+from ingestion.lake.state import StateStore
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import DEMO_TABLES, demo_config_doc
 
@@ -146,7 +146,7 @@ def test_table_selection(tmp_path, demo_inbox, write_config):
 
 
 def test_run_log_is_json_lines(tmp_path, demo_inbox, write_config):
-    from ingestion.logs import setup_logging
+    from ingestion.observe.logs import setup_logging
 
     cfg = write_config(demo_config_doc(demo_inbox, tmp_path / "lake"))
     path = setup_logging("r-test", cfg.lake_root)

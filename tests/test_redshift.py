@@ -14,7 +14,7 @@ import pytest
 from botocore.stub import Stubber
 
 from ingestion.errors import ConfigError, SchemaError, SourceError
-from ingestion.redshift import (
+from ingestion.warehouse.redshift import (
     DataApi,
     RedshiftLoader,
     RedshiftSettings,
@@ -327,9 +327,9 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(
     """Two demo days landed locally, the lake copied to S3 (moto); the loader's SQL executed on PostgreSQL."""
     psycopg = pytest.importorskip("psycopg")
     from ingestion.config import parse_config
-    from ingestion.demo import KEYS, truth, write_day
-    from ingestion.pipeline import run_pipeline
-    from ingestion.state import StateStore
+    from ingestion.demo.billing import KEYS, truth, write_day
+    from ingestion.lake.state import StateStore
+    from ingestion.run.pipeline import run_pipeline
 
     from .conftest import demo_config_doc
     from .redshift_harness import install_shims
@@ -386,7 +386,7 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(
         assert loader.load_audit_ledger().runs == []
         # load-warehouse's path: committed runs read from the state store on S3. Forget the latest
         # accounts run in the warehouse: exactly that run is loaded again, nothing else.
-        from ingestion.redshift import load_redshift
+        from ingestion.warehouse.redshift import load_redshift
 
         last = api.rows("select max(run_id) from tidemark_meta.load_ledger where table_name = 'accounts'")[0][
             0

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ingestion import lakefs
-from ingestion.audit import Ledger
 from ingestion.config import parse_config
-from ingestion.pipeline import run_pipeline
-from ingestion.state import StateStore
+from ingestion.lake import fs as lakefs
+from ingestion.lake.state import StateStore
+from ingestion.observe.audit import Ledger
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import REPO
 from .pg_fixtures import jdbc_source

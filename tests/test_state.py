@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ingestion.docstore import LocalDocStore, PreconditionFailed, S3DocStore
 from ingestion.errors import LeaseHeld, StateConflict
-from ingestion.state import Lease, StateStore, TableState, Watermark
+from ingestion.lake.docstore import LocalDocStore, PreconditionFailed, S3DocStore
+from ingestion.lake.state import Lease, StateStore, TableState, Watermark
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
@@ -193,7 +193,7 @@ def test_transient_s3_errors_are_retried_and_permanent_ones_are_not():
 def test_the_keeper_renews_the_lease_while_the_table_lands(store):
     import time
 
-    from ingestion.state import LeaseKeeper
+    from ingestion.lake.state import LeaseKeeper
 
     def now() -> datetime:
         return datetime.now(timezone.utc)

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from rich.console import Console
 
+from ingestion.cli.progress import TableProgress
 from ingestion.config import load_config
-from ingestion.demo import write_day
-from ingestion.pipeline import run_pipeline
-from ingestion.progress import TableProgress
+from ingestion.demo.billing import write_day
+from ingestion.run.pipeline import run_pipeline
 
 from .conftest import DEMO_TABLES, demo_config_doc
 from .test_cli import cli

@@ -12,12 +12,12 @@ ENGINES = ("duckdb", "spark")
 def get_engine(name: str, config: PipelineConfig) -> Engine:
     """Create the named engine; the Spark module (and so pyspark and Java) is only touched for `spark`."""
     if name == "duckdb":
-        from ingestion.engines.duckdb import DuckDBEngine
+        from ingestion.engines.duckdb.engine import DuckDBEngine
 
         return DuckDBEngine()
     if name == "spark":
-        from ingestion.engines.spark import SparkEngine
-        from ingestion.engines.spark_jdbc import with_jdbc_driver
+        from ingestion.engines.spark.engine import SparkEngine
+        from ingestion.engines.spark.jdbc import with_jdbc_driver
 
         return SparkEngine(with_jdbc_driver(config))
     raise ConfigError(f"unknown engine {name!r}", hint=f"use one of {', '.join(ENGINES)}")

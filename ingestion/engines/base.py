@@ -16,13 +16,13 @@ from typing import Protocol
 
 from ingestion.config import CsvOptions
 from ingestion.errors import SchemaError, SourceError
-from ingestion.landing import scratch_dir
-from ingestion.normalize import ColumnStats, TypePlan, TypeRule, clean_header, plan_types, type_rules
-from ingestion.plan import LandedBatch
-from ingestion.quarantine import FileCounts, Quarantine, Reject, check_file, first_misfit_reason, locate
+from ingestion.lake.layout import scratch_dir
+from ingestion.lake.state import Watermark
+from ingestion.plan.csv import LandedBatch
+from ingestion.plan.normalize import ColumnStats, TypePlan, TypeRule, clean_header, plan_types, type_rules
+from ingestion.plan.rejects import FileCounts, Quarantine, Reject, check_file, first_misfit_reason, locate
 from ingestion.sources.csv import FileFacts, read_header
 from ingestion.sources.jdbc import PgConnection
-from ingestion.state import Watermark
 
 log = logging.getLogger("tidemark")
 
@@ -138,7 +138,7 @@ class Engine(Protocol):
     """Reads a batch, cleans column names, infers types, adds metadata, dedups by key, writes Parquet.
 
     Files are written as `<target>/_ingest_date=<date>/part-<run_id>-<n>.parquet`; nothing else in
-    `target` is touched. Rules every engine follows live in `ingestion.normalize` and this module.
+    `target` is touched. Rules every engine follows live in `ingestion.plan.normalize` and this module.
     """
 
     name: str

@@ -1,6 +1,6 @@
 """PostgreSQL edge: URL parsing, connections with retries, catalog discovery, horizon facts, reads.
 
-Everything that talks to the database lives here; what to read is decided by `ingestion.plan_jdbc`.
+Everything that talks to the database lives here; what to read is decided by `ingestion.plan.jdbc`.
 Every error leaving this module is a `SourceError` whose text went through `redact()`.
 """
 

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 from ingestion.config import PipelineConfig, SparkConfig
 from ingestion.engines.base import JdbcBatch
 from ingestion.errors import EngineError
-from ingestion.landing import partition_value, publish_staged
-from ingestion.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
-from ingestion.plan import LandedBatch
+from ingestion.lake.layout import partition_value, publish_staged
+from ingestion.plan.csv import LandedBatch
+from ingestion.plan.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
 from ingestion.redact import redact
 from ingestion.sources.jdbc import DRIVER_CLASS
 
 if TYPE_CHECKING:
-    from ingestion.engines.spark import SparkEngine
+    from ingestion.engines.spark.engine import SparkEngine
 
 
 def driver_conf(jar: str | None, packages: str | None = None) -> dict[str, str]:
@@ -42,7 +42,7 @@ def with_jdbc_driver(config: PipelineConfig) -> SparkConfig:
 
 def spark_type(ltype: str) -> str:
     """Spark SQL type of a landed type (`decimal(p,s)` passes through)."""
-    from ingestion.engines.spark import SQL_TYPES
+    from ingestion.engines.spark.engine import SQL_TYPES
 
     return SQL_TYPES.get(ltype) or ltype
 
@@ -52,7 +52,7 @@ def land_jdbc(engine: SparkEngine, batch: JdbcBatch) -> LandedBatch:
     from pyspark.sql import Observation, Window
     from pyspark.sql import functions as F
 
-    from ingestion.engines.spark import _count_and_max, bq
+    from ingestion.engines.spark.engine import _count_and_max, bq
 
     conn = batch.connection
     reader = (

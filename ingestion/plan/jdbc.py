@@ -21,10 +21,10 @@ from zoneinfo import ZoneInfo
 from ingestion.config import JdbcSourceConfig, LoadType
 from ingestion.engines.base import sql_string
 from ingestion.errors import ConfigError, SchemaError
-from ingestion.normalize import clean_header
-from ingestion.plan import Effective, NoState, TablePlan, lower_bound, max_watermark
+from ingestion.lake.state import TableState, Watermark
+from ingestion.plan.csv import Effective, NoState, TablePlan, lower_bound, max_watermark
+from ingestion.plan.normalize import clean_header
 from ingestion.sources.jdbc import CatalogColumn, CatalogTable
-from ingestion.state import TableState, Watermark
 
 CURSOR_TYPES = ("timestamptz", "timestamp", "date", "bigint")
 TIME_CURSORS = ("timestamptz", "timestamp")

@@ -24,8 +24,10 @@ from ingestion.engines.base import (
 )
 from ingestion.errors import EngineError
 from ingestion.formats import to_java_pattern
-from ingestion.landing import partition_value, publish_staged
-from ingestion.normalize import (
+from ingestion.lake.layout import partition_value, publish_staged
+from ingestion.lake.state import Watermark
+from ingestion.plan.csv import LandedBatch
+from ingestion.plan.normalize import (
     DECIMAL,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
@@ -44,8 +46,7 @@ from ingestion.normalize import (
     unpack_rule_counts,
     with_lower_bounds,
 )
-from ingestion.plan import LandedBatch
-from ingestion.quarantine import (
+from ingestion.plan.rejects import (
     BAD_QUOTING,
     INVALID_ENCODING,
     REPLACEMENT_CHAR,
@@ -55,7 +56,6 @@ from ingestion.quarantine import (
     type_reason,
 )
 from ingestion.sources.csv import FileFacts
-from ingestion.state import Watermark
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -124,7 +124,7 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
             "or use --engine duckdb, which needs no Java",
         )
     from ingestion.config import DEFAULT_DRIVER_JAR
-    from ingestion.engines.spark_jdbc import driver_conf
+    from ingestion.engines.spark.jdbc import driver_conf
 
     builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
     # The PostgreSQL driver is put on the classpath whenever it is installed: jars can't be added later.
@@ -170,7 +170,7 @@ class SparkEngine:
 
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
         """Land a PostgreSQL batch through Spark's JDBC reader; see `engines.spark_jdbc`."""
-        from ingestion.engines.spark_jdbc import land_jdbc
+        from ingestion.engines.spark.jdbc import land_jdbc
 
         return land_jdbc(self, batch)
 

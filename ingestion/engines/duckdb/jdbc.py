@@ -8,20 +8,20 @@ import duckdb
 
 from ingestion.engines.base import JdbcBatch, sql_string
 from ingestion.errors import EngineError
-from ingestion.landing import publish_staged
-from ingestion.normalize import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
-from ingestion.plan import LandedBatch
-from ingestion.plan_jdbc import partition_queries, partition_ranges
+from ingestion.lake.layout import publish_staged
+from ingestion.plan.csv import LandedBatch
+from ingestion.plan.jdbc import partition_queries, partition_ranges
+from ingestion.plan.normalize import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
 from ingestion.redact import redact
 from ingestion.sources.jdbc import read_arrow
 
 if TYPE_CHECKING:
-    from ingestion.engines.duckdb import DuckDBEngine
+    from ingestion.engines.duckdb.engine import DuckDBEngine
 
 
 def duck_type(ltype: str) -> str:
     """DuckDB SQL type of a landed type (`decimal(p,s)` passes through)."""
-    from ingestion.engines.duckdb import SQL_TYPES
+    from ingestion.engines.duckdb.engine import SQL_TYPES
 
     return SQL_TYPES.get(ltype) or ltype.upper()
 
@@ -36,7 +36,7 @@ def batch_queries(batch: JdbcBatch) -> list[str]:
 
 def land_jdbc(engine: DuckDBEngine, batch: JdbcBatch, n: int) -> LandedBatch:
     """Read the batch's rows as Arrow, cast to the landed types, dedup by key, write Parquet, publish."""
-    from ingestion.engines.duckdb import _count, _max_cursor, q, stage_parquet
+    from ingestion.engines.duckdb.engine import _count, _max_cursor, q, stage_parquet
 
     arrow = read_arrow(batch.connection, batch_queries(batch))
     con = engine.db.cursor()

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from ingestion.audit import FAILING, LedgerRow, lag_seconds, latest
-from ingestion.state import TableState
+from ingestion.lake.state import TableState
+from ingestion.observe.audit import FAILING, LedgerRow, lag_seconds, latest
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from ingestion.config import JdbcSourceConfig, PipelineConfig
 from ingestion.engines.base import JdbcBatch
 from ingestion.errors import LeaseHeld, TidemarkError
-from ingestion.faults import checkpoint
-from ingestion.landing import remove_orphans, remove_run_files, remove_stale_scratch, table_dir
-from ingestion.logs import event
-from ingestion.plan import next_state
-from ingestion.plan_jdbc import (
+from ingestion.lake.layout import remove_orphans, remove_run_files, remove_stale_scratch, table_dir
+from ingestion.lake.state import LeaseKeeper
+from ingestion.observe.faults import checkpoint
+from ingestion.observe.logs import event
+from ingestion.plan.csv import next_state
+from ingestion.plan.jdbc import (
     JdbcTable,
     cap_watermark,
     pg_ident,
@@ -38,10 +39,9 @@ from ingestion.sources.jdbc import (
     query,
     read_pk_registry,
 )
-from ingestion.state import LeaseKeeper
 
 if TYPE_CHECKING:
-    from ingestion.pipeline import TableOutcome, _Run
+    from ingestion.run.pipeline import TableOutcome, _Run
 
 log = logging.getLogger("tidemark")
 
@@ -61,7 +61,7 @@ class JdbcTask:
 
 def discover_tables(cfg: PipelineConfig) -> tuple[list[JdbcTask], list[TableOutcome]]:
     """Discover every PostgreSQL source's tables; a source that can't be read becomes a failed outcome."""
-    from ingestion.pipeline import TableOutcome
+    from ingestion.run.pipeline import TableOutcome
 
     tasks: list[JdbcTask] = []
     failed: list[TableOutcome] = []
@@ -98,7 +98,7 @@ def _error_text(exc: BaseException) -> str:
 
 def run_jdbc_table(run: _Run, task: JdbcTask) -> TableOutcome:
     """The commit protocol for one PostgreSQL table; every error ends up in the outcome, none escapes."""
-    from ingestion.pipeline import TableOutcome, _log_outcome, _utcnow
+    from ingestion.run.pipeline import TableOutcome, _log_outcome, _utcnow
 
     started = time.monotonic()
     table, source, conn = task.table, task.source, task.connection
@@ -174,7 +174,7 @@ def run_jdbc_table(run: _Run, task: JdbcTask) -> TableOutcome:
         checkpoint("batch_written", table.name)
         tombstones = 0
         if table.detect_deletes:
-            from ingestion.deletes import land_tombstones
+            from ingestion.engines.duckdb.tombstones import land_tombstones
 
             tombstones = land_tombstones(run, task, plan, state.has_data or bool(batch.files_written))
         outcome.files = len(batch.files_written) + (1 if tombstones else 0)
@@ -242,7 +242,7 @@ class KnownTable:
 
 def known_tables(cfg: PipelineConfig) -> list[KnownTable]:
     """PostgreSQL tables `reset` and `--force-unlock` can name without a connection."""
-    from ingestion.pipeline import state_store
+    from ingestion.run.pipeline import state_store
 
     sources = cfg.jdbc_sources()
     if not sources:

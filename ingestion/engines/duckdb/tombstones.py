@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from ingestion.engines.base import sql_string
-from ingestion.engines.duckdb_jdbc import duck_type
+from ingestion.engines.duckdb.jdbc import duck_type
 from ingestion.errors import EngineError
-from ingestion.landing import partition_value
-from ingestion.logs import event
-from ingestion.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
-from ingestion.plan_jdbc import TIME_CURSORS, JdbcPlan, JdbcTable, select_sql
+from ingestion.lake.layout import partition_value
+from ingestion.observe.logs import event
+from ingestion.plan.jdbc import TIME_CURSORS, JdbcPlan, JdbcTable, select_sql
+from ingestion.plan.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
 from ingestion.redact import redact
 from ingestion.sources.jdbc import read_arrow
 
 if TYPE_CHECKING:
-    from ingestion.jdbc_run import JdbcTask
-    from ingestion.pipeline import _Run
+    from ingestion.run.jdbc_job import JdbcTask
+    from ingestion.run.pipeline import _Run
 
 # Tombstone files take numbers far above an engine's data files of the same run.
 TOMBSTONE_FILE_NUMBER = 900000

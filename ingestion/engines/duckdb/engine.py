@@ -18,8 +18,10 @@ from ingestion.engines.base import (
     sql_string,
 )
 from ingestion.errors import EngineError
-from ingestion.landing import partition_value, publish_staged
-from ingestion.normalize import (
+from ingestion.lake.layout import partition_value, publish_staged
+from ingestion.lake.state import Watermark
+from ingestion.plan.csv import LandedBatch
+from ingestion.plan.normalize import (
     DECIMAL,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
@@ -38,8 +40,7 @@ from ingestion.normalize import (
     unpack_rule_counts,
     with_lower_bounds,
 )
-from ingestion.plan import LandedBatch
-from ingestion.quarantine import (
+from ingestion.plan.rejects import (
     DUCKDB_ERRORS,
     INVALID_ENCODING,
     LINE_TOO_LONG,
@@ -49,7 +50,6 @@ from ingestion.quarantine import (
     type_reason,
 )
 from ingestion.sources.csv import FileFacts
-from ingestion.state import Watermark
 
 SQL_TYPES = {
     "boolean": "BOOLEAN",
@@ -145,7 +145,7 @@ class DuckDBEngine:
 
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
         """Land a PostgreSQL batch (read through connectorx as Arrow); see `engines.duckdb_jdbc`."""
-        from ingestion.engines.duckdb_jdbc import land_jdbc
+        from ingestion.engines.duckdb.jdbc import land_jdbc
 
         return land_jdbc(self, batch, next(_batch_ids))
 

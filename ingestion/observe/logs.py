@@ -67,7 +67,7 @@ def setup_logging(run_id: str, lake_root: str | None, *, verbose: bool = False) 
     log.addHandler(console)
     if lake_root is None:
         return None
-    from ingestion.lakefs import scratch_root
+    from ingestion.lake.fs import scratch_root
 
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     path = Path(scratch_root(lake_root)) / "_logs" / day / f"{run_id}.jsonl"
@@ -89,7 +89,7 @@ def publish_log(lake_root: str, path: Path | None) -> str | None:
     The file handler is closed first, so later log lines go to the console only. A failed upload is a
     warning (the local file is kept), never an error: the run's outcome does not depend on it.
     """
-    from ingestion import lakefs
+    from ingestion.lake import fs as lakefs
 
     if path is None or not lakefs.is_remote(lake_root) or not path.exists():
         return None

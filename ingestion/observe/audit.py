@@ -27,11 +27,11 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.logs import event
-from ingestion.state import StateStore, TableState, Watermark
+from ingestion.lake.state import StateStore, TableState, Watermark
+from ingestion.observe.logs import event
 
 if TYPE_CHECKING:
-    from ingestion.pipeline import TableOutcome
+    from ingestion.run.pipeline import TableOutcome
 
 log = logging.getLogger("tidemark")
 
@@ -310,7 +310,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
         if self._s3:
-            from ingestion.docstore import s3_client
+            from ingestion.lake.docstore import s3_client
 
             parsed = urlparse(self.location)
             self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
@@ -330,7 +330,7 @@ class Ledger:
         pq.write_table(to_table(rows), buf, compression="zstd")
         name = self._next_name(writer_run_id, rows[0].recorded_at.strftime("%Y-%m-%d"))
         if self._s3:
-            from ingestion.docstore import s3_retry
+            from ingestion.lake.docstore import s3_retry
 
             key = f"{self.prefix}/{name}"
             s3_retry(self.client.put_object)(Bucket=self.bucket, Key=key, Body=buf.getvalue())

@@ -8,8 +8,8 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from ingestion import lakefs
-from ingestion.normalize import PARTITION_COLUMN
+from ingestion.lake import fs as lakefs
+from ingestion.plan.normalize import PARTITION_COLUMN
 
 
 def new_run_id(now: datetime) -> str:

@@ -17,14 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ingestion.audit import Ledger, RunLedger
-from ingestion.catalog import register_outcome
 from ingestion.config import CsvSourceConfig, CsvTableConfig, LoadType, PipelineConfig
 from ingestion.engines import CsvBatch, Engine, get_engine
 from ingestion.errors import ConfigError, LeaseHeld, TidemarkError
-from ingestion.faults import checkpoint
-from ingestion.lakefs import check_lake
-from ingestion.landing import (
+from ingestion.lake.fs import check_lake
+from ingestion.lake.layout import (
     new_run_id,
     remove_orphans,
     remove_run_files,
@@ -32,11 +29,14 @@ from ingestion.landing import (
     scratch_dir,
     table_dir,
 )
-from ingestion.logs import event
-from ingestion.plan import TablePlan, next_state, plan_csv_table, settle_fetched
-from ingestion.quarantine import remove_rejects, write_rejects
+from ingestion.lake.state import LeaseKeeper, StateStore, TableState, Watermark
+from ingestion.observe.audit import Ledger, RunLedger
+from ingestion.observe.faults import checkpoint
+from ingestion.observe.logs import event
+from ingestion.plan.csv import TablePlan, next_state, plan_csv_table, settle_fetched
+from ingestion.plan.rejects import remove_rejects, write_rejects
 from ingestion.sources.csv import ARCHIVE_DIR, UNPROCESSED_DIR, Move, fetch, list_files, move_files
-from ingestion.state import LeaseKeeper, StateStore, TableState, Watermark
+from ingestion.warehouse.glue_catalog import register_outcome
 
 log = logging.getLogger("tidemark")
 
@@ -189,7 +189,7 @@ def run_pipeline(
     lake = cfg.lake_root
     jdbc_tasks, jdbc_failed = [], []
     if cfg.jdbc_sources():
-        from ingestion.jdbc_run import discover_tables
+        from ingestion.run.jdbc_job import discover_tables
 
         jdbc_tasks, jdbc_failed = discover_tables(cfg)
         if tables:  # a source that failed to list its tables only matters when it may hold a chosen one
@@ -426,10 +426,12 @@ def _land_table(run: _Run, source: Any, table: Any) -> TableOutcome:
     if isinstance(source, CsvSourceConfig):
         outcome = _run_table(run, source, table)
     else:
-        from ingestion.jdbc_run import run_jdbc_table
+        from ingestion.run.jdbc_job import run_jdbc_table
 
         outcome = run_jdbc_table(run, table)
-    if not run.dry_run:  # after the commit: registration never undoes it (see ingestion.catalog)
+    if (
+        not run.dry_run
+    ):  # after the commit: registration never undoes it (see ingestion.warehouse.glue_catalog)
         register_outcome(run.cfg, outcome, run.run_id, run.pause)
     if run.audit is not None:
         run.audit.record(outcome)

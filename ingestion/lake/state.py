@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ingestion.docstore import DocStore, PreconditionFailed, open_docstore
+from ingestion.lake.docstore import DocStore, PreconditionFailed, open_docstore
 from ingestion.errors import LeaseHeld, StateConflict
 
 STATE_FORMAT = 2

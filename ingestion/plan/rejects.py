@@ -148,7 +148,7 @@ def first_misfit_reason(rejects: Sequence[Reject], types: dict[str, str]) -> str
 
 def rejected_dir(lake_root: str, source: str, table: str, run_id: str) -> str:
     """`<lake>/_rejected/<source>/<table>/run_id=<run_id>`."""
-    from ingestion import lakefs
+    from ingestion.lake import fs as lakefs
 
     return lakefs.join(lake_root, "_rejected", source, table, f"run_id={run_id}")
 
@@ -175,7 +175,7 @@ def write_rejects(
             "_rejected_at": pa.array([at] * len(rows), pa.timestamp("us", tz="UTC")),
         }
     )
-    from ingestion import lakefs
+    from ingestion.lake import fs as lakefs
 
     path = lakefs.join(rejected_dir(lake_root, source, table, run_id), "part-0.parquet")
     lakefs.write_parquet(table_, path)
@@ -189,7 +189,7 @@ def remove_rejects(
 
     Only safe while holding the table's lease, like removing landed orphans.
     """
-    from ingestion import lakefs
+    from ingestion.lake import fs as lakefs
 
     removed = 0
     for d in lakefs.children(lakefs.join(lake_root, "_rejected", source, table), "run_id=*"):

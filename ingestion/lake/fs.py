@@ -118,7 +118,7 @@ def remove(path: str) -> None:
         Path(path).unlink(missing_ok=True)
         return
     # boto3, not pyarrow: pyarrow's delete_file PUTs an empty "folder/" marker for the parent.
-    from ingestion.docstore import s3_client, s3_retry
+    from ingestion.lake.docstore import s3_client, s3_retry
 
     bucket, _, key = filesystem(path)[1].partition("/")
     s3_retry(s3_client().delete_object)(Bucket=bucket, Key=key)

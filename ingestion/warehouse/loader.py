@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 from ingestion.config import PipelineConfig
 from ingestion.errors import SchemaError, SourceError, TidemarkError
-from ingestion.landing import run_files, table_dir
-from ingestion.normalize import PARTITION_COLUMN
-from ingestion.state import StateStore
+from ingestion.lake.layout import run_files, table_dir
+from ingestion.lake.state import StateStore
+from ingestion.plan.normalize import PARTITION_COLUMN
 
 log = logging.getLogger("tidemark")
 
@@ -430,7 +430,7 @@ def load_audit_ledger(lake: str, loader: WarehouseLoader) -> TableLoadReport:
     The dbt audit models read the ledger as a source on every target; on warehouses that can't read the
     lake it is loaded like a landed table, each ledger file once (its name stands for the run id).
     """
-    from ingestion.audit import LEDGER_DIR
+    from ingestion.observe.audit import LEDGER_DIR
 
     schema = os.environ.get("TIDEMARK_SOURCE_SCHEMA_AUDIT", "lake_audit")
     report = TableLoadReport(AUDIT_SOURCE, AUDIT_TABLE)

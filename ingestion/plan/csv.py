@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 from ingestion.config import DURATION, LoadType
 from ingestion.errors import ConfigError, TidemarkError
-from ingestion.quarantine import Quarantine
+from ingestion.lake.state import FileEntry, TableState, Watermark
+from ingestion.plan.rejects import Quarantine
 from ingestion.sources.csv import FileFacts
-from ingestion.state import FileEntry, TableState, Watermark
 
 Effective = Literal["full", "incremental"]
 TIME_TYPES = ("timestamp", "timestamptz", "date")

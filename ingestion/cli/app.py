@@ -136,9 +136,9 @@ def run(
     """
     from ingestion.config import load_config
     from ingestion.engines import ENGINES
-    from ingestion.landing import new_run_id
-    from ingestion.logs import setup_logging
-    from ingestion.pipeline import run_pipeline, select_tables, state_store
+    from ingestion.lake.layout import new_run_id
+    from ingestion.observe.logs import setup_logging
+    from ingestion.run.pipeline import run_pipeline, select_tables, state_store
 
     if engine is not None and engine not in ENGINES:
         raise _fail(TidemarkError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}"))
@@ -153,7 +153,7 @@ def run(
         log_path = None if dry_run else setup_logging(run_id, cfg.lake_root, verbose=verbose)
         if force_unlock:
             store = state_store(cfg)
-            from ingestion.jdbc_run import known_tables
+            from ingestion.run.jdbc_job import known_tables
 
             for src, tbl in select_tables(cfg, force_unlock, known_tables(cfg)):
                 lease = store.force_unlock(src.name, tbl.name)
@@ -161,7 +161,7 @@ def run(
                 out.print(f"unlocked {src.name}.{tbl.name}: was held by {what}", highlight=False)
         progress = None
         if out.is_terminal and not dry_run:  # off a terminal, the JSON log is the progress report
-            from ingestion.progress import TableProgress
+            from ingestion.cli.progress import TableProgress
 
             progress = TableProgress([f"{s.name}.{t.name}" for s, t in select_tables(cfg, table)], out)
         with progress or contextlib.nullcontext():
@@ -179,7 +179,7 @@ def run(
         raise _fail(exc) from None
     finally:
         if log_path is not None:  # an S3 lake gets the run's JSON log when the run ends
-            from ingestion.logs import publish_log
+            from ingestion.observe.logs import publish_log
 
             publish_log(cfg.lake_root, log_path)
 
@@ -226,11 +226,11 @@ def reset(
     Landed files stay in the lake (dbt dedups re-landed rows by key and cursor).
     """
     from ingestion.config import load_config
-    from ingestion.pipeline import select_tables, state_store
+    from ingestion.run.pipeline import select_tables, state_store
 
     try:
         cfg = load_config(config, env=env)
-        from ingestion.jdbc_run import known_tables
+        from ingestion.run.jdbc_job import known_tables
 
         chosen = select_tables(cfg, tables, known_tables(cfg))
         names = ", ".join(f"{s.name}.{t.name}" for s, t in chosen)
@@ -271,10 +271,10 @@ def status(
     table's last run failed, was locked by another run or was abandoned (usable as a cron or Airflow
     check), 2 for a usage or config error.
     """
-    from ingestion.audit import Ledger
     from ingestion.config import load_config
-    from ingestion.pipeline import select_tables, state_store
-    from ingestion.status import human_duration, table_statuses
+    from ingestion.observe.audit import Ledger
+    from ingestion.observe.status import human_duration, table_statuses
+    from ingestion.run.pipeline import select_tables, state_store
 
     try:
         cfg = load_config(config, env=env)
@@ -357,11 +357,11 @@ def report(
     One self-contained file (inline SVG charts, no scripts, no network at view time): open it in a
     browser, mail it, or publish it next to the lake.
     """
-    from ingestion.audit import Ledger
     from ingestion.config import load_config
-    from ingestion.pipeline import state_store
-    from ingestion.report import render_html, write_report
-    from ingestion.status import table_statuses
+    from ingestion.observe.audit import Ledger
+    from ingestion.observe.report import render_html, write_report
+    from ingestion.observe.status import table_statuses
+    from ingestion.run.pipeline import state_store
 
     try:
         cfg = load_config(config, env=env)
@@ -398,7 +398,7 @@ def demo_data(
     Day 1 is the initial extract; day 2 holds updates, inserts, a key updated twice and a new column.
     Files that already hold the same content are left untouched, so reruns land nothing new.
     """
-    from ingestion.demo import write_day
+    from ingestion.demo.billing import write_day
 
     for path, status in write_day(day, out_dir):
         out.print(f"{status:9} {path}", highlight=False)
@@ -413,7 +413,7 @@ def demo_check(
 ) -> None:
     """Compare the curated tables in the warehouse with the demo data's truth; exit 1 on a mismatch."""
     from ingestion.config import load_config
-    from ingestion.demo import check_warehouse
+    from ingestion.demo.billing import check_warehouse
 
     try:
         cfg = load_config(config)
@@ -459,7 +459,7 @@ def demo_pg(
     `make demo` runs it when a server answers: --day 1, run, --day 2 (updates, inserts, deletes, a new
     column), run, --check. Land it with `python -m ingestion run --config ingestion-pg.yml`.
     """
-    from ingestion import demo_pg as d
+    from ingestion.demo import shop_pg as d
 
     if probe:
         why = d.probe()
@@ -521,8 +521,8 @@ def load_warehouse_cmd(
     types widened as the landed schema grows. Then: dbt build --target postgres.
     """
     from ingestion.config import load_config
-    from ingestion.pipeline import select_tables
-    from ingestion.warehouse import LOADERS, load_warehouse
+    from ingestion.run.pipeline import select_tables
+    from ingestion.warehouse.loader import LOADERS, load_warehouse
 
     if target not in (*LOADERS, "redshift"):
         raise _fail(
@@ -532,7 +532,7 @@ def load_warehouse_cmd(
         cfg = load_config(config, env=env)
         chosen = [(s.name, t.name) for s, t in select_tables(cfg, table)] if table else None
         if target == "redshift":
-            from ingestion.redshift import RedshiftLoader, load_redshift
+            from ingestion.warehouse.redshift import RedshiftLoader, load_redshift
 
             rs = RedshiftLoader.from_env(cfg.lake_root)
             reports = load_redshift(cfg, rs, chosen)
@@ -583,7 +583,7 @@ def redshift_spectrum_ddl(
     --target redshift` reads the lake in place through `source()`, without load-warehouse.
     """
     from ingestion.config import load_config
-    from ingestion.redshift import check_iam_role, external_schema_sql
+    from ingestion.warehouse.redshift import check_iam_role, external_schema_sql
 
     try:
         check_iam_role(iam_role, "--iam-role (or TIDEMARK_REDSHIFT_IAM_ROLE)")

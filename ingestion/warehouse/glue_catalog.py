@@ -15,10 +15,10 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ingestion import lakefs
 from ingestion.errors import CatalogError
-from ingestion.logs import event
-from ingestion.normalize import PARTITION_COLUMN
+from ingestion.lake import fs as lakefs
+from ingestion.observe.logs import event
+from ingestion.plan.normalize import PARTITION_COLUMN
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -208,7 +208,7 @@ def register_outcome(cfg: Any, outcome: Any, run_id: str, paused: bool) -> None:
     """
     if cfg.catalog.glue_database is None or outcome.status != "landed" or paused:
         return
-    from ingestion.landing import table_dir
+    from ingestion.lake.layout import table_dir
 
     try:
         register_run(

@@ -25,9 +25,9 @@ from typing import Any
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ingestion.errors import ConfigError, SchemaError, SourceError
-from ingestion.landing import run_id_of
-from ingestion.normalize import PARTITION_COLUMN
-from ingestion.warehouse import (
+from ingestion.lake.layout import run_id_of
+from ingestion.plan.normalize import PARTITION_COLUMN
+from ingestion.warehouse.loader import (
     LEDGER_SCHEMA,
     LEDGER_TABLE,
     MIN_VARCHAR,
@@ -453,7 +453,7 @@ def parquet_columns(s3: Any, files: Sequence[S3File]) -> tuple[tuple[str, str], 
 
     import pyarrow.parquet as pq
 
-    from ingestion.warehouse import batch_types
+    from ingestion.warehouse.loader import batch_types
 
     tables = []
     for f in files:
@@ -533,8 +533,8 @@ class RedshiftLoader:
         """
         from pathlib import PurePosixPath
 
-        from ingestion.audit import LEDGER_DIR
-        from ingestion.warehouse import AUDIT_SOURCE, AUDIT_TABLE
+        from ingestion.observe.audit import LEDGER_DIR
+        from ingestion.warehouse.loader import AUDIT_SOURCE, AUDIT_TABLE
 
         loaded = self.loaded_runs(AUDIT_SOURCE, AUDIT_TABLE)
         bucket, prefix = split_s3(f"{self.lake}/{LEDGER_DIR}")
@@ -601,7 +601,7 @@ def load_redshift(
     cfg: Any, loader: RedshiftLoader, tables: Sequence[tuple[str, str]] | None = None
 ) -> list[TableLoadReport]:
     """Load every committed, not yet loaded run of the chosen tables (default: all) into Redshift."""
-    from ingestion.state import StateStore
+    from ingestion.lake.state import StateStore
 
     store = StateStore(cfg.lake_root, cfg.pipeline)
     chosen = tables or [(s.name, t.name) for s, t in cfg.tables()]
