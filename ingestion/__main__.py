@@ -1,3 +1,3 @@
-from ingestion.cli.app import main
+from ingestion.cli import main
 
 main()

@@ -392,8 +392,8 @@ class PipelineConfig(_Model):
     def lake_root(self) -> str:
         return self.resolve(self.lake.root)
 
-    def tables(self) -> list[tuple[CsvSourceConfig, CsvTableConfig]]:
-        """The CSV tables; a JDBC source's tables are discovered at run time (`ingestion.run.jdbc_job`)."""
+    def csv_tables(self) -> list[tuple[CsvSourceConfig, CsvTableConfig]]:
+        """The configured CSV tables; PostgreSQL tables are in `ingestion.run.tables.inventory`."""
         return [(s, t) for s in self.sources if isinstance(s, CsvSourceConfig) for t in s.tables]
 
     def jdbc_sources(self) -> list[JdbcSourceConfig]:

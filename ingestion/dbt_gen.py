@@ -89,7 +89,7 @@ def table_specs(
 ) -> list[TableSpec]:
     """One spec per configured table; columns from the committed state, else the existing file, else the config."""
     specs = []
-    for src, tbl in cfg.tables():
+    for src, tbl in cfg.csv_tables():
         known = existing.column_names(src.name, tbl.name)
         landed = state_columns(src.name, tbl.name)
         if landed:

@@ -41,3 +41,11 @@ class LeaseHeld(TidemarkError):
 
 class CatalogError(TidemarkError):
     """The Glue Data Catalog could not be updated; the landed data and its commit stand."""
+
+
+class StateCorrupt(TidemarkError):
+    """A table's state document cannot be read (truncated, edited by hand, or of an unknown format)."""
+
+
+class LakeError(TidemarkError):
+    """The lake cannot be reached or written (missing bucket, read-only folder, no credentials)."""

@@ -1,19 +1,35 @@
-"""Secrets never leave the process in text: a registry of known secrets and a `redact()` for any string."""
+"""Secrets never leave the process in text: one masker for logs, ledger rows and error messages.
+
+It masks secrets tidemark registered (JDBC passwords read from the environment or a secret store) and
+the secrets drivers and SDKs like to echo: `user:pass@` in URLs, `password=…`/`"token": "…"` values,
+AWS access key ids and secret access keys.
+"""
 
 from __future__ import annotations
 
 import re
 import threading
+from typing import overload
 
 MASK = "***"
 _lock = threading.Lock()
 _secrets: set[str] = set()
-# Secrets tidemark did not register but that drivers like to echo: `password=…` in conninfo strings,
-# `user:pass@` in URLs, `"password": "…"` in option dumps.
-_PATTERNS = (
-    re.compile(r"(?i)(password\s*[=:]\s*['\"]?)([^'\"\s,;&)}]+)"),
-    re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]+:)([^@\s]+)(@)"),
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # scheme://user:password@host → scheme://user:***@host (JDBC, PostgreSQL, S3-compatible URLs)
+    (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+(?=@)"), rf"\g<head>{MASK}"),
+    # key=value / key: value / "key": "value" for secret-looking keys (password, pwd, token, secret, …)
+    (
+        re.compile(
+            r"(?P<head>(?i:[\"']?[\w.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|credentials?)"
+            r"[\w.\-]*[\"']?\s*[=:]\s*[\"']?))(?P<value>[^\s\"'&;,)}]+)"
+        ),
+        rf"\g<head>{MASK}",
+    ),
+    # AWS access key ids (long-term AKIA…, temporary ASIA…)
+    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b"), MASK),
 )
+# A bare 40-character AWS secret access key; mixed case and a digit, so hex digests and paths survive.
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 
 
 def register_secret(value: str | None) -> None:
@@ -23,11 +39,29 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
-def redact(text: str) -> str:
-    """`text` with every registered secret and every `password=…`/`user:pass@` value masked."""
+def _mask_aws_secret(m: re.Match[str]) -> str:
+    s = m.group(0)
+    mixed = any(c.isupper() for c in s) and any(c.islower() for c in s) and any(c.isdigit() for c in s)
+    return MASK if mixed else s
+
+
+@overload
+def redact(text: str) -> str: ...
+@overload
+def redact(text: None) -> None: ...
+def redact(text: str | None) -> str | None:
+    """`text` with registered secrets, URL passwords, `password=…`-style values and AWS keys masked."""
+    if text is None:
+        return None
     with _lock:
         known = sorted(_secrets, key=len, reverse=True)
     for secret in known:
         text = text.replace(secret, MASK)
-    text = _PATTERNS[0].sub(lambda m: m.group(1) + MASK, text)
-    return _PATTERNS[1].sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    for pattern, repl in _PATTERNS:
+        text = pattern.sub(repl, text)
+    return _AWS_SECRET.sub(_mask_aws_secret, text)
+
+
+def error_text(exc: BaseException) -> str:
+    """`Class: message` of an exception, redacted: what outcomes, logs and the ledger carry."""
+    return redact(f"{type(exc).__name__}: {exc}")

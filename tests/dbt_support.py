@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ingestion.contract import PARTITION_COLUMN
 from ingestion.lake.layout import new_run_id, partition_value, table_dir
 from ingestion.lake.state import StateStore
-from ingestion.plan.normalize import PARTITION_COLUMN
 
 from .pg_fixtures import scratch_database
 

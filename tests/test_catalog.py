@@ -62,7 +62,7 @@ def test_registers_the_table_then_a_new_partition_and_a_new_column(glue, s3_buck
     s3.put_object(Bucket=s3_bucket, Key="drops/accounts_1.csv", Body=DAY1.encode())
     cfg = parse_config(doc(s3_bucket, glue_database="landing_{source}"))
     monkeypatch.setattr("ingestion.lake.layout.partition_value", lambda _: "2026-01-01", raising=True)
-    for mod in ("ingestion.engines.duckdb.engine",):
+    for mod in ("ingestion.engines.duckdb.common",):
         monkeypatch.setattr(f"{mod}.partition_value", lambda _: "2026-01-01")
     first = run_pipeline(cfg)
     assert first.ok and first.tables[0].error is None
@@ -87,7 +87,7 @@ def test_registers_the_table_then_a_new_partition_and_a_new_column(glue, s3_buck
 
     # day 2: a new partition and a new column (appended, the others kept in place)
     s3.put_object(Bucket=s3_bucket, Key="drops/accounts_2.csv", Body=DAY2.encode())
-    monkeypatch.setattr("ingestion.engines.duckdb.engine.partition_value", lambda _: "2026-01-02")
+    monkeypatch.setattr("ingestion.engines.duckdb.common.partition_value", lambda _: "2026-01-02")
     second = run_pipeline(cfg)
     assert second.ok and second.tables[0].rows_landed == 1 and second.tables[0].error is None
     cols = columns(glue, "landing_billing", "accounts")

@@ -17,8 +17,8 @@ from ingestion.engines import CsvBatch
 from ingestion.engines.duckdb.engine import DuckDBEngine
 from ingestion.lake.layout import table_dir
 from ingestion.lake.state import StateStore
+from ingestion.plan.csv import FileFacts
 from ingestion.run.pipeline import run_pipeline
-from ingestion.sources.csv import FileFacts
 
 HEADER = "id,name,updated_at\n"
 

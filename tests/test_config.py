@@ -32,13 +32,13 @@ def test_repository_config_is_valid():
     cfg = load_config(REPO / "ingestion.yml")
     assert cfg.pipeline == "billing_demo"
     assert cfg.engine == "duckdb"
-    assert [t.name for _, t in cfg.tables()] == ["accounts", "customers", "subscriptions", "invoices"]
+    assert [t.name for _, t in cfg.csv_tables()] == ["accounts", "customers", "subscriptions", "invoices"]
     assert cfg.lake_root == str(REPO / "lake")
 
 
 def test_defaults_and_single_key_shorthand():
     cfg = parse_config(minimal())
-    ((_, table),) = cfg.tables()
+    ((_, table),) = cfg.csv_tables()
     assert table.primary_key == ("id",)
     assert table.glob == "t*.csv"
     assert cfg.env == "dev" and cfg.engine == "duckdb"

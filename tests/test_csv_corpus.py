@@ -20,7 +20,8 @@ import yaml
 from ingestion.config import parse_config
 from ingestion.engines.duckdb.engine import DuckDBEngine
 from ingestion.lake.state import StateStore
-from ingestion.run.pipeline import RunReport, run_pipeline
+from ingestion.records import RunReport
+from ingestion.run.pipeline import run_pipeline
 
 CORPUS = Path(__file__).parent / "corpus"
 SPEC: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "corpus.yml").read_text())
@@ -301,7 +302,7 @@ def test_inference_from_a_sample_still_decides_on_every_value(tmp_path, monkeypa
             return SparkEngine(SparkConfig(), spark=spark)
     else:
         engine = DuckDBEngine
-    module = f"ingestion.engines.{engine_name}"
+    module = f"ingestion.engines.{engine_name}.engine"
     outcomes = {}
     for mode, sample in (("sampled", 10_000), ("every rule on every row", 10**9)):
         monkeypatch.setattr(f"{module}.SAMPLE_ROWS", sample)

@@ -96,7 +96,7 @@ def test_regeneration_keeps_edits_and_adds_new_tables_and_columns() -> None:
 def test_cli_checks_the_sources_and_explains_a_warehouse_it_cannot_reach(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from ingestion.cli.app import app
+    from ingestion.cli import app
 
     runner = CliRunner()
     res = runner.invoke(

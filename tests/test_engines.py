@@ -22,7 +22,7 @@ def test_missing_java_says_how_to_install_it(monkeypatch):
     pytest.importorskip("pyspark")
     from pyspark.sql import SparkSession
 
-    from ingestion.engines import spark as spark_engine
+    from ingestion.engines.spark import engine as spark_engine
 
     monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
     monkeypatch.delenv("JAVA_HOME", raising=False)

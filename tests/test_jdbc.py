@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from ingestion.config import parse_config
 from ingestion.errors import ConfigError, SourceError
-from ingestion.lake.state import TableState, Watermark
+from ingestion.lake.model import TableState, Watermark
 from ingestion.plan.jdbc import (
+    CatalogColumn,
+    CatalogTable,
     JdbcPlan,
     cap_watermark,
     literal,
@@ -29,7 +31,7 @@ from ingestion.plan.jdbc import (
 )
 from ingestion.redact import redact, register_secret
 from ingestion.run.pipeline import run_pipeline
-from ingestion.sources.jdbc import CatalogColumn, CatalogTable, connect, connection_for, parse_jdbc_url
+from ingestion.sources.jdbc import connect, connection_for, parse_jdbc_url
 from tests.pg_fixtures import PgDb, jdbc_source, pipeline_doc
 
 UTC = timezone.utc
@@ -396,7 +398,7 @@ def test_discovery_on_the_server_with_registry_globs_and_fallbacks(
     cfg = write_config(pipeline_doc(tmp_path / "lake", source))
     tasks, failed = discover_tables(cfg)
     assert not failed
-    by = {t.table.name: t.table for t in tasks}
+    by = {t.jdbc_table.name: t.jdbc_table for t in tasks}
     assert set(by) == {"customers", "nopk", "lookup"}
     assert [c.name for c in by["customers"].columns] == ["id", "e_mail", "updated_at"]
     assert by["customers"].primary_key == ("id",) and by["customers"].cursor == "updated_at"

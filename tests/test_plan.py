@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingestion.errors import ConfigError
-from ingestion.lake.state import FileEntry, TableState, Watermark
+from ingestion.lake.model import FileEntry, TableState, Watermark
 from ingestion.plan.csv import (
+    FileFacts,
     LandedBatch,
     NoState,
     canonical_watermark,
@@ -20,7 +21,6 @@ from ingestion.plan.csv import (
     parse_lookback,
     plan_csv_table,
 )
-from ingestion.sources.csv import FileFacts
 
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
 WM = Watermark("2026-01-01T10:00:00.000000+00:00", "timestamp", "UTC")

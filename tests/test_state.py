@@ -12,7 +12,8 @@ import pytest
 
 from ingestion.errors import LeaseHeld, StateConflict
 from ingestion.lake.docstore import LocalDocStore, PreconditionFailed, S3DocStore
-from ingestion.lake.state import Lease, StateStore, TableState, Watermark
+from ingestion.lake.model import Lease, TableState, Watermark
+from ingestion.lake.state import StateStore
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)

@@ -18,7 +18,7 @@ STEPS = {
     "state_committed": "committed",
     "lease_released": "releasing",
 }
-DONE_STYLE = {"landed": "green", "up_to_date": "cyan", "failed": "red", "locked": "red"}
+DONE_STYLE = {"landed": "green", "up_to_date": "cyan", "failed": "red", "locked": "red", "refused": "red"}
 
 
 class TableProgress:
@@ -41,10 +41,12 @@ class TableProgress:
 
     def step(self, table: str, step: str) -> None:
         """Move `table`'s bar to `step` (a checkpoint name), or finish it with `done:<status>`."""
-        task = self.tasks.get(table)
-        if task is None:
-            return
         with self.lock:
+            task = self.tasks.get(table)
+            if task is None:  # a table discovered during the run (PostgreSQL `tables: "*"`)
+                task = self.tasks[table] = self.progress.add_task(
+                    table, total=len(STEPS) + 1, step="queued", start=False
+                )
             if step.startswith("done:"):
                 status = step.removeprefix("done:")
                 style = DONE_STYLE.get(status, "yellow")

@@ -17,11 +17,11 @@ from typing import Protocol
 from ingestion.config import CsvOptions
 from ingestion.errors import SchemaError, SourceError
 from ingestion.lake.layout import scratch_dir
-from ingestion.lake.state import Watermark
-from ingestion.plan.csv import LandedBatch
+from ingestion.lake.model import Watermark
+from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import ColumnStats, TypePlan, TypeRule, clean_header, plan_types, type_rules
-from ingestion.plan.rejects import FileCounts, Quarantine, Reject, check_file, first_misfit_reason, locate
-from ingestion.sources.csv import FileFacts, read_header
+from ingestion.plan.rejects import FileCounts, Quarantine, Reject, check_file, first_misfit_reason
+from ingestion.sources.csv import locate, read_header
 from ingestion.sources.jdbc import PgConnection
 
 log = logging.getLogger("tidemark")
@@ -148,11 +148,6 @@ class Engine(Protocol):
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch: ...
 
     def close(self) -> None: ...
-
-
-def sql_string(value: str) -> str:
-    """A SQL string literal (both DuckDB and Spark SQL double a single quote)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def require_columns(batch: CsvBatch, columns: list[str]) -> None:

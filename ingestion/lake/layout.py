@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ingestion.lake import fs as lakefs
-from ingestion.plan.normalize import PARTITION_COLUMN
+from ingestion.contract import PARTITION_COLUMN
 
 
 def new_run_id(now: datetime) -> str:
@@ -45,6 +45,12 @@ def run_id_of(path: Path) -> str | None:
     stem = path.name.removeprefix("part-").removesuffix(".parquet")
     run_id, sep, n = stem.rpartition("-")
     return run_id if sep and n.isdigit() and path.name.startswith("part-") else None
+
+
+def landed_run_ids(target: str) -> set[str]:
+    """The run ids of every landed file under a table folder."""
+    found = (run_id_of(Path(f)) for f in lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-*.parquet"))
+    return {r for r in found if r is not None}
 
 
 def remove_orphans(target: str, committed: set[str]) -> list[str]:

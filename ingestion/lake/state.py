@@ -18,117 +18,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ingestion.lake.docstore import DocStore, PreconditionFailed, open_docstore
-from ingestion.errors import LeaseHeld, StateConflict
+from ingestion.errors import LeaseHeld, StateConflict, StateCorrupt
+from ingestion.lake.model import STATE_FORMAT, FileEntry, Lease, TableState, Watermark
 
-STATE_FORMAT = 2
 log = logging.getLogger("tidemark")
 
 
-@dataclass(frozen=True)
-class Watermark:
-    """The highest cursor value committed for a table.
-
-    `value` is canonical text: timestamps in UTC (`2026-01-01T10:00:00.000000+00:00`), dates
-    `YYYY-MM-DD`, numbers as digits. `timezone` is the declared zone of a naive timestamp cursor.
-    """
-
-    value: str
-    type: str
-    timezone: str | None = None
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """A file in a table's ledger: what it looked like when a run processed it, and what became of it.
-
-    `status` is `landed`, or `rejected` for a file refused whole (moved to unprocessed/, with `reason`).
-    Rows add up: `rows_read` = landed-or-deduplicated rows + `rows_rejected`.
-    """
-
-    size: int
-    mtime_ns: int
-    run_id: str
-    etag: str | None = None
-    checksum: str | None = None
-    status: str = "landed"
-    reason: str | None = None
-    rows_read: int = 0
-    rows_rejected: int = 0
 
 
-@dataclass(frozen=True)
-class Lease:
-    """Who is working on a table, since when, and until when the claim holds without renewal."""
-
-    run_id: str
-    acquired_at: str
-    expires_at: str
-    host: str
-    pid: int
-
-    def expired(self, now: datetime) -> bool:
-        return now >= datetime.fromisoformat(self.expires_at)
-
-    def holder_is_dead(self) -> bool:
-        """A holder on this machine whose process is gone (killed, OOM) can't come back to commit."""
-        if self.host != socket.gethostname() or self.pid == os.getpid():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
 
 
-@dataclass(frozen=True)
-class TableState:
-    """Everything tidemark remembers about one table between runs."""
-
-    pipeline: str
-    source: str
-    table: str
-    version: int = 0
-    watermark: Watermark | None = None
-    committed_runs: tuple[str, ...] = ()
-    files: dict[str, FileEntry] = field(default_factory=dict)
-    columns: dict[str, str] = field(default_factory=dict)
-    updated_at: str | None = None
-    lease: Lease | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.source}.{self.table}"
-
-    @property
-    def has_data(self) -> bool:
-        """Has a run committed progress (a watermark or landed files) that an incremental load builds on?
-
-        Committed run ids alone are not progress: a reset or paused table keeps them only so that its
-        landed files are not taken for orphans.
-        """
-        return self.watermark is not None or bool(self.files)
-
-    def to_json(self) -> bytes:
-        doc: dict[str, Any] = {"format": STATE_FORMAT, **asdict(self)}
-        doc["committed_runs"] = list(self.committed_runs)
-        return json.dumps(doc, indent=2, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, body: bytes | str) -> TableState:
-        doc = json.loads(body)
-        doc.pop("format", None)
-        wm, lease = doc.pop("watermark", None), doc.pop("lease", None)
-        files = {k: FileEntry(**v) for k, v in doc.pop("files", {}).items()}
-        runs = tuple(doc.pop("committed_runs", ()))
-        return cls(
-            **doc,
-            watermark=Watermark(**wm) if wm else None,
-            lease=Lease(**lease) if lease else None,
-            committed_runs=runs,
-            files=files,
-        )
 
 
 @dataclass(frozen=True)
@@ -144,26 +45,52 @@ class StateStore:
 
     def __init__(self, lake_root: str, pipeline: str, docs: DocStore | None = None) -> None:
         self.pipeline = pipeline
-        self.docs = docs or open_docstore(f"{lake_root.rstrip('/')}/_state")
+        self.root = f"{lake_root.rstrip('/')}/_state"
+        self.docs = docs or open_docstore(self.root)
+        self.unreadable: dict[tuple[str, str], StateCorrupt] = {}  # what `tables()` had to skip
 
     def key(self, source: str, table: str) -> str:
         return f"{self.pipeline}/{source}/{table}.json"
 
+    def _parse(self, key: str, body: bytes) -> TableState:
+        """A document's state, or StateCorrupt naming the file and the recovery command."""
+        try:
+            return TableState.from_json(body)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            name = key.removeprefix(f"{self.pipeline}/").removesuffix(".json").replace("/", ".")
+            raise StateCorrupt(
+                f"the state document {self.root}/{key} cannot be read ({type(exc).__name__}: {exc}); "
+                f"table {name} is not run until it is repaired",
+                hint=f"restore the file from a backup, or start the table over: python -m ingestion reset "
+                f"{name} --yes (landed files stay; the next run is a full load)",
+            ) from None
+
     def _get(self, source: str, table: str) -> tuple[TableState | None, str | None]:
-        doc = self.docs.get(self.key(source, table))
-        return (TableState.from_json(doc.body), doc.token) if doc else (None, None)
+        key = self.key(source, table)
+        doc = self.docs.get(key)
+        return (self._parse(key, doc.body), doc.token) if doc else (None, None)
 
     def read(self, source: str, table: str) -> TableState | None:
         """The table's current document, or None when no run ever touched it."""
         return self._get(source, table)[0]
 
     def tables(self) -> list[TableState]:
-        """Every table document of the pipeline."""
+        """Every readable table document of the pipeline; unreadable ones are kept in `unreadable`.
+
+        `status` and `reset` must work on a lake with a corrupted document, so one bad file never
+        hides the others; a run of that table fails with the same StateCorrupt error.
+        """
         out = []
+        self.unreadable = {}
         for key in self.docs.list(self.pipeline):
             doc = self.docs.get(key)
-            if doc:
-                out.append(TableState.from_json(doc.body))
+            if not doc:
+                continue
+            try:
+                out.append(self._parse(key, doc.body))
+            except StateCorrupt as exc:
+                source, _, table = key.removeprefix(f"{self.pipeline}/").removesuffix(".json").partition("/")
+                self.unreadable[(source, table)] = exc
         return out
 
     def _update(
@@ -251,8 +178,25 @@ class StateStore:
         )
         return old.lease if old else None
 
-    def reset(self, source: str, table: str, now: datetime) -> TableState | None:
-        """Forget watermark, file ledger and columns; keep the committed run ids (they vouch for landed files)."""
+    def reset(
+        self, source: str, table: str, now: datetime, landed_runs: Callable[[], set[str]] | None = None
+    ) -> TableState | None:
+        """Forget watermark, file ledger and columns; keep the committed run ids (they vouch for landed files).
+
+        A corrupted document is replaced: its committed run ids are lost, so `landed_runs` (the run ids of
+        the table's landed files) vouches for what is in the lake, and the next run removes nothing.
+        """
+        key = self.key(source, table)
+        doc = self.docs.get(key)
+        if doc is not None:
+            try:
+                self._parse(key, doc.body)
+            except StateCorrupt:
+                runs = tuple(sorted(landed_runs() if landed_runs else ()))
+                fresh = TableState(self.pipeline, source, table, committed_runs=runs, updated_at=now.isoformat())
+                self.docs.put(key, replace(fresh, version=1).to_json(), token=doc.token)
+                log.warning("replaced a corrupted state document", extra={"fields": {"key": key}})
+                return None
 
         def forget(state: TableState | None) -> TableState | None:
             if state is None:

@@ -14,69 +14,34 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.lake.state import StateStore, TableState, Watermark
+from ingestion.lake.model import TableState, Watermark
+from ingestion.lake.state import StateStore
 from ingestion.observe.logs import event
-
-if TYPE_CHECKING:
-    from ingestion.run.pipeline import TableOutcome
+from ingestion.records import LedgerStatus, TableOutcome
+from ingestion.redact import redact
 
 log = logging.getLogger("tidemark")
 
 LEDGER_DIR = "_audit/ingestion_runs"
-# Statuses that end a table's run; "running" is the only open one.
-OPEN = "running"
-ABANDONED = "abandoned"
-FAILING = ("failed", "locked", ABANDONED)
+# Statuses that end a table's run; "running" is the only open one (vocabulary: ingestion.records).
+OPEN: LedgerStatus = "running"
+ABANDONED: LedgerStatus = "abandoned"
 # How far back a run looks for rows of dead runs to close: any run since then would have closed them.
 ABANDONED_SCAN_DAYS = 7
 # Runs in progress in this process: a "running" row with our own pid is live only if its run is here.
 _ACTIVE_RUNS: set[str] = set()
-
-_MASK = "***"
-_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # scheme://user:password@host → scheme://user:***@host (JDBC, PostgreSQL, S3-compatible URLs)
-    (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+(?=@)"), rf"\g<head>{_MASK}"),
-    # key=value / key: value / "key": "value" for secret-looking keys (password, pwd, token, secret, …)
-    (
-        re.compile(
-            r"(?P<head>(?i:[\"']?[\w.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|credentials?)"
-            r"[\w.\-]*[\"']?\s*[=:]\s*[\"']?))(?P<value>[^\s\"'&;,)}]+)"
-        ),
-        rf"\g<head>{_MASK}",
-    ),
-    # AWS access key ids (long-term AKIA…, temporary ASIA…)
-    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b"), _MASK),
-)
-# A bare 40-character AWS secret access key; mixed case and a digit, so hex digests and paths survive.
-_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
-
-
-def _mask_aws_secret(m: re.Match[str]) -> str:
-    s = m.group(0)
-    mixed = any(c.isupper() for c in s) and any(c.islower() for c in s) and any(c.isdigit() for c in s)
-    return _MASK if mixed else s
-
-
-def redact(text: str | None) -> str | None:
-    """`text` with passwords in URLs, `password=…`-style values and AWS keys replaced by `***`."""
-    if text is None:
-        return None
-    for pattern, repl in _SECRET_PATTERNS:
-        text = pattern.sub(repl, text)
-    return _AWS_SECRET.sub(_mask_aws_secret, text)
 
 
 @dataclass(frozen=True)
@@ -89,7 +54,7 @@ class LedgerRow:
     engine: str
     source: str
     table: str
-    status: str  # running | landed | up_to_date | locked | failed | abandoned
+    status: LedgerStatus  # running | landed | up_to_date | locked | failed | refused | abandoned
     started_at: datetime
     recorded_at: datetime
     ended_at: datetime | None = None
@@ -109,6 +74,8 @@ class LedgerRow:
     error_message: str | None = None
     host: str = ""
     pid: int = 0
+    files_refused: int = 0  # files moved to unprocessed/ (status `refused`)
+    failed_step: str | None = None  # the protocol step a failed table stopped in
 
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -140,6 +107,8 @@ SCHEMA = pa.schema(
         ("error_message", pa.string()),
         ("host", pa.string()),
         ("pid", pa.int64()),
+        ("files_refused", pa.int64()),
+        ("failed_step", pa.string()),
     ]
 )
 # Parquet column names differ from the fields only where SQL would need quotes (`table` is reserved).
@@ -189,23 +158,28 @@ def running_row(
 
 def outcome_row(opened: LedgerRow, outcome: TableOutcome, now: datetime) -> LedgerRow:
     """The closing row for a table's outcome; errors are redacted, lag is measured at `now`."""
-    before = getattr(outcome, "watermark_before", None)
+    before = outcome.watermark_before
     after = outcome.watermark
-    error_class = getattr(outcome, "error_class", None)
+    error_class = outcome.error_class
     message = outcome.error
     if message and error_class and message.startswith(f"{error_class}: "):
         message = message[len(error_class) + 2 :]  # the class has its own column
-    started = getattr(outcome, "started_at", None) or now - timedelta(seconds=outcome.seconds)
+    if outcome.files_refused and not message:
+        error_class = "FilesRefused"
+        message = f"{len(outcome.files_refused)} file(s) refused, moved to unprocessed/: " + "; ".join(
+            f"{f}: {why}" for f, why in sorted(outcome.files_refused.items())
+        )
+    started = outcome.started_at or now - timedelta(seconds=outcome.seconds)
     return replace(
         opened,
-        status=outcome.status,
+        status=outcome.ledger_status,
         started_at=started,
         ended_at=now,
         recorded_at=max(now, opened.recorded_at),
         load_type=outcome.load_type or None,
         rows_read=outcome.rows_read,
         rows_landed=outcome.rows_landed,
-        rows_rejected=getattr(outcome, "rows_rejected", 0) or 0,
+        rows_rejected=outcome.rows_rejected,
         rows_deduplicated=outcome.rows_deduplicated,
         rows_filtered=outcome.rows_filtered,
         files=outcome.files,
@@ -216,6 +190,8 @@ def outcome_row(opened: LedgerRow, outcome: TableOutcome, now: datetime) -> Ledg
         duration_seconds=outcome.seconds,
         error_class=error_class or ("LeaseHeld" if outcome.status == "locked" else None),
         error_message=redact(message),
+        files_refused=len(outcome.files_refused),
+        failed_step=outcome.failed_step,
     )
 
 

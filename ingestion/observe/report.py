@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from ingestion.observe.audit import FAILING, LedgerRow, latest
+from ingestion.observe.audit import LedgerRow, latest
 from ingestion.observe.status import TableStatus, human_duration
+from ingestion.records import FAILING
 
 # Colour-blind-safe palette (Okabe-Ito), cycled per table.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from ingestion.lake.state import TableState
-from ingestion.observe.audit import FAILING, LedgerRow, lag_seconds, latest
+from ingestion.lake.model import TableState
+from ingestion.observe.audit import LedgerRow, abandoned_rows, lag_seconds, latest
+from ingestion.records import FAILING, LedgerStatus
 
 
 @dataclass(frozen=True)
@@ -18,19 +19,21 @@ class TableStatus:
     source: str
     table: str
     last_run_id: str | None = None
-    last_status: str = "never_run"
+    last_status: LedgerStatus | Literal["never_run"] = "never_run"
     last_started_at: datetime | None = None
     last_ended_at: datetime | None = None
     last_seconds: float | None = None
     rows_read: int = 0
     rows_landed: int = 0
     rows_rejected: int = 0
+    files_refused: int = 0
     watermark: str | None = None
     lag_seconds: float | None = None
     leased_by: str | None = None
     last_error: str | None = None
     last_error_run_id: str | None = None
     last_error_at: datetime | None = None
+    state_error: str | None = None  # the table's state document cannot be read
 
     @property
     def name(self) -> str:
@@ -38,8 +41,8 @@ class TableStatus:
 
     @property
     def failing(self) -> bool:
-        """Did the table's last run fail (failed, locked by another run, or abandoned)?"""
-        return self.last_status in FAILING
+        """Does the table need a human: its last run failed, was locked, refused a file, or was abandoned?"""
+        return self.last_status in FAILING or self.state_error is not None
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -52,11 +55,18 @@ def table_statuses(
     rows: Iterable[LedgerRow],
     states: dict[tuple[str, str], TableState],
     now: datetime,
+    ttl: timedelta | None = None,
+    unreadable: dict[tuple[str, str], str] | None = None,
 ) -> list[TableStatus]:
-    """One status per configured table: its latest ledger row, its most recent error, and its state's watermark.
+    """One status per table: its latest ledger row, its most recent error, and its state's watermark.
 
     The watermark comes from the state store (what the next run builds on) and its lag is measured at `now`.
+    With the lease `ttl`, a "running" row of a run that is gone shows as `abandoned` at once (the next run
+    writes that row; `status` need not wait for it).
     """
+    rows = list(rows)
+    if ttl is not None:
+        rows += abandoned_rows(rows, states, now, ttl, current_run="")
     by_table: dict[tuple[str, str], list[LedgerRow]] = {}
     for r in latest(rows):  # sorted by started_at
         by_table.setdefault((r.source, r.table), []).append(r)
@@ -73,6 +83,7 @@ def table_statuses(
             watermark=wm.value if wm else None,
             lag_seconds=lag_seconds(wm, now),
             leased_by=state.lease.run_id if state and state.lease else None,
+            state_error=(unreadable or {}).get((source, table)),
         )
         if last is not None:
             status = replace(
@@ -85,6 +96,7 @@ def table_statuses(
                 rows_read=last.rows_read,
                 rows_landed=last.rows_landed,
                 rows_rejected=last.rows_rejected,
+                files_refused=last.files_refused,
             )
         if err is not None:
             message = f"{err.error_class}: {err.error_message}" if err.error_class else err.error_message

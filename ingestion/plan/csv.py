@@ -11,9 +11,8 @@ from zoneinfo import ZoneInfo
 
 from ingestion.config import DURATION, LoadType
 from ingestion.errors import ConfigError, TidemarkError
-from ingestion.lake.state import FileEntry, TableState, Watermark
+from ingestion.lake.model import FileEntry, TableState, Watermark
 from ingestion.plan.rejects import Quarantine
-from ingestion.sources.csv import FileFacts
 
 Effective = Literal["full", "incremental"]
 TIME_TYPES = ("timestamp", "timestamptz", "date")
@@ -270,3 +269,29 @@ def next_state(
         columns={**state.columns, **batch.columns},
         updated_at=now.isoformat(),
     )
+
+
+@dataclass(frozen=True, order=True)
+class FileFacts:
+    """A source file as listed at plan time.
+
+    Its ledger identity is (relpath, size, mtime_ns, etag); `checksum` (sha256 of the bytes) is filled in
+    when the file is fetched, and tells a touched-but-identical file from a changed one.
+    """
+
+    relpath: str
+    path: str  # local path or s3:// URL
+    size: int
+    mtime_ns: int
+    etag: str | None = None
+    checksum: str | None = None
+    origin: str | None = None  # the S3 URL of a downloaded copy
+
+    @property
+    def is_s3(self) -> bool:
+        return self.path.startswith("s3://")
+
+    @property
+    def source_path(self) -> str:
+        """Where the file lives in the inbox (what archiving moves)."""
+        return self.origin or self.path

@@ -19,23 +19,17 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from ingestion.config import JdbcSourceConfig, LoadType
-from ingestion.engines.base import sql_string
 from ingestion.errors import ConfigError, SchemaError
-from ingestion.lake.state import TableState, Watermark
+from ingestion.lake.model import TableState, Watermark
 from ingestion.plan.csv import Effective, NoState, TablePlan, lower_bound, max_watermark
 from ingestion.plan.normalize import clean_header
-from ingestion.sources.jdbc import CatalogColumn, CatalogTable
+from ingestion.sqltext import quote_ident, sql_string
 
 CURSOR_TYPES = ("timestamptz", "timestamp", "date", "bigint")
 TIME_CURSORS = ("timestamptz", "timestamp")
 _INTS = ("int2", "int4", "int8", "oid")
 _FLOATS = ("float4", "float8")
 MAX_DECIMAL_PRECISION = 38
-
-
-def pg_ident(name: str) -> str:
-    """Quote a PostgreSQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def logical_type(col: CatalogColumn) -> str:
@@ -66,7 +60,7 @@ def pg_expression(column: str, ltype: str) -> str:
     Times travel as ISO text (UTC for timestamptz) and are cast by the engine: no driver, JVM or session
     time zone can shift them, and microseconds are kept.
     """
-    c = pg_ident(column)
+    c = quote_ident(column)
     if ltype == "bigint":
         return f"{c}::int8"
     if ltype == "double":
@@ -123,7 +117,7 @@ class JdbcTable:
 
     @property
     def relation(self) -> str:
-        return f"{pg_ident(self.schema)}.{pg_ident(self.source_name)}"
+        return f"{quote_ident(self.schema)}.{quote_ident(self.source_name)}"
 
 
 def _matches(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
@@ -349,7 +343,7 @@ def where_clause(table: JdbcTable, plan: JdbcPlan) -> str | None:
     """The cursor predicate pushed down to PostgreSQL (None for a full read)."""
     if plan.load_type == "full" or not table.cursor:
         return None
-    c = pg_ident(table.column(table.cursor).source_name)
+    c = quote_ident(table.column(table.cursor).source_name)
     preds = []
     if plan.lower_bound:
         preds.append(f"{c} >= {literal(plan.lower_bound)}")
@@ -361,7 +355,7 @@ def where_clause(table: JdbcTable, plan: JdbcPlan) -> str | None:
 def select_sql(table: JdbcTable, where: str | None, columns: Sequence[str] | None = None) -> str:
     """The query PostgreSQL runs: typed projection of `columns` (default all), the cursor predicate."""
     wanted = [table.column(n) for n in columns] if columns else list(table.columns)
-    projection = ", ".join(f"{pg_expression(c.source_name, c.type)} as {pg_ident(c.name)}" for c in wanted)
+    projection = ", ".join(f"{pg_expression(c.source_name, c.type)} as {quote_ident(c.name)}" for c in wanted)
     return f"select {projection} from {table.relation}" + (f" where {where}" if where else "")
 
 
@@ -378,7 +372,7 @@ def partition_queries(query: str, column: str, ranges: Sequence[tuple[int | None
     """One query per key range over `query`'s output (rows with a null key go to the first)."""
     if len(ranges) <= 1:
         return [query]
-    c = pg_ident(column)
+    c = quote_ident(column)
     out = []
     for i, (a, b) in enumerate(ranges):
         preds = ([f"{c} >= {a}"] if a is not None else []) + ([f"{c} < {b}"] if b is not None else [])
@@ -395,3 +389,24 @@ def cap_watermark(committed: TableState, plan: JdbcPlan) -> TableState:
     if wm is None or cap is None or wm.type != cap.type:
         return committed
     return committed if max_watermark(cap, wm) is cap else replace(committed, watermark=cap)
+
+
+@dataclass(frozen=True)
+class CatalogColumn:
+    """A column as the catalog describes it."""
+
+    name: str
+    pg_type: str  # pg_type.typname of the column (array types start with '_')
+    declared: str  # format_type(): e.g. numeric(12,2), character varying(50)
+    numeric_precision: int | None = None
+    numeric_scale: int | None = None
+
+
+@dataclass(frozen=True)
+class CatalogTable:
+    """A table (or view) of the source schema with its columns and primary key constraint."""
+
+    name: str
+    columns: tuple[CatalogColumn, ...]
+    primary_key: tuple[str, ...] = ()
+    kind: str = "r"

@@ -11,16 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ingestion.contract import METADATA_COLUMNS
 from ingestion.errors import SchemaError
-
-# Metadata columns every landed row carries (DESIGN.md: the contract between ingestion and dbt).
-RUN_ID = "_run_id"
-INGESTED_AT = "_ingested_at"
-SOURCE_FILE = "_source_file"
-OP = "_op"
-METADATA_COLUMNS = (RUN_ID, INGESTED_AT, SOURCE_FILE, OP)
-# Hive partition of the landing folder: the UTC date of the run.
-PARTITION_COLUMN = "_ingest_date"
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 

@@ -8,15 +8,14 @@ and writes the rejected rows to `<lake>/_rejected/<source>/<table>/run_id=<run_i
 
 from __future__ import annotations
 
-import os
+import csv
+import io
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from ingestion.config import CsvOptions
 from ingestion.errors import EngineError
-from ingestion.sources.csv import record_lines, split_record
 
 # Reason codes: the same on both engines (the parity tests compare them).
 MISSING_COLUMNS = "missing_columns"
@@ -38,7 +37,6 @@ DUCKDB_ERRORS = {
     "CAST": TYPE_MISMATCH,
 }
 REPLACEMENT_CHAR = "\ufffd"
-_RAW_LIMIT = 10_000  # characters of a rejected record kept in `_raw`
 
 
 @dataclass(frozen=True)
@@ -73,19 +71,6 @@ def type_reason(column: str, value: str | None, target: str) -> str:
     """The reason of a type reject: which column, which value, which type."""
     shown = value if value is None or len(value) <= 60 else value[:57] + "..."
     return f"column {column}: {shown!r} is not a valid {target}"
-
-
-def locate(path: str, options: CsvOptions, rejects: Sequence[Reject]) -> list[Reject]:
-    """Fill in physical line numbers: from byte offsets when the engine gave them, else by a file scan."""
-    from dataclasses import replace
-
-    from ingestion.sources.csv import lines_at_offsets
-
-    by_offset = lines_at_offsets(path, [r.offset for r in rejects if r.offset is not None])
-    scan = record_lines(path, options, [r.record for r in rejects if r.offset is None])
-    return [
-        replace(r, line=by_offset[r.offset] if r.offset is not None else scan.get(r.record)) for r in rejects
-    ]
 
 
 @dataclass
@@ -146,55 +131,20 @@ def first_misfit_reason(rejects: Sequence[Reject], types: dict[str, str]) -> str
     return f"column {col} is {types[col]} in this table, but {n} of this file's values are not"
 
 
-def rejected_dir(lake_root: str, source: str, table: str, run_id: str) -> str:
-    """`<lake>/_rejected/<source>/<table>/run_id=<run_id>`."""
-    from ingestion.lake import fs as lakefs
+def csv_dialect(options: CsvOptions) -> dict[str, object]:
+    same = options.escape == options.quote
+    return {
+        "delimiter": options.delimiter,
+        "quotechar": options.quote,
+        "doublequote": same,
+        "escapechar": None if same else options.escape,
+        "strict": False,
+    }
 
-    return lakefs.join(lake_root, "_rejected", source, table, f"run_id={run_id}")
 
-
-def write_rejects(
-    rejects: Iterable[Reject], lake_root: str, source: str, table: str, run_id: str, at: datetime
-) -> str | None:
-    """Write rejected rows as one Parquet file (written then renamed); returns its path, None if none."""
-    import pyarrow as pa
-
-    rows = sorted(rejects, key=lambda r: (r.file, r.line or 0, r.record))
-    if not rows:
+def split_record(text: str, options: CsvOptions) -> list[str] | None:
+    """Fields of one raw record as Python's csv module splits them; None when it can't."""
+    try:
+        return next(csv.reader(io.StringIO(text), **csv_dialect(options)), [])  # type: ignore[arg-type]
+    except csv.Error:
         return None
-    table_ = pa.table(
-        {
-            "_source_file": pa.array([r.file for r in rows], pa.string()),
-            "_line": pa.array([r.line for r in rows], pa.int64()),
-            "_record": pa.array([r.record for r in rows], pa.int64()),
-            "_reason_code": pa.array([r.code for r in rows], pa.string()),
-            "_reason": pa.array([r.reason for r in rows], pa.string()),
-            "_column": pa.array([r.column for r in rows], pa.string()),
-            "_raw": pa.array([(r.raw or "")[:_RAW_LIMIT] for r in rows], pa.string()),
-            "_run_id": pa.array([run_id] * len(rows), pa.string()),
-            "_rejected_at": pa.array([at] * len(rows), pa.timestamp("us", tz="UTC")),
-        }
-    )
-    from ingestion.lake import fs as lakefs
-
-    path = lakefs.join(rejected_dir(lake_root, source, table, run_id), "part-0.parquet")
-    lakefs.write_parquet(table_, path)
-    return path
-
-
-def remove_rejects(
-    lake_root: str, source: str, table: str, *, keep: set[str] | None = None, only: set[str] | None = None
-) -> int:
-    """Remove rejected-row folders of runs that never committed (all but `keep`, or just `only`).
-
-    Only safe while holding the table's lease, like removing landed orphans.
-    """
-    from ingestion.lake import fs as lakefs
-
-    removed = 0
-    for d in lakefs.children(lakefs.join(lake_root, "_rejected", source, table), "run_id=*"):
-        run_id = d.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1].removeprefix("run_id=")
-        if (only is not None and run_id in only) or (keep is not None and run_id not in keep):
-            lakefs.remove_tree(d)
-            removed += 1
-    return removed

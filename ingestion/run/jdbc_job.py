@@ -1,7 +1,7 @@
-"""A run's PostgreSQL tables: discovery per run, then per table the same commit protocol as CSV.
+"""The PostgreSQL steps the protocol calls: discovery per run, horizon + plan, land, tombstones, capped commit.
 
 lease → orphans → horizon facts → plan (pure) → land (engine) → tombstones → commit (capped watermark)
-→ release. Every error text that leaves this module went through `redact()`.
+→ release: the protocol is `ingestion.run.protocol`; this module is only what is PostgreSQL's own.
 """
 
 from __future__ import annotations
@@ -9,27 +9,28 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ingestion.config import JdbcSourceConfig, PipelineConfig
-from ingestion.engines.base import JdbcBatch
-from ingestion.errors import LeaseHeld, TidemarkError
-from ingestion.lake.layout import remove_orphans, remove_run_files, remove_stale_scratch, table_dir
-from ingestion.lake.state import LeaseKeeper
-from ingestion.observe.faults import checkpoint
+from ingestion.engines import JdbcBatch
+from ingestion.lake.layout import scratch_dir, table_dir
+from ingestion.lake.model import TableState
 from ingestion.observe.logs import event
 from ingestion.plan.csv import next_state
 from ingestion.plan.jdbc import (
+    JdbcPlan,
     JdbcTable,
     cap_watermark,
-    pg_ident,
     plan_jdbc_table,
     resolve_tables,
     safe_horizon,
     select_sql,
     where_clause,
 )
-from ingestion.redact import redact
+from ingestion.records import TableOutcome
+from ingestion.redact import error_text
+from ingestion.run.context import RunContext, utcnow
+from ingestion.run.protocol import Extracted, Look
 from ingestion.sources.jdbc import (
     PgConnection,
     connect,
@@ -39,34 +40,151 @@ from ingestion.sources.jdbc import (
     query,
     read_pk_registry,
 )
-
-if TYPE_CHECKING:
-    from ingestion.run.pipeline import TableOutcome, _Run
-
-log = logging.getLogger("tidemark")
+from ingestion.sqltext import quote_ident
 
 
 @dataclass(frozen=True)
-class JdbcTask:
+class JdbcPlanned:
+    """A PostgreSQL table's plan under the lease: the pure plan, its predicate and partition bounds."""
+
+    plan: JdbcPlan
+    where: str | None
+    bounds: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class JdbcJob:
     """One discovered table of a PostgreSQL source, ready to run."""
 
-    source: JdbcSourceConfig
-    table: JdbcTable
+    config: JdbcSourceConfig
+    jdbc_table: JdbcTable
     connection: PgConnection
 
     @property
+    def source(self) -> str:
+        return self.config.name
+
+    @property
+    def table(self) -> str:
+        return self.jdbc_table.name
+
+    # kept for `select_tables`, which matches jobs by `.name`
+    @property
     def name(self) -> str:
-        return self.table.name
+        return self.jdbc_table.name
+
+    def look(self, ctx: RunContext, state: TableState | None) -> Look:
+        """Only the database can say whether there is anything new: always work (except in a dry run)."""
+        plan = plan_jdbc_table(
+            self.jdbc_table, state if state and state.has_data else None, utcnow(), load_type=ctx.load_type
+        )
+        return Look(plan.load_type)
+
+    def plan(self, ctx: RunContext, state: TableState) -> JdbcPlanned:
+        table, conn = self.jdbc_table, self.connection
+        name = f"{self.source}.{self.table}"
+        with connect(conn) as pg:
+            # The horizon is read before the rows: everything below it had committed already.
+            facts = horizon_facts(conn, pg)
+            horizon = safe_horizon(facts.now, facts.oldest_xact_start)
+            plan = plan_jdbc_table(table, state if state.has_data else None, horizon, load_type=ctx.load_type)
+            where = where_clause(table, plan)
+            bounds = _partition_bounds(conn, pg, table, where)
+        event(
+            "planned read",
+            table=name,
+            load_type=plan.load_type,
+            lower_bound=plan.lower_bound.value if plan.lower_bound else None,
+            upper_bound=plan.upper_bound.value if plan.upper_bound else None,
+            horizon_held_by_open_transaction=horizon < facts.now or None,
+            open_transactions=facts.open_transactions or None,
+            writing_transactions=facts.writing_transactions or None,
+            partitions=table.num_partitions if bounds else None,
+        )
+        if facts.hidden_backends:
+            event(
+                "some sessions' transactions are invisible to this role, so the horizon can't wait for them",
+                logging.WARNING,
+                table=name,
+                hidden_sessions=facts.hidden_backends,
+                hint="GRANT pg_read_all_stats TO the ingestion role, or set a lookback",
+            )
+        return JdbcPlanned(plan, where, bounds)
+
+    def extract(self, ctx: RunContext, state: TableState, planned: JdbcPlanned) -> Extracted:  # type: ignore[override]
+        table, plan, bounds = self.jdbc_table, planned.plan, planned.bounds
+        target = table_dir(ctx.cfg.lake_root, self.source, self.table)
+        batch = ctx.get_engine().land_jdbc(
+            JdbcBatch(
+                source=self.source,
+                table=self.table,
+                connection=self.connection,
+                query=select_sql(table, planned.where),
+                columns=table.types,
+                primary_key=table.primary_key,
+                cursor=table.cursor,
+                run_id=ctx.run_id,
+                ingested_at=ctx.now,
+                target=target,
+                lake_root=ctx.cfg.lake_root,
+                partition_column=table.partition_column if bounds else None,
+                partition_bounds=bounds,
+                partitions=table.num_partitions,
+                fetchsize=table.fetchsize,
+            )
+        )
+        tombstones = 0
+        if table.detect_deletes:
+            # DuckDB reads the landed keys whichever engine landed them: tombstones are identical.
+            from ingestion.engines.duckdb.tombstones import land_tombstones
+
+            tombstones = land_tombstones(
+                target,
+                scratch_dir(ctx.cfg.lake_root, ctx.run_id),
+                table,
+                self.connection,
+                plan,
+                run_id=ctx.run_id,
+                ingested_at=ctx.now,
+                has_landed=state.has_data or bool(batch.files_written),
+            )
+        out = Extracted(
+            load_type=plan.load_type,
+            files=len(batch.files_written) + (1 if tombstones else 0),
+            rows_read=batch.rows_read,
+            rows_landed=batch.rows_landed + tombstones,
+            rows_deduplicated=batch.rows_deduplicated,
+        )
+        if batch.files_written or tombstones:
+            new = next_state(
+                state,
+                plan.table_plan(),
+                batch,
+                ctx.run_id,
+                ctx.now,
+                cursor_timezone=table.cursor_timezone,
+                pause=ctx.pause,
+            )
+            out.commit = new if ctx.pause else cap_watermark(new, plan)
+        return out
+
+    def after_commit(
+        self,
+        ctx: RunContext,
+        state: TableState,
+        plan: JdbcPlanned,
+        extracted: Extracted | None,  # type: ignore[override]
+    ) -> None:
+        """Nothing to move: a database table has no inbox."""
 
 
-def discover_tables(cfg: PipelineConfig) -> tuple[list[JdbcTask], list[TableOutcome]]:
+def discover_tables(cfg: PipelineConfig) -> tuple[list[JdbcJob], list[TableOutcome]]:
     """Discover every PostgreSQL source's tables; a source that can't be read becomes a failed outcome."""
-    from ingestion.run.pipeline import TableOutcome
-
-    tasks: list[JdbcTask] = []
+    jobs: list[JdbcJob] = []
     failed: list[TableOutcome] = []
     for source in cfg.jdbc_sources():
         started = time.monotonic()
+        started_at = utcnow()
         try:
             conn = connection_for(source)
             with connect(conn) as pg:
@@ -83,175 +201,32 @@ def discover_tables(cfg: PipelineConfig) -> tuple[list[JdbcTask], list[TableOutc
                 schema=source.schema,
                 tables=[t.name for t in tables],
             )
-            tasks += [JdbcTask(source, t, conn) for t in tables]
+            jobs += [JdbcJob(source, t, conn) for t in tables]
         except Exception as exc:
-            outcome = TableOutcome(source.name, "*", status="failed", error=_error_text(exc))
+            outcome = TableOutcome(
+                source.name,
+                "*",
+                status="failed",
+                error=error_text(exc),
+                error_class=type(exc).__name__,
+                failed_step="look",
+                started_at=started_at,
+            )
             outcome.seconds = round(time.monotonic() - started, 3)
             event("discovery failed", logging.ERROR, source=source.name, error=outcome.error)
             failed.append(outcome)
-    return tasks, failed
+    return jobs, failed
 
 
-def _error_text(exc: BaseException) -> str:
-    return redact(f"{type(exc).__name__}: {exc}")
-
-
-def run_jdbc_table(run: _Run, task: JdbcTask) -> TableOutcome:
-    """The commit protocol for one PostgreSQL table; every error ends up in the outcome, none escapes."""
-    from ingestion.run.pipeline import TableOutcome, _log_outcome, _utcnow
-
-    started = time.monotonic()
-    table, source, conn = task.table, task.source, task.connection
-    outcome = TableOutcome(source.name, table.name, status="up_to_date")
-    target = table_dir(run.cfg.lake_root, source.name, table.name)
-    keeper: LeaseKeeper | None = None
-    committed = False
-    try:
-        if run.dry_run:
-            state = run.store.read(source.name, table.name)
-            plan = plan_jdbc_table(
-                table, state if state and state.has_data else None, _utcnow(), load_type=run.load_type
-            )
-            outcome.status, outcome.load_type = "planned", plan.load_type
-            outcome.watermark = state.watermark if state else None
-            return outcome
-
-        held = run.store.acquire(source.name, table.name, run.run_id, _utcnow(), run.ttl)
-        keeper = LeaseKeeper(run.store, held, run.ttl, _utcnow)
-        checkpoint("lease_acquired", table.name)
-        orphans = remove_orphans(target, set(held.state.committed_runs))
-        remove_stale_scratch(run.cfg.lake_root, source.name, table.name, run.run_id)
-        outcome.orphans_removed = len(orphans)
-        checkpoint("orphans_removed", table.name)
-        state = keeper.held.state
-
-        with connect(conn) as pg:
-            # The horizon is read before the rows: everything below it had committed already.
-            facts = horizon_facts(conn, pg)
-            horizon = safe_horizon(facts.now, facts.oldest_xact_start)
-            plan = plan_jdbc_table(table, state if state.has_data else None, horizon, load_type=run.load_type)
-            where = where_clause(table, plan)
-            bounds = _partition_bounds(conn, pg, table, where)
-        event(
-            "planned read",
-            table=outcome.name,
-            load_type=plan.load_type,
-            lower_bound=plan.lower_bound.value if plan.lower_bound else None,
-            upper_bound=plan.upper_bound.value if plan.upper_bound else None,
-            horizon_held_by_open_transaction=horizon < facts.now or None,
-            open_transactions=facts.open_transactions or None,
-            writing_transactions=facts.writing_transactions or None,
-            partitions=table.num_partitions if bounds else None,
-        )
-        if facts.hidden_backends:
-            event(
-                "some sessions' transactions are invisible to this role, so the horizon can't wait for them",
-                logging.WARNING,
-                table=outcome.name,
-                hidden_sessions=facts.hidden_backends,
-                hint="GRANT pg_read_all_stats TO the ingestion role, or set a lookback",
-            )
-        outcome.load_type = plan.load_type
-        batch = run.get_engine().land_jdbc(
-            JdbcBatch(
-                source=source.name,
-                table=table.name,
-                connection=conn,
-                query=select_sql(table, where),
-                columns=table.types,
-                primary_key=table.primary_key,
-                cursor=table.cursor,
-                run_id=run.run_id,
-                ingested_at=run.now,
-                target=target,
-                lake_root=run.cfg.lake_root,
-                partition_column=table.partition_column if bounds else None,
-                partition_bounds=bounds,
-                partitions=table.num_partitions,
-                fetchsize=table.fetchsize,
-            )
-        )
-        checkpoint("batch_written", table.name)
-        tombstones = 0
-        if table.detect_deletes:
-            from ingestion.engines.duckdb.tombstones import land_tombstones
-
-            tombstones = land_tombstones(run, task, plan, state.has_data or bool(batch.files_written))
-        outcome.files = len(batch.files_written) + (1 if tombstones else 0)
-        outcome.rows_read, outcome.rows_landed = batch.rows_read, batch.rows_landed + tombstones
-        outcome.rows_deduplicated = batch.rows_deduplicated
-        if batch.files_written or tombstones:
-            new = next_state(
-                state,
-                plan.table_plan(),
-                batch,
-                run.run_id,
-                run.now,
-                cursor_timezone=table.cursor_timezone,
-                pause=run.pause,
-            )
-            keeper.commit(new if run.pause else cap_watermark(new, plan))
-            committed = True
-            checkpoint("state_committed", table.name)
-            outcome.status = "landed"
-        outcome.watermark = keeper.held.state.watermark
-    except LeaseHeld as exc:
-        outcome.status, outcome.error = "locked", redact(str(exc.message))
-    except Exception as exc:  # even an engine bug must not stop the other tables
-        outcome.status, outcome.error = "failed", _error_text(exc)
-        if not isinstance(exc, TidemarkError):
-            log.debug("traceback", exc_info=True)
-        if not committed:
-            remove_run_files(target, run.run_id)
-    finally:
-        if keeper is not None:
-            try:
-                keeper.release()
-                checkpoint("lease_released", table.name)
-            except TidemarkError as exc:
-                event(
-                    "could not release the lease; it expires by itself",
-                    logging.WARNING,
-                    table=outcome.name,
-                    error=redact(str(exc)),
-                )
-        outcome.seconds = round(time.monotonic() - started, 3)
-        _log_outcome(outcome)
-    return outcome
-
-
-def _partition_bounds(conn: PgConnection, pg, table: JdbcTable, where: str | None) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
+def _partition_bounds(
+    conn: PgConnection, pg: Any, table: JdbcTable, where: str | None
+) -> tuple[int, int] | None:
     """min/max of the partition column over the rows to read (the same predicate), or None."""
     if table.num_partitions <= 1 or not table.partition_column:
         return None
-    c = pg_ident(table.column(table.partition_column).source_name)
+    c = quote_ident(table.column(table.partition_column).source_name)
     sql = f"select min({c})::int8, max({c})::int8 from {table.relation}" + (
         f" where {where}" if where else ""
     )
     lo, hi = query(conn, pg, sql)[0]
     return None if lo is None else (int(lo), int(hi))
-
-
-@dataclass(frozen=True)
-class KnownTable:
-    """A PostgreSQL table known without asking the database: listed in the config or holding state."""
-
-    source: JdbcSourceConfig
-    name: str
-
-
-def known_tables(cfg: PipelineConfig) -> list[KnownTable]:
-    """PostgreSQL tables `reset` and `--force-unlock` can name without a connection."""
-    from ingestion.run.pipeline import state_store
-
-    sources = cfg.jdbc_sources()
-    if not sources:
-        return []
-    with_state: dict[str, set[str]] = {}
-    for st in state_store(cfg).tables():
-        with_state.setdefault(st.source, set()).add(st.table)
-    out = []
-    for s in sources:
-        listed = {t.name for t in s.tables or ()}
-        out += [KnownTable(s, n) for n in sorted(listed | with_state.get(s.name, set()))]
-    return out

@@ -23,38 +23,14 @@ from urllib.parse import urlparse
 
 from ingestion.config import CsvOptions
 from ingestion.errors import SourceError
+from ingestion.plan.csv import FileFacts
+from ingestion.plan.rejects import Reject, csv_dialect
 
 log = logging.getLogger("tidemark")
 # Sub-folders of an inbox that hold processed files: never listed as new drops.
 ARCHIVE_DIR = "archive"
 UNPROCESSED_DIR = "unprocessed"
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, order=True)
-class FileFacts:
-    """A source file as listed at plan time.
-
-    Its ledger identity is (relpath, size, mtime_ns, etag); `checksum` (sha256 of the bytes) is filled in
-    when the file is fetched, and tells a touched-but-identical file from a changed one.
-    """
-
-    relpath: str
-    path: str  # local path or s3:// URL
-    size: int
-    mtime_ns: int
-    etag: str | None = None
-    checksum: str | None = None
-    origin: str | None = None  # the S3 URL of a downloaded copy
-
-    @property
-    def is_s3(self) -> bool:
-        return self.path.startswith("s3://")
-
-    @property
-    def source_path(self) -> str:
-        """Where the file lives in the inbox (what archiving moves)."""
-        return self.origin or self.path
 
 
 def split_s3(url: str) -> tuple[str, str]:
@@ -172,17 +148,6 @@ def open_text(path: str, options: CsvOptions) -> io.TextIOWrapper:
     return open(path, encoding=_decoder_name(options), errors="replace", newline="")
 
 
-def _dialect(options: CsvOptions) -> dict[str, object]:
-    same = options.escape == options.quote
-    return {
-        "delimiter": options.delimiter,
-        "quotechar": options.quote,
-        "doublequote": same,
-        "escapechar": None if same else options.escape,
-        "strict": False,
-    }
-
-
 def read_header(path: str, options: CsvOptions) -> list[str] | None:
     """The raw column names of a file (its first record), or None for an empty file.
 
@@ -190,20 +155,12 @@ def read_header(path: str, options: CsvOptions) -> list[str] | None:
     """
     with open_text(path, options) as f:
         try:
-            first = next(csv.reader(f, **_dialect(options)), None)  # type: ignore[arg-type]
+            first = next(csv.reader(f, **csv_dialect(options)), None)  # type: ignore[arg-type]
         except csv.Error as exc:
             raise SourceError(f"{path}: cannot read the header: {exc}") from None
     if first is None or first == []:
         return None
     return first if options.header else [f"column{i}" for i in range(len(first))]
-
-
-def split_record(text: str, options: CsvOptions) -> list[str] | None:
-    """Fields of one raw record as Python's csv module splits them; None when it can't."""
-    try:
-        return next(csv.reader(io.StringIO(text), **_dialect(options)), [])  # type: ignore[arg-type]
-    except csv.Error:
-        return None
 
 
 def record_lines(path: str, options: CsvOptions, wanted: Iterable[int]) -> dict[int, int]:
@@ -217,7 +174,7 @@ def record_lines(path: str, options: CsvOptions, wanted: Iterable[int]) -> dict[
     if not todo:
         return out
     with open_text(path, options) as f:
-        reader = csv.reader(f, **_dialect(options))  # type: ignore[arg-type]
+        reader = csv.reader(f, **csv_dialect(options))  # type: ignore[arg-type]
         start, index = 1, -1 if options.header else 0
         if options.header:
             try:
@@ -319,3 +276,16 @@ def move_files(
                 shutil.move(str(src), dest)
         done.append(dest)
     return done
+
+
+def locate(path: str, options: CsvOptions, rejects: Sequence[Reject]) -> list[Reject]:
+    """Fill in physical line numbers: from byte offsets when the engine gave them, else by a file scan."""
+    from dataclasses import replace
+
+    from ingestion.sources.csv import lines_at_offsets
+
+    by_offset = lines_at_offsets(path, [r.offset for r in rejects if r.offset is not None])
+    scan = record_lines(path, options, [r.record for r in rejects if r.offset is None])
+    return [
+        replace(r, line=by_offset[r.offset] if r.offset is not None else scan.get(r.record)) for r in rejects
+    ]

@@ -20,6 +20,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from ingestion.config import JdbcSourceConfig
 from ingestion.errors import ConfigError, SourceError
+from ingestion.plan.jdbc import CatalogColumn, CatalogTable
 from ingestion.redact import redact, register_secret
 
 if TYPE_CHECKING:
@@ -168,27 +169,6 @@ def query(
 
 
 # --- discovery -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CatalogColumn:
-    """A column as the catalog describes it."""
-
-    name: str
-    pg_type: str  # pg_type.typname of the column (array types start with '_')
-    declared: str  # format_type(): e.g. numeric(12,2), character varying(50)
-    numeric_precision: int | None = None
-    numeric_scale: int | None = None
-
-
-@dataclass(frozen=True)
-class CatalogTable:
-    """A table (or view) of the source schema with its columns and primary key constraint."""
-
-    name: str
-    columns: tuple[CatalogColumn, ...]
-    primary_key: tuple[str, ...] = ()
-    kind: str = "r"
 
 
 _COLUMNS_SQL = """

@@ -15,10 +15,10 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ingestion.contract import PARTITION_COLUMN
 from ingestion.errors import CatalogError
 from ingestion.lake import fs as lakefs
 from ingestion.observe.logs import event
-from ingestion.plan.normalize import PARTITION_COLUMN
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ingestion.config import PipelineConfig
+from ingestion.contract import PARTITION_COLUMN
 from ingestion.errors import SchemaError, SourceError, TidemarkError
 from ingestion.lake.layout import run_files, table_dir
 from ingestion.lake.state import StateStore
-from ingestion.plan.normalize import PARTITION_COLUMN
 
 log = logging.getLogger("tidemark")
 

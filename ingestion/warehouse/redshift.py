@@ -24,9 +24,9 @@ from typing import Any
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ingestion.contract import PARTITION_COLUMN
 from ingestion.errors import ConfigError, SchemaError, SourceError
 from ingestion.lake.layout import run_id_of
-from ingestion.plan.normalize import PARTITION_COLUMN
 from ingestion.warehouse.loader import (
     LEDGER_SCHEMA,
     LEDGER_TABLE,

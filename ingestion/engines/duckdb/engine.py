@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
+from ingestion.contract import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
 from ingestion.engines.base import (
     CsvBatch,
     FileRead,
@@ -15,22 +15,20 @@ from ingestion.engines.base import (
     Written,
     land_csv_files,
     landed_type,
-    sql_string,
 )
+from ingestion.engines.duckdb.common import (
+    SQL_TYPES,
+    count_rows,
+    dedup_window,
+    max_cursor,
+    stage_parquet,
+)
+from ingestion.engines.duckdb.jdbc import land_jdbc
 from ingestion.errors import EngineError
-from ingestion.lake.layout import partition_value, publish_staged
-from ingestion.lake.state import Watermark
-from ingestion.plan.csv import LandedBatch
+from ingestion.lake.layout import publish_staged
+from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
-    DECIMAL,
-    DECIMAL_PRECISION,
-    DECIMAL_SCALE,
-    INGESTED_AT,
-    OP,
-    PARTITION_COLUMN,
-    RUN_ID,
     SAMPLE_ROWS,
-    SOURCE_FILE,
     STRING,
     ColumnStats,
     TypePlan,
@@ -49,32 +47,11 @@ from ingestion.plan.rejects import (
     classify_structural,
     type_reason,
 )
-from ingestion.sources.csv import FileFacts
+from ingestion.sqltext import quote_ident, sql_string
 
-SQL_TYPES = {
-    "boolean": "BOOLEAN",
-    "bigint": "BIGINT",
-    DECIMAL: f"DECIMAL({DECIMAL_PRECISION},{DECIMAL_SCALE})",
-    "double": "DOUBLE",
-    "date": "DATE",
-    "timestamp": "TIMESTAMP",
-    "timestamptz": "TIMESTAMPTZ",
-    STRING: "VARCHAR",
-}
-# Canonical max-cursor text per type; identical to the Spark engine's.
-_CURSOR_TEXT = {
-    "timestamp": "strftime(max({c}), '%Y-%m-%dT%H:%M:%S.%f')",
-    "timestamptz": "strftime(max({c}), '%Y-%m-%dT%H:%M:%S.%f') || '+00:00'",
-    "date": "strftime(max({c}), '%Y-%m-%d')",
-}
 # A record longer than this is rejected (line_too_long) rather than read.
 MAX_LINE_BYTES = 64 * 1024 * 1024
 _batch_ids = itertools.count()
-
-
-def q(name: str) -> str:
-    """Quote a DuckDB identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def parse_expr(col: str, rule: TypeRule) -> str:
@@ -144,10 +121,8 @@ class DuckDBEngine:
             ops.close()
 
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
-        """Land a PostgreSQL batch (read through connectorx as Arrow); see `engines.duckdb_jdbc`."""
-        from ingestion.engines.duckdb.jdbc import land_jdbc
-
-        return land_jdbc(self, batch, next(_batch_ids))
+        """Land a PostgreSQL batch (read through connectorx as Arrow); see `engines.duckdb.jdbc`."""
+        return land_jdbc(self.db.cursor(), batch, next(_batch_ids))
 
 
 class _DuckDBCsv:
@@ -180,12 +155,12 @@ class _DuckDBCsv:
         crlf = has_crlf(f.path)
         cols = []
         for k, c in enumerate(names):
-            expr = q(f"c{k}")
+            expr = quote_ident(f"c{k}")
             if crlf:  # a Windows file's line breaks inside quoted fields read as \n, as Spark reads them
                 expr = f"replace({expr}, chr(13) || chr(10), chr(10))"
             if nulls:
                 expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
-            cols.append(f"{expr} AS {q(c)}")
+            cols.append(f"{expr} AS {quote_ident(c)}")
         self.con.execute(
             f"CREATE TEMP TABLE {table} AS SELECT {', '.join(cols)}, {sql_string(f.relpath)} AS {SOURCE_FILE} "
             f"FROM {reader}"
@@ -224,8 +199,8 @@ class _DuckDBCsv:
         """One scan of `source`: per column, its non-null values and the values satisfying each of its rules."""
         checks = []
         for c, col_rules in rules.items():
-            checks.append(f"count({q(c)})")
-            checks += [f"count(*) FILTER (WHERE {rule_ok_expr(q(c), rule)})" for rule in col_rules]
+            checks.append(f"count({quote_ident(c)})")
+            checks += [f"count(*) FILTER (WHERE {rule_ok_expr(quote_ident(c), rule)})" for rule in col_rules]
         row = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
         assert row is not None
         return unpack_rule_counts(rules, row)
@@ -233,7 +208,7 @@ class _DuckDBCsv:
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
         names, table = self.names[f.relpath], self.tables[f.relpath]
         by_name = {r.name: r for r in rules}
-        fits = {c: fits_expr(q(c), plan.types[c], by_name) for c in names}
+        fits = {c: fits_expr(quote_ident(c), plan.types[c], by_name) for c in names}
         first_bad = " ".join(f"WHEN NOT {fits[c]} THEN {sql_string(c)}" for c in names)
         bad = self.con.execute(
             f"SELECT rowid, CASE {first_bad} END AS bad_column, * EXCLUDE ({SOURCE_FILE}) FROM {table} "
@@ -260,7 +235,9 @@ class _DuckDBCsv:
         selects = [f"SELECT * FROM {self.tables[f.relpath]}" for f in files]
         raw = f"raw_{self.n}"
         con.execute(f"CREATE TEMP VIEW {raw} AS " + "\nUNION ALL BY NAME\n".join(selects))
-        typed = ", ".join(f"{cast_expr(q(c), plan.types[c], rules, zone)} AS {q(c)}" for c in columns)
+        typed = ", ".join(
+            f"{cast_expr(quote_ident(c), plan.types[c], rules, zone)} AS {quote_ident(c)}" for c in columns
+        )
         ingested = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
         select = (
             f"SELECT {typed}, {sql_string(batch.run_id)} AS {RUN_ID}, "
@@ -271,18 +248,20 @@ class _DuckDBCsv:
         if batch.lower_bound and batch.cursor:
             ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], zone)]
             bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
-            select += f" WHERE {q(batch.cursor)} IS NULL OR {q(batch.cursor)} >= {bound}"
+            select += f" WHERE {quote_ident(batch.cursor)} IS NULL OR {quote_ident(batch.cursor)} >= {bound}"
         kept, landed = f"kept_{self.n}", f"landed_{self.n}"
         con.execute(f"CREATE TEMP TABLE {kept} AS {select}")
-        rows_kept = _count(con, kept)
+        rows_kept = count_rows(con, kept)
         dedup = f"SELECT * FROM {kept}"
         if batch.primary_key:
-            dedup += f" QUALIFY row_number() OVER ({_dedup_window(batch, columns)}) = 1"
+            dedup += (
+                f" QUALIFY row_number() OVER ({dedup_window(batch.primary_key, batch.cursor, columns)}) = 1"
+            )
         con.execute(f"CREATE TEMP TABLE {landed} AS {dedup}")
         # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
         # a truncated file where dbt reads.
         Path(batch.staging).mkdir(parents=True, exist_ok=True)
-        if _count(con, landed):  # nothing left after filter and dedup: no file, as on Spark
+        if count_rows(con, landed):  # nothing left after filter and dedup: no file, as on Spark
             stage_parquet(con, landed, batch.staging, batch.ingested_at)
         staged = sorted(str(p) for p in Path(batch.staging).rglob("*.parquet"))
         # Count what was written, not what was meant to be: the conservation check depends on it.
@@ -295,11 +274,11 @@ class _DuckDBCsv:
             if staged
             else 0
         )
-        max_cursor = _max_cursor(
+        top = max_cursor(
             con, landed, batch.cursor, landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
         )
         files = publish_staged(batch.staging, batch.target, batch.run_id)
-        return Written(rows_kept, rows_landed, max_cursor, tuple(files))
+        return Written(rows_kept, rows_landed, top, tuple(files))
 
 
 _REASON_TEXT = {
@@ -320,40 +299,7 @@ def _records_of_accepted(ordinals: list[int], rejected: list[int]) -> list[int]:
     return out
 
 
-def stage_parquet(con: duckdb.DuckDBPyConnection, table: str, staging: str, ingested_at: datetime) -> None:
-    """Write `table` to `<staging>/_ingest_date=<run date>/part-0.parquet`.
-
-    A batch has one partition (the run's date): a plain COPY into its folder writes what PARTITION_BY
-    would (the partition column stays out of the file), in half the time.
-    """
-    folder = Path(staging) / f"{PARTITION_COLUMN}={partition_value(ingested_at)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    con.execute(f"COPY {table} TO {sql_string(str(folder / 'part-0.parquet'))} (FORMAT parquet)")
-
-
 def has_crlf(path: str) -> bool:
     """Does the file use Windows line endings (judged on its first 64 KiB)?"""
     with open(path, "rb") as fh:
         return b"\r\n" in fh.read(1 << 16)
-
-
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
-
-
-def _dedup_window(batch: CsvBatch, columns: list[str]) -> str:
-    """Latest cursor wins, then the later file, then the greatest row: deterministic on any engine."""
-    order = [f"{q(batch.cursor)} DESC NULLS LAST"] if batch.cursor else []
-    order.append(f"{SOURCE_FILE} DESC")
-    order += [f"{q(c)} DESC NULLS LAST" for c in columns if c not in batch.primary_key]
-    return f"PARTITION BY {', '.join(q(k) for k in batch.primary_key)} ORDER BY {', '.join(order)}"
-
-
-def _max_cursor(
-    con: duckdb.DuckDBPyConnection, table: str, cursor: str | None, ctype: str
-) -> Watermark | None:
-    if not cursor:
-        return None
-    expr = _CURSOR_TEXT.get(ctype, "CAST(max({c}) AS VARCHAR)").format(c=q(cursor))
-    value = con.execute(f"SELECT {expr} FROM {table}").fetchone()[0]  # type: ignore[index]
-    return None if value is None else Watermark(value=str(value), type=ctype)

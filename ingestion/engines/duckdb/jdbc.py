@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import duckdb
 
-from ingestion.engines.base import JdbcBatch, sql_string
+from ingestion.contract import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
+from ingestion.engines.base import JdbcBatch
+from ingestion.engines.duckdb.common import count_rows, dedup_window, duck_type, max_cursor, stage_parquet
 from ingestion.errors import EngineError
 from ingestion.lake.layout import publish_staged
 from ingestion.plan.csv import LandedBatch
 from ingestion.plan.jdbc import partition_queries, partition_ranges
-from ingestion.plan.normalize import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
 from ingestion.redact import redact
 from ingestion.sources.jdbc import read_arrow
-
-if TYPE_CHECKING:
-    from ingestion.engines.duckdb.engine import DuckDBEngine
-
-
-def duck_type(ltype: str) -> str:
-    """DuckDB SQL type of a landed type (`decimal(p,s)` passes through)."""
-    from ingestion.engines.duckdb.engine import SQL_TYPES
-
-    return SQL_TYPES.get(ltype) or ltype.upper()
+from ingestion.sqltext import quote_ident, sql_string
 
 
 def batch_queries(batch: JdbcBatch) -> list[str]:
@@ -34,18 +24,24 @@ def batch_queries(batch: JdbcBatch) -> list[str]:
     return [batch.query]
 
 
-def land_jdbc(engine: DuckDBEngine, batch: JdbcBatch, n: int) -> LandedBatch:
-    """Read the batch's rows as Arrow, cast to the landed types, dedup by key, write Parquet, publish."""
-    from ingestion.engines.duckdb.engine import _count, _max_cursor, q, stage_parquet
+def land_jdbc(con: duckdb.DuckDBPyConnection, batch: JdbcBatch, n: int) -> LandedBatch:
+    """Read the batch's rows as Arrow, cast to the landed types, dedup by key, write Parquet, publish.
 
-    arrow = read_arrow(batch.connection, batch_queries(batch))
-    con = engine.db.cursor()
+    `con` is a connection of the batch's own (closed here): temp tables stay per batch.
+    """
+    try:
+        arrow = read_arrow(batch.connection, batch_queries(batch))
+    except BaseException:
+        con.close()
+        raise
     raw, landed = f"pg_raw_{n}", f"pg_landed_{n}"
     columns = list(batch.columns)
     try:
         con.execute("SET TimeZone = 'UTC'")  # UTC text from PostgreSQL casts to the same instant
         con.register(raw, arrow)
-        typed = ", ".join(f"CAST({q(c)} AS {duck_type(batch.columns[c])}) AS {q(c)}" for c in columns)
+        typed = ", ".join(
+            f"CAST({quote_ident(c)} AS {duck_type(batch.columns[c])}) AS {quote_ident(c)}" for c in columns
+        )
         ingested = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
         select = (
             f"SELECT {typed}, {sql_string(batch.run_id)} AS {RUN_ID}, "
@@ -53,15 +49,11 @@ def land_jdbc(engine: DuckDBEngine, batch: JdbcBatch, n: int) -> LandedBatch:
             f"'u' AS {OP} FROM {raw}"
         )
         if batch.primary_key:
-            order = [f"{q(batch.cursor)} DESC NULLS LAST"] if batch.cursor else []
-            order += [f"{q(c)} DESC NULLS LAST" for c in columns if c not in batch.primary_key]
-            window = f"PARTITION BY {', '.join(q(k) for k in batch.primary_key)}"
-            if order:
-                window += f" ORDER BY {', '.join(order)}"
+            window = dedup_window(batch.primary_key, batch.cursor, columns)
             select = f"SELECT * FROM ({select}) AS typed QUALIFY row_number() OVER ({window}) = 1"
         con.execute(f"CREATE TEMP TABLE {landed} AS {select}")
-        rows_landed = _count(con, landed)
-        max_cursor = _max_cursor(
+        rows_landed = count_rows(con, landed)
+        top = max_cursor(
             con, landed, batch.cursor, batch.columns.get(batch.cursor, "") if batch.cursor else ""
         )
         files: list[str] = []
@@ -75,7 +67,7 @@ def land_jdbc(engine: DuckDBEngine, batch: JdbcBatch, n: int) -> LandedBatch:
     return LandedBatch(
         rows_read=arrow.num_rows,
         rows_landed=rows_landed,
-        max_cursor=max_cursor,
+        max_cursor=top,
         columns=dict(batch.columns),
         files_written=tuple(files),
     )

@@ -14,31 +14,32 @@ module (DuckDB over the local lake), so tombstones are identical whichever engin
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
 
-from ingestion.engines.base import sql_string
-from ingestion.engines.duckdb.jdbc import duck_type
+from ingestion.contract import (
+    INGESTED_AT,
+    OP,
+    PARTITION_COLUMN,
+    RUN_ID,
+    SOURCE_FILE,
+    TOMBSTONE,
+    latest_version_order,
+    render_window,
+)
+from ingestion.engines.duckdb.common import duck_type
 from ingestion.errors import EngineError
 from ingestion.lake.layout import partition_value
 from ingestion.observe.logs import event
 from ingestion.plan.jdbc import TIME_CURSORS, JdbcPlan, JdbcTable, select_sql
-from ingestion.plan.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
 from ingestion.redact import redact
-from ingestion.sources.jdbc import read_arrow
-
-if TYPE_CHECKING:
-    from ingestion.run.jdbc_job import JdbcTask
-    from ingestion.run.pipeline import _Run
+from ingestion.sources.jdbc import PgConnection, read_arrow
+from ingestion.sqltext import quote_ident, sql_string
 
 # Tombstone files take numbers far above an engine's data files of the same run.
 TOMBSTONE_FILE_NUMBER = 900000
-
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _horizon_literal(table: JdbcTable, plan: JdbcPlan) -> str | None:
@@ -52,25 +53,37 @@ def _horizon_literal(table: JdbcTable, plan: JdbcPlan) -> str | None:
     return f"timezone({sql_string(zone)}, TIMESTAMPTZ {sql_string(plan.horizon.value)})"
 
 
-def land_tombstones(run: _Run, task: JdbcTask, plan: JdbcPlan, has_landed: bool) -> int:
-    """Write this run's tombstones for keys deleted at the source; returns how many were written."""
-    table = task.table
-    target = os.path.join(run.cfg.lake_root, "landing", table.source, table.name)
+def land_tombstones(
+    target: str,
+    scratch: str,
+    table: JdbcTable,
+    connection: PgConnection,
+    plan: JdbcPlan,
+    *,
+    run_id: str,
+    ingested_at: datetime,
+    has_landed: bool,
+) -> int:
+    """Write this run's tombstones for keys deleted at the source; returns how many were written.
+
+    `target` is the table's landing folder, `scratch` a folder of this run's own to stage the file in.
+    """
     files = sorted(str(p) for p in Path(target).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
     if not has_landed or not files or not table.primary_key:
         return 0
-    source_keys = read_arrow(task.connection, [select_sql(table, None, table.primary_key)])
-    keys = ", ".join(q(k) for k in table.primary_key)
+    source_keys = read_arrow(connection, [select_sql(table, None, table.primary_key)])
+    keys = ", ".join(quote_ident(k) for k in table.primary_key)
     cursor = table.cursor
-    order = (f"{q(cursor)} DESC NULLS LAST, " if cursor else "") + f"{INGESTED_AT} DESC, {RUN_ID} DESC"
+    window = render_window(table.primary_key, latest_version_order(cursor), quote_ident)
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("source_keys_raw", source_keys)
         typed_keys = ", ".join(
-            f"CAST({q(k)} AS {duck_type(table.types[k])}) AS {q(k)}" for k in table.primary_key
+            f"CAST({quote_ident(k)} AS {duck_type(table.types[k])}) AS {quote_ident(k)}"
+            for k in table.primary_key
         )
-        cursor_col = f", {q(cursor)}" if cursor else ""
+        cursor_col = f", {quote_ident(cursor)}" if cursor else ""
         con.execute(
             f"""
             CREATE TEMP TABLE gone AS
@@ -80,7 +93,7 @@ def land_tombstones(run: _Run, task: JdbcTask, plan: JdbcPlan, has_landed: bool)
             ),
             live AS (
                 SELECT * FROM landed
-                QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
+                QUALIFY row_number() OVER ({window}) = 1
             ),
             src AS (SELECT {typed_keys} FROM source_keys_raw)
             SELECT live.* FROM live ANTI JOIN src USING ({keys}) WHERE live.{OP} <> 'd'
@@ -93,24 +106,24 @@ def land_tombstones(run: _Run, task: JdbcTask, plan: JdbcPlan, has_landed: bool)
         cols = []
         for c, t in table.types.items():
             if c in table.primary_key:
-                cols.append(q(c))
+                cols.append(quote_ident(c))
             elif c == cursor:
-                expr = q(c) if horizon is None else f"greatest({q(c)}, {horizon})"
-                cols.append(f"CAST({expr} AS {duck_type(t)}) AS {q(c)}")
+                expr = quote_ident(c) if horizon is None else f"greatest({quote_ident(c)}, {horizon})"
+                cols.append(f"CAST({expr} AS {duck_type(t)}) AS {quote_ident(c)}")
             else:
-                cols.append(f"CAST(NULL AS {duck_type(t)}) AS {q(c)}")
-        ingested = run.now.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+                cols.append(f"CAST(NULL AS {duck_type(t)}) AS {quote_ident(c)}")
+        ingested = ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
         select = (
-            f"SELECT {', '.join(cols)}, {sql_string(run.run_id)} AS {RUN_ID}, "
+            f"SELECT {', '.join(cols)}, {sql_string(run_id)} AS {RUN_ID}, "
             f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, CAST(NULL AS VARCHAR) AS {SOURCE_FILE}, "
-            f"'d' AS {OP} FROM gone"
+            f"{sql_string(TOMBSTONE)} AS {OP} FROM gone"
         )
         # Stage outside landing/, then rename: dbt never sees a half-written file.
-        name = f"part-{run.run_id}-{TOMBSTONE_FILE_NUMBER}.parquet"
-        staged = Path(run.cfg.lake_root, "_tmp", run.run_id, table.source, f"{table.name}-tombstones", name)
+        name = f"part-{run_id}-{TOMBSTONE_FILE_NUMBER}.parquet"
+        staged = Path(scratch, f"{table.source}-{table.name}-tombstones", name)
         staged.parent.mkdir(parents=True, exist_ok=True)
         con.execute(f"COPY ({select}) TO {sql_string(str(staged))} (FORMAT parquet)")
-        dest = Path(target, f"{PARTITION_COLUMN}={partition_value(run.now)}", name)
+        dest = Path(target, f"{PARTITION_COLUMN}={partition_value(ingested_at)}", name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, dest)
     except duckdb.Error as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingestion.config import CsvOptions, SparkConfig
+from ingestion.contract import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
 from ingestion.engines.base import (
     CsvBatch,
     FileRead,
@@ -22,21 +23,14 @@ from ingestion.engines.base import (
     land_csv_files,
     landed_type,
 )
+from ingestion.engines.spark.common import SQL_TYPES, count_and_max, dedup_window
+from ingestion.engines.spark.jdbc import driver_conf, land_jdbc
 from ingestion.errors import EngineError
 from ingestion.formats import to_java_pattern
 from ingestion.lake.layout import partition_value, publish_staged
-from ingestion.lake.state import Watermark
-from ingestion.plan.csv import LandedBatch
+from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
-    DECIMAL,
-    DECIMAL_PRECISION,
-    DECIMAL_SCALE,
-    INGESTED_AT,
-    OP,
-    PARTITION_COLUMN,
-    RUN_ID,
     SAMPLE_ROWS,
-    SOURCE_FILE,
     STRING,
     ColumnStats,
     TypePlan,
@@ -55,26 +49,11 @@ from ingestion.plan.rejects import (
     classify_structural,
     type_reason,
 )
-from ingestion.sources.csv import FileFacts
+from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-SQL_TYPES = {
-    "boolean": "boolean",
-    "bigint": "bigint",
-    DECIMAL: f"decimal({DECIMAL_PRECISION},{DECIMAL_SCALE})",
-    "double": "double",
-    "date": "date",
-    "timestamp": "timestamp_ntz",
-    "timestamptz": "timestamp",
-    STRING: "string",
-}
-_CURSOR_FORMAT = {
-    "timestamp": "yyyy-MM-dd'T'HH:mm:ss.SSSSSS",
-    "timestamptz": "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'+00:00'",
-    "date": "yyyy-MM-dd",
-}
 # Settings that make local Spark land exactly what the DuckDB engine lands.
 BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",
@@ -90,11 +69,6 @@ BASE_CONF = {
 SPARK_CHARSETS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "latin-1": "iso-8859-1", "utf-16": "utf-16"}
 CORRUPT = "_tidemark_corrupt"
 RECORD = "_tidemark_record"
-
-
-def bq(name: str) -> str:
-    """Quote a Spark SQL identifier."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def java_available() -> bool:
@@ -124,7 +98,6 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
             "or use --engine duckdb, which needs no Java",
         )
     from ingestion.config import DEFAULT_DRIVER_JAR
-    from ingestion.engines.spark.jdbc import driver_conf
 
     builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
     # The PostgreSQL driver is put on the classpath whenever it is installed: jars can't be added later.
@@ -169,17 +142,15 @@ class SparkEngine:
             ops.close()
 
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
-        """Land a PostgreSQL batch through Spark's JDBC reader; see `engines.spark_jdbc`."""
-        from ingestion.engines.spark.jdbc import land_jdbc
-
-        return land_jdbc(self, batch)
+        """Land a PostgreSQL batch through Spark's JDBC reader; see `engines.spark.jdbc`."""
+        return land_jdbc(self.spark, batch)
 
 
 def parse_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
     """Text column `c` as `rule`'s type, or null when it doesn't parse."""
     from pyspark.sql import functions as F
 
-    col = F.col(bq(c))
+    col = F.col(quote_spark(c))
     if rule.fmt:
         pattern = to_java_pattern(rule.fmt)
         if rule.name == "date":
@@ -187,7 +158,7 @@ def parse_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
         if rule.name == "timestamp":
             return F.to_timestamp_ntz(col, F.lit(pattern))
         return F.to_timestamp(col, pattern)
-    return F.expr(f"try_cast({bq(c)} AS {SQL_TYPES[rule.name]})")
+    return F.expr(f"try_cast({quote_spark(c)} AS {SQL_TYPES[rule.name]})")
 
 
 def rule_ok_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
@@ -198,7 +169,7 @@ def rule_ok_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
     """
     from pyspark.sql import functions as F
 
-    col = F.col(bq(c))
+    col = F.col(quote_spark(c))
     low, high = rule.lengths
     fits_length = F.length(col).between(low, high) if high else F.length(col) >= low
     return fits_length & col.rlike(f"^(?:{rule.pattern})$") & parse_col(c, rule).isNotNull()
@@ -208,7 +179,7 @@ def fits_col(c: str, target: str, rules: dict[str, TypeRule]):  # type: ignore[n
     """True when text column `c` is null or a value a `target` column takes (pattern and parse)."""
     from pyspark.sql import functions as F
 
-    col = F.col(bq(c))
+    col = F.col(quote_spark(c))
     if target == STRING:
         return F.lit(True)
     alts = [rule_ok_col(c, rules[n]) for n in accepted_rules(target) if n in rules]
@@ -220,7 +191,7 @@ def cast_col(c: str, target: str, rules: dict[str, TypeRule], zone: str | None):
     from pyspark.sql import functions as F
 
     if target == STRING:
-        return F.col(bq(c))
+        return F.col(quote_spark(c))
     expr = parse_col(c, rules[target])
     if rules[target].fmt is None and target == "timestamp" and "date" in rules and rules["date"].fmt:
         expr = F.coalesce(expr, parse_col(c, rules["date"]).cast("timestamp_ntz"))
@@ -367,7 +338,6 @@ class _SparkCsv:
         return out
 
     def write(self, files: list[FileFacts], columns: list[str], plan: TypePlan) -> Written:
-        from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         batch = self.batch
@@ -390,16 +360,13 @@ class _SparkCsv:
         else:
             rows_kept = sum(self.frames[f.relpath].count() for f in files)
         if batch.primary_key:
-            order = [F.col(batch.cursor).desc_nulls_last()] if batch.cursor else []
-            order.append(F.col(SOURCE_FILE).desc())
-            order += [F.col(c).desc_nulls_last() for c in columns if c not in batch.primary_key]
-            w = Window.partitionBy(*batch.primary_key).orderBy(*order)
+            w = dedup_window(batch.primary_key, batch.cursor, columns)
             typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
         out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
         out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(batch.staging)
         if any(Path(batch.staging).rglob("*.parquet")):
             landed = self.spark.read.parquet(batch.staging)
-            rows_landed, max_cursor = _count_and_max(landed, batch.cursor, ctype)
+            rows_landed, max_cursor = count_and_max(landed, batch.cursor, ctype)
         else:  # nothing survived filtering: Spark writes no file at all
             rows_landed, max_cursor = 0, None
         files_out = publish_staged(batch.staging, batch.target, batch.run_id)
@@ -431,7 +398,7 @@ def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[
 
     aggs = []
     for c, col_rules in rules.items():
-        aggs.append(F.count(F.col(bq(c))))
+        aggs.append(F.count(F.col(quote_spark(c))))
         aggs += [F.count(F.when(rule_ok_col(c, rule), F.lit(1))) for rule in col_rules]
     row = df.agg(*aggs).first()
     assert row is not None
@@ -455,15 +422,3 @@ def _partition_starts(df: DataFrame) -> dict[int, int]:
 def _record_index(mono_id: int, starts: dict[int, int]) -> int:
     """The 0-based record index in the file of a row's monotonically increasing id."""
     return starts[mono_id >> 33] + (mono_id & ((1 << 33) - 1))
-
-
-def _count_and_max(landed: DataFrame, cursor: str | None, ctype: str) -> tuple[int, Watermark | None]:
-    """One scan of what was written: its row count and the max cursor in canonical text."""
-    from pyspark.sql import functions as F
-
-    if not cursor:
-        return landed.count(), None
-    agg = F.max(F.col(bq(cursor)))
-    expr = F.date_format(agg, _CURSOR_FORMAT[ctype]) if ctype in _CURSOR_FORMAT else agg.cast("string")
-    count, value = landed.agg(F.count(F.lit(1)), expr).first()  # type: ignore[misc]
-    return int(count), None if value is None else Watermark(value=str(value), type=ctype)

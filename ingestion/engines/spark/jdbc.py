@@ -7,16 +7,18 @@ import shutil
 from typing import TYPE_CHECKING
 
 from ingestion.config import PipelineConfig, SparkConfig
+from ingestion.contract import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
 from ingestion.engines.base import JdbcBatch
+from ingestion.engines.spark.common import count_and_max, dedup_window, spark_type
 from ingestion.errors import EngineError
 from ingestion.lake.layout import partition_value, publish_staged
 from ingestion.plan.csv import LandedBatch
-from ingestion.plan.normalize import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
 from ingestion.redact import redact
 from ingestion.sources.jdbc import DRIVER_CLASS
+from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
-    from ingestion.engines.spark.engine import SparkEngine
+    from pyspark.sql import SparkSession
 
 
 def driver_conf(jar: str | None, packages: str | None = None) -> dict[str, str]:
@@ -40,23 +42,14 @@ def with_jdbc_driver(config: PipelineConfig) -> SparkConfig:
     return config.spark.model_copy(update={"conf": {**extra, **config.spark.conf}})
 
 
-def spark_type(ltype: str) -> str:
-    """Spark SQL type of a landed type (`decimal(p,s)` passes through)."""
-    from ingestion.engines.spark.engine import SQL_TYPES
-
-    return SQL_TYPES.get(ltype) or ltype
-
-
-def land_jdbc(engine: SparkEngine, batch: JdbcBatch) -> LandedBatch:
+def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
     """Read with `spark.read.format('jdbc')`, cast, dedup by key, write Parquet, publish."""
-    from pyspark.sql import Observation, Window
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
-
-    from ingestion.engines.spark.engine import _count_and_max, bq
 
     conn = batch.connection
     reader = (
-        engine.spark.read.format("jdbc")
+        spark.read.format("jdbc")
         .option("url", conn.jdbc_url)
         .option("driver", DRIVER_CLASS)
         .option("user", conn.user)
@@ -81,22 +74,19 @@ def land_jdbc(engine: SparkEngine, batch: JdbcBatch) -> LandedBatch:
         observed = Observation("tidemark_rows_read")
         df = reader.load().observe(observed, F.count(F.lit(1)).alias("rows"))
         typed = df.select(
-            *[F.expr(f"CAST({bq(c)} AS {spark_type(batch.columns[c])})").alias(c) for c in columns],
+            *[F.expr(f"CAST({quote_spark(c)} AS {spark_type(batch.columns[c])})").alias(c) for c in columns],
             F.lit(batch.run_id).alias(RUN_ID),
             F.lit(batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp").alias(INGESTED_AT),
             F.lit(None).cast("string").alias(SOURCE_FILE),
             F.lit("u").alias(OP),
         )
         if batch.primary_key:
-            order = [F.col(batch.cursor).desc_nulls_last()] if batch.cursor else []
-            order += [F.col(c).desc_nulls_last() for c in columns if c not in batch.primary_key]
-            w = Window.partitionBy(*batch.primary_key)
-            w = w.orderBy(*order) if order else w.orderBy(*batch.primary_key)
+            w = dedup_window(batch.primary_key, batch.cursor, columns)
             typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
         out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
         out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
-        landed = engine.spark.read.parquet(staging)
-        rows_landed, max_cursor = _count_and_max(
+        landed = spark.read.parquet(staging)
+        rows_landed, max_cursor = count_and_max(
             landed, batch.cursor, batch.columns.get(batch.cursor, "") if batch.cursor else ""
         )
         rows_read = int(observed.get["rows"])

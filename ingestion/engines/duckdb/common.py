@@ -1,0 +1,69 @@
+"""What the DuckDB engine's CSV and PostgreSQL paths share: types, counts, the max cursor, staging, dedup."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from ingestion.contract import PARTITION_COLUMN, batch_dedup_order, render_window
+from ingestion.lake.layout import partition_value
+from ingestion.lake.model import Watermark
+from ingestion.plan.normalize import DECIMAL, DECIMAL_PRECISION, DECIMAL_SCALE, STRING
+from ingestion.sqltext import quote_ident, sql_string
+
+SQL_TYPES = {
+    "boolean": "BOOLEAN",
+    "bigint": "BIGINT",
+    DECIMAL: f"DECIMAL({DECIMAL_PRECISION},{DECIMAL_SCALE})",
+    "double": "DOUBLE",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMPTZ",
+    STRING: "VARCHAR",
+}
+
+
+# Canonical max-cursor text per type; identical to the Spark engine's.
+_CURSOR_TEXT = {
+    "timestamp": "strftime(max({c}), '%Y-%m-%dT%H:%M:%S.%f')",
+    "timestamptz": "strftime(max({c}), '%Y-%m-%dT%H:%M:%S.%f') || '+00:00'",
+    "date": "strftime(max({c}), '%Y-%m-%d')",
+}
+
+
+def stage_parquet(con: duckdb.DuckDBPyConnection, table: str, staging: str, ingested_at: datetime) -> None:
+    """Write `table` to `<staging>/_ingest_date=<run date>/part-0.parquet`.
+
+    A batch has one partition (the run's date): a plain COPY into its folder writes what PARTITION_BY
+    would (the partition column stays out of the file), in half the time.
+    """
+    folder = Path(staging) / f"{PARTITION_COLUMN}={partition_value(ingested_at)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY {table} TO {sql_string(str(folder / 'part-0.parquet'))} (FORMAT parquet)")
+
+
+def count_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+
+def dedup_window(primary_key: Sequence[str], cursor: str | None, columns: Sequence[str]) -> str:
+    """The batch dedup window of the landing contract, in DuckDB SQL."""
+    return render_window(primary_key, batch_dedup_order(primary_key, cursor, columns), quote_ident)
+
+
+def max_cursor(
+    con: duckdb.DuckDBPyConnection, table: str, cursor: str | None, ctype: str
+) -> Watermark | None:
+    if not cursor:
+        return None
+    expr = _CURSOR_TEXT.get(ctype, "CAST(max({c}) AS VARCHAR)").format(c=quote_ident(cursor))
+    value = con.execute(f"SELECT {expr} FROM {table}").fetchone()[0]  # type: ignore[index]
+    return None if value is None else Watermark(value=str(value), type=ctype)
+
+
+def duck_type(ltype: str) -> str:
+    """DuckDB SQL type of a landed type (`decimal(p,s)` passes through)."""
+    return SQL_TYPES.get(ltype) or ltype.upper()

@@ -1,0 +1,122 @@
+"""The state document's data: watermark, file ledger, lease, table state (plain data, JSON in and out).
+
+Pure: planning reads and builds these; `ingestion.lake.state` stores them with conditional writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+STATE_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The highest cursor value committed for a table.
+
+    `value` is canonical text: timestamps in UTC (`2026-01-01T10:00:00.000000+00:00`), dates
+    `YYYY-MM-DD`, numbers as digits. `timezone` is the declared zone of a naive timestamp cursor.
+    """
+
+    value: str
+    type: str
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file in a table's ledger: what it looked like when a run processed it, and what became of it.
+
+    `status` is `landed`, or `rejected` for a file refused whole (moved to unprocessed/, with `reason`).
+    Rows add up: `rows_read` = landed-or-deduplicated rows + `rows_rejected`.
+    """
+
+    size: int
+    mtime_ns: int
+    run_id: str
+    etag: str | None = None
+    checksum: str | None = None
+    status: str = "landed"
+    reason: str | None = None
+    rows_read: int = 0
+    rows_rejected: int = 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who is working on a table, since when, and until when the claim holds without renewal."""
+
+    run_id: str
+    acquired_at: str
+    expires_at: str
+    host: str
+    pid: int
+
+    def expired(self, now: datetime) -> bool:
+        return now >= datetime.fromisoformat(self.expires_at)
+
+    def holder_is_dead(self) -> bool:
+        """A holder on this machine whose process is gone (killed, OOM) can't come back to commit."""
+        if self.host != socket.gethostname() or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+@dataclass(frozen=True)
+class TableState:
+    """Everything tidemark remembers about one table between runs."""
+
+    pipeline: str
+    source: str
+    table: str
+    version: int = 0
+    watermark: Watermark | None = None
+    committed_runs: tuple[str, ...] = ()
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)
+    updated_at: str | None = None
+    lease: Lease | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}.{self.table}"
+
+    @property
+    def has_data(self) -> bool:
+        """Has a run committed progress (a watermark or landed files) that an incremental load builds on?
+
+        Committed run ids alone are not progress: a reset or paused table keeps them only so that its
+        landed files are not taken for orphans.
+        """
+        return self.watermark is not None or bool(self.files)
+
+    def to_json(self) -> bytes:
+        doc: dict[str, Any] = {"format": STATE_FORMAT, **asdict(self)}
+        doc["committed_runs"] = list(self.committed_runs)
+        return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> TableState:
+        doc = json.loads(body)
+        doc.pop("format", None)
+        wm, lease = doc.pop("watermark", None), doc.pop("lease", None)
+        files = {k: FileEntry(**v) for k, v in doc.pop("files", {}).items()}
+        runs = tuple(doc.pop("committed_runs", ()))
+        return cls(
+            **doc,
+            watermark=Watermark(**wm) if wm else None,
+            lease=Lease(**lease) if lease else None,
+            committed_runs=runs,
+            files=files,
+        )

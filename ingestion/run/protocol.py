@@ -1,0 +1,202 @@
+"""The commit protocol, once, for every source kind (DESIGN.md "A run, per table").
+
+look → lease → orphans → plan → extract (land) → quarantine → commit → after-commit → release, with one
+outcome record and one failure path. A source kind plugs in as a `TableJob` (how to look, plan, extract,
+and what to do after the commit); it never copies the protocol.
+
+A crash before the commit leaves files of an uncommitted run, which the next run removes before writing;
+a crash after it only leaves the lease, which expires (or is taken over at once when its process is known
+to be dead). A table's failure is recorded in its outcome (with the step it failed in) and never
+escapes: the other tables go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ingestion.errors import LeaseHeld, TidemarkError
+from ingestion.lake.layout import remove_orphans, remove_run_files, remove_stale_scratch, table_dir
+from ingestion.lake.model import TableState
+from ingestion.lake.rejected import remove_rejects, write_rejects
+from ingestion.lake.state import LeaseKeeper
+from ingestion.observe.logs import event
+from ingestion.plan.rejects import Reject
+from ingestion.records import Step, TableOutcome
+from ingestion.redact import error_text, redact
+from ingestion.run.context import RunContext, utcnow
+from ingestion.run.records import log_outcome
+from ingestion.warehouse.glue_catalog import register_outcome
+
+log = logging.getLogger("tidemark")
+
+
+@dataclass(frozen=True)
+class Look:
+    """A table's work as seen before taking its lease (a table with nothing new costs no write)."""
+
+    load_type: str
+    files: int = 0
+    has_work: bool = True
+
+
+@dataclass
+class Extracted:
+    """What a job landed in one run, and the state that commits it (None: nothing to commit)."""
+
+    load_type: str
+    commit: TableState | None = None
+    files: int = 0
+    rows_read: int = 0
+    rows_landed: int = 0
+    rows_deduplicated: int = 0
+    rows_filtered: int = 0
+    rows_rejected: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    files_refused: dict[str, str] = field(default_factory=dict)
+
+
+class TableJob(Protocol):
+    """One table of one source kind: the steps the protocol calls, in this order."""
+
+    source: str
+    table: str
+
+    def look(self, ctx: RunContext, state: TableState | None) -> Look:
+        """Cheap, before the lease: the load type, the files seen, whether there is anything to do."""
+        ...
+
+    def plan(self, ctx: RunContext, state: TableState) -> object:
+        """Under the lease, on the held state: what this run reads (source facts + a pure plan)."""
+        ...
+
+    def extract(self, ctx: RunContext, state: TableState, plan: object) -> Extracted:
+        """Read, normalize, dedup and write the run's files; return counts and the state to commit."""
+        ...
+
+    def after_commit(
+        self, ctx: RunContext, state: TableState, plan: object, extracted: Extracted | None
+    ) -> None:
+        """Harmless to repeat: archive processed inputs (CSV)."""
+        ...
+
+
+def land_table(ctx: RunContext, job: TableJob) -> TableOutcome:
+    """One table through the protocol, then its catalog registration, ledger row and progress."""
+    outcome = run_protocol(ctx, job)
+    if not ctx.dry_run:  # after the commit: registration never undoes it (see warehouse.glue_catalog)
+        register_outcome(ctx.cfg, outcome, ctx.run_id, ctx.pause)
+    if ctx.audit is not None:
+        ctx.audit.record(outcome)
+    ctx.observe(outcome.name, f"done:{outcome.status}")
+    return outcome
+
+
+def run_protocol(ctx: RunContext, job: TableJob) -> TableOutcome:
+    """The commit protocol for one table; every error ends up in the outcome, none escapes."""
+    started = time.monotonic()
+    outcome = TableOutcome(job.source, job.table, status="up_to_date", started_at=utcnow())
+    ctx.observe(outcome.name, "started")
+    lake = ctx.cfg.lake_root
+    target = table_dir(lake, job.source, job.table)
+    keeper: LeaseKeeper | None = None
+    committed = False
+    step: Step = "look"
+    try:
+        state = ctx.store.read(job.source, job.table)
+        look = job.look(ctx, state)
+        outcome.load_type, outcome.files = look.load_type, look.files
+        outcome.watermark = outcome.watermark_before = state.watermark if state else None
+        # A dead run's lease (and maybe its files) is tidied up now rather than when new data comes.
+        stale = (
+            state is not None
+            and state.lease is not None
+            and (state.lease.expired(utcnow()) or state.lease.holder_is_dead())
+        )
+        if ctx.dry_run or not (look.has_work or stale):
+            outcome.status = "planned" if ctx.dry_run else "up_to_date"
+            return outcome
+
+        step = "lease"  # its clock is now, not the run's start: a table may wait in the pool a long time
+        held = ctx.store.acquire(job.source, job.table, ctx.run_id, utcnow(), ctx.ttl)
+        keeper = LeaseKeeper(ctx.store, held, ctx.ttl, utcnow)
+        ctx.step("lease_acquired", outcome.name)
+
+        step = "orphans"
+        committed_runs = set(held.state.committed_runs)
+        orphans = remove_orphans(target, committed_runs)
+        remove_rejects(lake, job.source, job.table, keep=committed_runs)
+        remove_stale_scratch(lake, job.source, job.table, ctx.run_id)
+        outcome.orphans_removed = len(orphans)
+        if orphans:
+            event(
+                "removed files of runs that never committed",
+                logging.WARNING,
+                table=outcome.name,
+                files=len(orphans),
+            )
+        ctx.step("orphans_removed", outcome.name)
+
+        step = "plan"
+        state = keeper.held.state  # it may have moved between the first look and the lease
+        plan = job.plan(ctx, state)
+
+        step = "extract"
+        extracted = job.extract(ctx, state, plan)
+        outcome.load_type, outcome.files = extracted.load_type, extracted.files
+        outcome.rows_read, outcome.rows_landed = extracted.rows_read, extracted.rows_landed
+        outcome.rows_deduplicated, outcome.rows_filtered = (
+            extracted.rows_deduplicated,
+            extracted.rows_filtered,
+        )
+        if extracted.commit is not None:
+            ctx.step("batch_written", outcome.name)
+            step = "quarantine"
+            if extracted.rejects:
+                write_rejects(extracted.rejects, lake, job.source, job.table, ctx.run_id, ctx.now)
+            step = "commit"
+            keeper.commit(extracted.commit)
+            committed = True
+            ctx.step("state_committed", outcome.name)
+            outcome.status = "landed"
+            outcome.rows_rejected, outcome.files_refused = extracted.rows_rejected, extracted.files_refused
+            if extracted.files_refused:
+                event(
+                    "files refused; moved to unprocessed/",
+                    logging.ERROR,
+                    table=outcome.name,
+                    files=extracted.files_refused,
+                )
+
+        step = "after_commit"
+        job.after_commit(ctx, state, plan, extracted)
+        outcome.watermark = keeper.held.state.watermark
+    except LeaseHeld as exc:
+        outcome.status, outcome.error = "locked", redact(str(exc.message))
+        outcome.error_class, outcome.failed_step = type(exc).__name__, step
+    except Exception as exc:  # even an engine bug must not stop the other tables
+        outcome.status, outcome.error = "failed", error_text(exc)
+        outcome.error_class, outcome.failed_step = type(exc).__name__, step
+        if not isinstance(exc, TidemarkError):
+            log.debug("traceback", exc_info=True)
+        if not committed:
+            # This run's files never counted; remove them now rather than at the next run.
+            remove_run_files(target, ctx.run_id)
+            remove_rejects(lake, job.source, job.table, only={ctx.run_id})
+    finally:
+        if keeper is not None:
+            try:
+                keeper.release()
+                ctx.step("lease_released", outcome.name)
+            except TidemarkError as exc:
+                event(
+                    "could not release the lease; it expires by itself",
+                    logging.WARNING,
+                    table=outcome.name,
+                    error=redact(str(exc)),
+                )
+        outcome.seconds = round(time.monotonic() - started, 3)
+        log_outcome(outcome)
+    return outcome
