@@ -41,3 +41,11 @@ class LeaseHeld(TidemarkError):
 
 class CatalogError(TidemarkError):
     """The Glue Data Catalog could not be updated; the landed data and its commit stand."""
+
+
+class WarehouseError(TidemarkError):
+    """The warehouse could not be reached or refused a load."""
+
+
+class StatementFailed(WarehouseError):
+    """A Redshift Data API statement ended FAILED or ABORTED, or was cancelled after waiting too long."""

@@ -522,7 +522,7 @@ def load_warehouse_cmd(
     """
     from ingestion.config import load_config
     from ingestion.run.pipeline import select_tables
-    from ingestion.warehouse.loader import LOADERS, load_warehouse
+    from ingestion.warehouse.loader import LOADERS, load_all
 
     if target not in (*LOADERS, "redshift"):
         raise _fail(
@@ -532,16 +532,15 @@ def load_warehouse_cmd(
         cfg = load_config(config, env=env)
         chosen = [(s.name, t.name) for s, t in select_tables(cfg, table)] if table else None
         if target == "redshift":
-            from ingestion.warehouse.redshift import RedshiftLoader, load_redshift
+            from ingestion.warehouse.redshift import RedshiftLoader
 
-            rs = RedshiftLoader.from_env(cfg.lake_root)
-            reports = load_redshift(cfg, rs, chosen)
+            loader = RedshiftLoader.from_env(cfg.lake_root)
         else:
             loader = LOADERS[target](dsn)
-            try:
-                reports = load_warehouse(cfg, loader, chosen)
-            finally:
-                loader.close()
+        try:
+            reports = load_all(cfg, loader, chosen)
+        finally:
+            loader.close()
     except TidemarkError as exc:
         raise _fail(exc) from None
     t = Table(title=f"load-warehouse · {target}")
@@ -583,7 +582,8 @@ def redshift_spectrum_ddl(
     --target redshift` reads the lake in place through `source()`, without load-warehouse.
     """
     from ingestion.config import load_config
-    from ingestion.warehouse.redshift import check_iam_role, external_schema_sql
+    from ingestion.warehouse.data_api import check_iam_role
+    from ingestion.warehouse.redshift import external_schema_sql
 
     try:
         check_iam_role(iam_role, "--iam-role (or TIDEMARK_REDSHIFT_IAM_ROLE)")
