@@ -49,3 +49,11 @@ class StateCorrupt(TidemarkError):
 
 class LakeError(TidemarkError):
     """The lake cannot be reached or written (missing bucket, read-only folder, no credentials)."""
+
+
+class WarehouseError(TidemarkError):
+    """The warehouse could not be reached or refused a load."""
+
+
+class StatementFailed(WarehouseError):
+    """A Redshift Data API statement ended FAILED or ABORTED, or was cancelled after waiting too long."""

@@ -120,14 +120,13 @@ def fetch_config(location: str, into: str) -> str:
     """A local path to the config: `s3://bucket/key` is downloaded into `into`, anything else is as given."""
     if not location.startswith("s3://"):
         return location
-    import boto3
-
     from ingestion.errors import ConfigError
+    from ingestion.lake.s3 import s3_client, split_s3
 
-    bucket, _, key = location[len("s3://") :].partition("/")
+    bucket, key = split_s3(location)
     path = os.path.join(into, os.path.basename(key) or "ingestion.yml")
     try:
-        boto3.client("s3").download_file(bucket, key, path)
+        s3_client().download_file(bucket, key, path)
     except Exception as exc:
         raise ConfigError(
             f"--config {location}: could not download it: {exc}",

@@ -77,11 +77,12 @@ class RedshiftBackend:
         self.dbt = FastDbt(tmp, lake, tmp / "unused.duckdb", env)
 
     def load(self, cfg: Any) -> None:
-        from ingestion.warehouse.loader import PostgresLoader, load_warehouse
+        from ingestion.warehouse.loader import load_all
+        from ingestion.warehouse.postgres import PostgresLoader
 
         loader = PostgresLoader(f"host={PG['host']} port={PG['port']} user={PG['user']} dbname={self.dbname}")
         try:
-            load_warehouse(cfg, loader)  # raw tables and the ingestion ledger (lake_audit.ingestion_runs)
+            load_all(cfg, loader)  # raw tables and the ingestion ledger (lake_audit.ingestion_runs)
         finally:
             loader.close()
 

@@ -13,14 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.stub import Stubber
 
-from ingestion.errors import ConfigError, SchemaError, SourceError
+from ingestion.errors import ConfigError, SchemaError, SourceError, StatementFailed
+from ingestion.warehouse.data_api import DataApi, RedshiftSettings
+from ingestion.warehouse.loader import load_all, load_audit_ledger, load_table
 from ingestion.warehouse.redshift import (
-    DataApi,
     RedshiftLoader,
-    RedshiftSettings,
     RunFiles,
     S3File,
-    StatementFailed,
     copy_statements,
     external_schema_sql,
     list_run_files,
@@ -362,11 +361,11 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(
             upload()
             for table in KEYS:
                 committed = store.read("billing", table).committed_runs  # type: ignore[union-attr]
-                report = loader.load_table("billing", table, committed)
+                report = load_table(lake, loader, "billing", table, committed)
                 assert report.runs and report.rows > 0, (day, table)
                 # Idempotent per run id: the same state again loads nothing and sends no COPY.
                 copies = len(api.copies)
-                assert loader.load_table("billing", table, committed).runs == []
+                assert load_table(lake, loader, "billing", table, committed).runs == []
                 assert len(api.copies) == copies
         for table, key in KEYS.items():
             latest = api.rows(
@@ -379,15 +378,13 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(
             assert latest[0] == len(truth(2)[table]) and latest[1] == landed[0][0] and latest[2] == 0, table
         # The ingestion ledger (the dbt audit models' source) is copied too, each file once.
         ledger_files = list((lake_local / "_audit" / "ingestion_runs").rglob("*.parquet"))
-        audit = loader.load_audit_ledger()
+        audit = load_audit_ledger(lake, loader)
         assert len(audit.runs) == len(ledger_files) > 0
         assert audit.rows == sum(pq.read_metadata(f).num_rows for f in ledger_files)
         assert api.rows("select count(*) from lake_audit.ingestion_runs") == [[audit.rows]]
-        assert loader.load_audit_ledger().runs == []
+        assert load_audit_ledger(lake, loader).runs == []
         # load-warehouse's path: committed runs read from the state store on S3. Forget the latest
         # accounts run in the warehouse: exactly that run is loaded again, nothing else.
-        from ingestion.warehouse.redshift import load_redshift
-
         last = api.rows("select max(run_id) from tidemark_meta.load_ledger where table_name = 'accounts'")[0][
             0
         ]
@@ -398,7 +395,7 @@ def test_redshift_loader_sql_runs_for_real_and_loads_each_run_once(
             ]
         )
         s3cfg = parse_config(demo_config_doc(tmp_path / "inbox", lake))  # type: ignore[arg-type]
-        reports = load_redshift(s3cfg, loader)
+        reports = load_all(s3cfg, loader)
         assert [r.name for r in reports] == [f"billing.{t}" for t in KEYS] + ["_audit.ingestion_runs"]
         assert [r.runs for r in reports] == [[last], [], [], [], []]
         # Day 2's new column was added by the loader.

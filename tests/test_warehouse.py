@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from ingestion.errors import SchemaError
-from ingestion.warehouse.loader import (
+from ingestion.warehouse.plan import (
     batch_types,
     pending_runs,
     plan_columns,

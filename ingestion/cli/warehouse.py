@@ -47,23 +47,23 @@ def load_warehouse_cmd(
     with its entry in the warehouse's load ledger (tidemark_meta.load_ledger); new columns are added and
     types widened as the landed schema grows. Then: dbt build --target postgres.
     """
-    from ingestion.warehouse.loader import LOADERS, load_warehouse
+    from ingestion.warehouse.loader import LOADERS, WarehouseLoader, load_all
 
     if target not in (*LOADERS, "redshift"):
         raise ConfigError(f"unknown target {target!r}", hint=f"use one of {', '.join(LOADERS)}, redshift")
     cfg = load(config, env)
     chosen = _tables(cfg, table)
+    loader: WarehouseLoader
     if target == "redshift":
-        from ingestion.warehouse.redshift import RedshiftLoader, load_redshift
+        from ingestion.warehouse.redshift import RedshiftLoader
 
-        rs = RedshiftLoader.from_env(cfg.lake_root)
-        reports = load_redshift(cfg, rs, chosen)
+        loader = RedshiftLoader.from_env(cfg.lake_root)
     else:
         loader = LOADERS[target](dsn)
-        try:
-            reports = load_warehouse(cfg, loader, chosen)
-        finally:
-            loader.close()
+    try:
+        reports = load_all(cfg, loader, chosen, audit=not table)
+    finally:
+        loader.close()
     t = Table(title=f"load-warehouse · {target}")
     for col in ("table", "runs loaded", "files", "rows", "columns added", "widened"):
         t.add_column(col)
@@ -101,7 +101,8 @@ def redshift_spectrum_ddl(
     Run it once in Redshift (any SQL client or `aws redshift-data execute-statement`); then `dbt build
     --target redshift` reads the lake in place through `source()`, without load-warehouse.
     """
-    from ingestion.warehouse.redshift import check_iam_role, external_schema_sql
+    from ingestion.warehouse.data_api import check_iam_role
+    from ingestion.warehouse.redshift import external_schema_sql
 
     check_iam_role(iam_role, "--iam-role (or TIDEMARK_REDSHIFT_IAM_ROLE)")
     cfg = load(config, env)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,11 +18,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from tenacity import before_sleep_log, retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
 from ingestion.errors import SourceError, TidemarkError
-
-log = logging.getLogger("tidemark")
+from ingestion.lake.s3 import error_code, s3_client, s3_retry
 
 
 class PreconditionFailed(TidemarkError):
@@ -136,47 +132,6 @@ class LocalDocStore:
         )
 
 
-# S3 error codes worth retrying: throttling, server-side hiccups, and concurrent conditional writes
-# racing inside S3 itself (409 ConditionalRequestConflict: "retry the request").
-_TRANSIENT = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "503",
-    "500",
-    "ConditionalRequestConflict",
-}
-
-
-def _is_transient(exc: BaseException) -> bool:
-    from botocore.exceptions import ClientError, ConnectionError, EndpointConnectionError, ReadTimeoutError
-
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code") in _TRANSIENT
-    return isinstance(exc, (ConnectionError, EndpointConnectionError, ReadTimeoutError))
-
-
-s3_retry = retry(
-    retry=retry_if_exception(_is_transient),
-    stop=stop_after_attempt(5),
-    wait=wait_exponential_jitter(initial=0.2, max=5),
-    before_sleep=before_sleep_log(log, logging.WARNING),
-    reraise=True,
-)
-
-
-def s3_client():  # type: ignore[no-untyped-def]
-    """A boto3 S3 client; `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` point it at moto or MinIO."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 3}))
-
-
 class S3DocStore:
     """Documents as S3 objects; conditional writes with `IfMatch` (ETag) and `IfNoneMatch='*'`."""
 
@@ -189,10 +144,6 @@ class S3DocStore:
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
-
-    @staticmethod
-    def _code(exc: Exception) -> str:
-        return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
     @s3_retry
     def get(self, key: str) -> Doc | None:
@@ -210,7 +161,7 @@ class S3DocStore:
                 Bucket=self.bucket, Key=self._key(key), Body=body, ContentType="application/json", **cond
             )
         except Exception as exc:
-            if self._code(exc) in ("PreconditionFailed", "412"):
+            if error_code(exc) in ("PreconditionFailed", "412"):
                 raise PreconditionFailed(f"{self.location}/{key} changed since it was read") from None
             raise
         return out["ETag"]
@@ -220,7 +171,7 @@ class S3DocStore:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=token)
         except Exception as exc:
-            if self._code(exc) in ("PreconditionFailed", "412", "NoSuchKey"):
+            if error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey"):
                 raise PreconditionFailed(f"{self.location}/{key} changed since it was read") from None
             raise
 

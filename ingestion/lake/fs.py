@@ -1,8 +1,8 @@
 """The lake's file operations on a local folder or on `s3://`, behind one small interface.
 
 Landing, quarantine and logs call these functions with plain path strings; a path that starts with
-`s3://` goes through pyarrow's S3 filesystem (credentials and region from the usual AWS environment,
-the endpoint from `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, which is how tests reach moto), any other
+`s3://` goes through pyarrow's S3 filesystem (credentials, region and endpoint from the AWS environment
+as `lake/s3` reads them: `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` is how tests reach moto), any other
 path through the local filesystem exactly as before (renames are atomic there). Engines always write to
 a local scratch folder; `place` then renames (local lake) or uploads (S3 lake) each file.
 """
@@ -18,12 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ingestion.lake.s3 import S3, aws_region, s3_client, s3_endpoint, s3_retry
+
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs as pafs
-
-S3 = "s3://"
-
 
 def is_remote(path: str) -> bool:
     """Is this lake path on object storage (`s3://…`)?"""
@@ -67,9 +66,7 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     import pyarrow.fs as pafs
 
     if path.startswith(S3):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        return _s3(endpoint, region), path[len(S3) :].rstrip("/")
+        return _s3(s3_endpoint(), aws_region()), path[len(S3) :].rstrip("/")
     if is_remote(path):
         from ingestion.errors import ConfigError
 
@@ -118,8 +115,6 @@ def remove(path: str) -> None:
         Path(path).unlink(missing_ok=True)
         return
     # boto3, not pyarrow: pyarrow's delete_file PUTs an empty "folder/" marker for the parent.
-    from ingestion.lake.docstore import s3_client, s3_retry
-
     bucket, _, key = filesystem(path)[1].partition("/")
     s3_retry(s3_client().delete_object)(Bucket=bucket, Key=key)
 

@@ -286,7 +286,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
         if self._s3:
-            from ingestion.lake.docstore import s3_client
+            from ingestion.lake.s3 import s3_client
 
             parsed = urlparse(self.location)
             self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
@@ -306,7 +306,7 @@ class Ledger:
         pq.write_table(to_table(rows), buf, compression="zstd")
         name = self._next_name(writer_run_id, rows[0].recorded_at.strftime("%Y-%m-%d"))
         if self._s3:
-            from ingestion.lake.docstore import s3_retry
+            from ingestion.lake.s3 import s3_retry
 
             key = f"{self.prefix}/{name}"
             s3_retry(self.client.put_object)(Bucket=self.bucket, Key=key, Body=buf.getvalue())

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
 
 from ingestion.config import CsvOptions
 from ingestion.errors import SourceError
+from ingestion.lake.s3 import s3_client, split_s3
 from ingestion.plan.csv import FileFacts
 from ingestion.plan.rejects import Reject, csv_dialect
 
@@ -31,21 +31,6 @@ log = logging.getLogger("tidemark")
 ARCHIVE_DIR = "archive"
 UNPROCESSED_DIR = "unprocessed"
 _CHUNK = 1 << 20
-
-
-def split_s3(url: str) -> tuple[str, str]:
-    """`s3://bucket/a/b` → (`bucket`, `a/b`)."""
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise SourceError(f"{url} is not an s3://bucket/prefix URL")
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-def s3_client():  # type: ignore[no-untyped-def]
-    """A boto3 S3 client; endpoint and credentials come from the environment (AWS_ENDPOINT_URL_S3…)."""
-    import boto3
-
-    return boto3.client("s3")
 
 
 def _skipped(relpath: str) -> bool:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ingestion.contract import PARTITION_COLUMN
 from ingestion.errors import CatalogError
 from ingestion.lake import fs as lakefs
+from ingestion.lake.s3 import aws_client
 from ingestion.observe.logs import event
 
 if TYPE_CHECKING:
@@ -112,10 +113,7 @@ def names(cfg: CatalogConfig, source: str, table: str) -> tuple[str, str]:
 
 def glue_client() -> Any:
     """A boto3 Glue client from the usual AWS environment (`AWS_ENDPOINT_URL_GLUE` reaches moto in tests)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("glue", config=Config(retries={"max_attempts": 8, "mode": "adaptive"}))
+    return aws_client("glue", retries={"max_attempts": 8, "mode": "adaptive"})
 
 
 def register_run(
