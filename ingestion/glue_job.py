@@ -154,7 +154,7 @@ def glue_context() -> tuple[Any, Any] | None:
         from awsglue.context import GlueContext
     except ImportError:  # a Python shell job, or not on Glue at all
         return None
-    from pyspark.context import SparkContext
+    from pyspark import SparkContext
 
     context = GlueContext(SparkContext.getOrCreate())
     return context, context.spark_session

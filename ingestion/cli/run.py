@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from datetime import datetime, timezone
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -184,6 +185,6 @@ def reset(
     now = datetime.now(timezone.utc)
     for ref in chosen:
         target = table_dir(cfg.lake_root, ref.source, ref.table)
-        old = store.reset(ref.source, ref.table, now, lambda t=target: landed_run_ids(t))
+        old = store.reset(ref.source, ref.table, now, partial(landed_run_ids, target))
         wm = old.watermark.value if old and old.watermark else "none"
         out.print(f"reset {ref.name} (watermark was {wm})", highlight=False)

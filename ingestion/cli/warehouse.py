@@ -8,10 +8,11 @@ import typer
 from rich.table import Table
 
 from ingestion.cli.common import ConfigOpt, EnvOpt, TablesOpt, load, out
+from ingestion.config import PipelineConfig
 from ingestion.errors import ConfigError
 
 
-def _tables(cfg, names: list[str] | None) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def _tables(cfg: PipelineConfig, names: list[str] | None) -> list[tuple[str, str]]:
     """(source, table) of the inventory's tables (CSV configured, PostgreSQL known from state), or those named."""
     from ingestion.run.context import state_store
     from ingestion.run.tables import inventory, select

@@ -103,6 +103,7 @@ def check(lake: str) -> list[str]:
                 f"qualify row_number() over (partition by {key} order by updated_at desc, _ingested_at desc, "
                 "_run_id desc) = 1"
             )
+            assert rel is not None  # a SELECT always gives a relation
             landed = {
                 r[rel.columns.index(key)]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()
             }

@@ -19,6 +19,7 @@ from ingestion.errors import SchemaError, SourceError
 from ingestion.lake.layout import scratch_dir
 from ingestion.lake.model import Watermark
 from ingestion.plan.csv import FileFacts, LandedBatch
+from ingestion.plan.jdbc import JdbcPlan, JdbcTable
 from ingestion.plan.normalize import ColumnStats, TypePlan, TypeRule, clean_header, plan_types, type_rules
 from ingestion.plan.rejects import FileCounts, Quarantine, Reject, check_file, first_misfit_reason
 from ingestion.sources.csv import locate, read_header
@@ -134,6 +135,24 @@ class JdbcBatch:
         return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
 
 
+@dataclass(frozen=True)
+class TombstoneBatch:
+    """Delete detection for one PostgreSQL table in a run: the source's key set against the landed keys."""
+
+    table: JdbcTable
+    connection: PgConnection
+    plan: JdbcPlan
+    run_id: str
+    ingested_at: datetime  # UTC, tz-aware
+    target: str
+    lake_root: str
+    has_landed: bool  # committed data or this run's files: without either there is nothing to delete
+
+    @property
+    def scratch(self) -> str:
+        return scratch_dir(self.lake_root, self.run_id)
+
+
 class Engine(Protocol):
     """Reads a batch, cleans column names, infers types, adds metadata, dedups by key, writes Parquet.
 
@@ -146,6 +165,10 @@ class Engine(Protocol):
     def land_csv(self, batch: CsvBatch) -> LandedBatch: ...
 
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch: ...
+
+    def land_tombstones(self, batch: TombstoneBatch) -> int:
+        """Land `_op='d'` rows for keys live in the lake but gone from the source; returns how many."""
+        ...
 
     def close(self) -> None: ...
 

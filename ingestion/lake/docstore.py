@@ -135,7 +135,7 @@ class LocalDocStore:
 class S3DocStore:
     """Documents as S3 objects; conditional writes with `IfMatch` (ETag) and `IfNoneMatch='*'`."""
 
-    def __init__(self, url: str, client=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, url: str, client=None) -> None:
         parsed = urlparse(url)
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")

@@ -169,11 +169,47 @@ def read_schema(path: str) -> pa.Schema:
     return pq.read_schema(key, filesystem=fs)
 
 
-def check_lake(cfg: Any) -> None:
-    """Refuse, before anything runs, what this version cannot do on an S3 lake.
+def reach_lake(lake_root: str, *, write: bool) -> None:
+    """Raise LakeError, naming the lake and what to do, when it cannot be reached (or written).
 
-    Delete detection reads the landed keys with DuckDB from a local lake only.
+    Locally: the root (or the folder it would be made in) must be a folder, writable when `write`. On S3:
+    the bucket must answer (credentials, endpoint and bucket name are what usually go wrong).
     """
+    from ingestion.errors import LakeError
+
+    if lake_root.startswith(S3):
+        from ingestion.lake.s3 import split_s3
+
+        bucket, _ = split_s3(lake_root)
+        try:
+            s3_retry(s3_client().head_bucket)(Bucket=bucket)
+        except Exception as exc:
+            raise LakeError(
+                f"the lake {lake_root} cannot be reached: {type(exc).__name__}: {exc}",
+                hint="check the bucket name, the AWS credentials and region, and AWS_ENDPOINT_URL_S3 if you "
+                "use an S3-compatible store",
+            ) from None
+        return
+    if is_remote(lake_root):
+        return  # an unsupported scheme: `filesystem` says so with its own hint
+    path = Path(lake_root)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise LakeError(
+            f"the lake {lake_root} cannot be created: {existing} is a file, not a folder",
+            hint="point lake.root (or TIDEMARK_LAKE) at a folder",
+        )
+    if write and existing is not None and not os.access(existing, os.W_OK):
+        raise LakeError(
+            f"the lake {lake_root} is read-only for this user ({existing} cannot be written)",
+            hint="run as a user who can write there, or point lake.root (or TIDEMARK_LAKE) elsewhere",
+        )
+
+
+def check_lake(cfg: Any) -> None:
+    """Refuse, before anything runs, a lake that can't be reached or written, and what this version cannot
+    do on an S3 lake (delete detection reads the landed keys with DuckDB from a local lake only)."""
+    reach_lake(cfg.lake_root, write=True)
     if not is_remote(cfg.lake_root):
         return
     from ingestion.errors import ConfigError

@@ -16,13 +16,20 @@ from ingestion.lake import fs as lakefs
 class RejectedRow(Protocol):
     """What the file keeps of a rejected record (`ingestion.plan.rejects.Reject`)."""
 
-    file: str
-    record: int
-    code: str
-    reason: str
-    column: str | None
-    raw: str | None
-    line: int | None
+    @property
+    def file(self) -> str: ...
+    @property
+    def record(self) -> int: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def column(self) -> str | None: ...
+    @property
+    def raw(self) -> str | None: ...
+    @property
+    def line(self) -> int | None: ...
 _RAW_LIMIT = 10_000  # characters of a rejected record kept in `_raw`
 
 

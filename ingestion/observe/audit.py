@@ -185,7 +185,7 @@ def outcome_row(opened: LedgerRow, outcome: TableOutcome, now: datetime) -> Ledg
         files=outcome.files,
         watermark_before=before.value if before else None,
         watermark_after=after.value if after else None,
-        watermark_type=(after or before).type if (after or before) else None,
+        watermark_type=wm.type if (wm := after or before) else None,
         lag_seconds=lag_seconds(after, now),
         duration_seconds=outcome.seconds,
         error_class=error_class or ("LeaseHeld" if outcome.status == "locked" else None),

@@ -77,7 +77,7 @@ class CsvJob:
             )
         return plan
 
-    def extract(self, ctx: RunContext, state: TableState, plan: TablePlan) -> Extracted:  # type: ignore[override]
+    def extract(self, ctx: RunContext, state: TableState, plan: TablePlan) -> Extracted:
         out = Extracted(load_type=plan.load_type, files=len(plan.files))
         if not plan.has_work:
             return out
@@ -118,7 +118,7 @@ class CsvJob:
         ctx: RunContext,
         state: TableState,
         plan: TablePlan,
-        extracted: Extracted | None,  # type: ignore[override]
+        extracted: Extracted | None,
     ) -> None:
         """Move processed files out of the inbox: landed to archive/, refused to unprocessed/."""
         if not self.config.archive.enabled or ctx.pause:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.config import JdbcSourceConfig, PipelineConfig
-from ingestion.engines import JdbcBatch
-from ingestion.lake.layout import scratch_dir, table_dir
+from ingestion.engines import JdbcBatch, TombstoneBatch
+from ingestion.lake.layout import table_dir
 from ingestion.lake.model import TableState
 from ingestion.observe.logs import event
 from ingestion.plan.csv import next_state
@@ -111,7 +111,7 @@ class JdbcJob:
             )
         return JdbcPlanned(plan, where, bounds)
 
-    def extract(self, ctx: RunContext, state: TableState, planned: JdbcPlanned) -> Extracted:  # type: ignore[override]
+    def extract(self, ctx: RunContext, state: TableState, planned: JdbcPlanned) -> Extracted:
         table, plan, bounds = self.jdbc_table, planned.plan, planned.bounds
         target = table_dir(ctx.cfg.lake_root, self.source, self.table)
         batch = ctx.get_engine().land_jdbc(
@@ -135,18 +135,17 @@ class JdbcJob:
         )
         tombstones = 0
         if table.detect_deletes:
-            # DuckDB reads the landed keys whichever engine landed them: tombstones are identical.
-            from ingestion.engines.duckdb.tombstones import land_tombstones
-
-            tombstones = land_tombstones(
-                target,
-                scratch_dir(ctx.cfg.lake_root, ctx.run_id),
-                table,
-                self.connection,
-                plan,
-                run_id=ctx.run_id,
-                ingested_at=ctx.now,
-                has_landed=state.has_data or bool(batch.files_written),
+            tombstones = ctx.get_engine().land_tombstones(
+                TombstoneBatch(
+                    table=table,
+                    connection=self.connection,
+                    plan=plan,
+                    run_id=ctx.run_id,
+                    ingested_at=ctx.now,
+                    target=target,
+                    lake_root=ctx.cfg.lake_root,
+                    has_landed=state.has_data or bool(batch.files_written),
+                )
             )
         out = Extracted(
             load_type=plan.load_type,
@@ -173,7 +172,7 @@ class JdbcJob:
         ctx: RunContext,
         state: TableState,
         plan: JdbcPlanned,
-        extracted: Extracted | None,  # type: ignore[override]
+        extracted: Extracted | None,
     ) -> None:
         """Nothing to move: a database table has no inbox."""
 

@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Any
 
 from ingestion.config import LoadType, PipelineConfig
 from ingestion.engines import Engine
@@ -26,13 +27,15 @@ from ingestion.run.protocol import TableJob, land_table
 from ingestion.run.tables import select
 
 
-def table_jobs(cfg: PipelineConfig, names: Sequence[str] | None) -> tuple[list[TableJob], list[TableOutcome]]:
+def table_jobs(
+    cfg: PipelineConfig, names: Sequence[str] | None
+) -> tuple[list[TableJob[Any]], list[TableOutcome]]:
     """The selected tables as jobs: configured CSV tables and today's discovered PostgreSQL tables.
 
     A PostgreSQL source whose tables could not be listed is a failed outcome, reported only when it may
     hold a chosen table.
     """
-    jobs: list[TableJob] = [CsvJob(s, t) for s, t in cfg.csv_tables()]
+    jobs: list[TableJob[Any]] = [CsvJob(s, t) for s, t in cfg.csv_tables()]
     failed: list[TableOutcome] = []
     if cfg.jdbc_sources():
         found, failed = discover_tables(cfg)

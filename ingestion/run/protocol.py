@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from ingestion.errors import LeaseHeld, TidemarkError
 from ingestion.lake.layout import remove_orphans, remove_run_files, remove_stale_scratch, table_dir
@@ -58,32 +58,35 @@ class Extracted:
     files_refused: dict[str, str] = field(default_factory=dict)
 
 
-class TableJob(Protocol):
-    """One table of one source kind: the steps the protocol calls, in this order."""
+P = TypeVar("P")
 
-    source: str
-    table: str
+
+class TableJob(Protocol, Generic[P]):
+    """One table of one source kind: the steps the protocol calls, in this order (`P`: its plan)."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def table(self) -> str: ...
 
     def look(self, ctx: RunContext, state: TableState | None) -> Look:
         """Cheap, before the lease: the load type, the files seen, whether there is anything to do."""
         ...
 
-    def plan(self, ctx: RunContext, state: TableState) -> object:
+    def plan(self, ctx: RunContext, state: TableState) -> P:
         """Under the lease, on the held state: what this run reads (source facts + a pure plan)."""
         ...
 
-    def extract(self, ctx: RunContext, state: TableState, plan: object) -> Extracted:
+    def extract(self, ctx: RunContext, state: TableState, plan: P) -> Extracted:
         """Read, normalize, dedup and write the run's files; return counts and the state to commit."""
         ...
 
-    def after_commit(
-        self, ctx: RunContext, state: TableState, plan: object, extracted: Extracted | None
-    ) -> None:
+    def after_commit(self, ctx: RunContext, state: TableState, plan: P, extracted: Extracted | None) -> None:
         """Harmless to repeat: archive processed inputs (CSV)."""
         ...
 
 
-def land_table(ctx: RunContext, job: TableJob) -> TableOutcome:
+def land_table(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
     """One table through the protocol, then its catalog registration, ledger row and progress."""
     outcome = run_protocol(ctx, job)
     if not ctx.dry_run:  # after the commit: registration never undoes it (see warehouse.glue_catalog)
@@ -94,7 +97,7 @@ def land_table(ctx: RunContext, job: TableJob) -> TableOutcome:
     return outcome
 
 
-def run_protocol(ctx: RunContext, job: TableJob) -> TableOutcome:
+def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
     """The commit protocol for one table; every error ends up in the outcome, none escapes."""
     started = time.monotonic()
     outcome = TableOutcome(job.source, job.table, status="up_to_date", started_at=utcnow())

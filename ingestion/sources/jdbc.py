@@ -165,7 +165,7 @@ def query(
     conn: PgConnection, pg: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()
 ) -> list[tuple]:
     """Run one statement and fetch its rows; errors are redacted `SourceError`s."""
-    return with_retries(conn, "a query", lambda: pg.execute(sql, params).fetchall())  # type: ignore[arg-type]
+    return with_retries(conn, "a query", lambda: pg.execute(sql, params).fetchall())
 
 
 # --- discovery -------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from ingestion.engines.base import (
     CsvBatch,
     FileRead,
     JdbcBatch,
+    TombstoneBatch,
     Written,
     land_csv_files,
     landed_type,
@@ -24,6 +25,7 @@ from ingestion.engines.duckdb.common import (
     stage_parquet,
 )
 from ingestion.engines.duckdb.jdbc import land_jdbc
+from ingestion.engines.duckdb.tombstones import land_tombstones
 from ingestion.errors import EngineError
 from ingestion.lake.layout import publish_staged
 from ingestion.plan.csv import FileFacts, LandedBatch
@@ -123,6 +125,10 @@ class DuckDBEngine:
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
         """Land a PostgreSQL batch (read through connectorx as Arrow); see `engines.duckdb.jdbc`."""
         return land_jdbc(self.db.cursor(), batch, next(_batch_ids))
+
+    def land_tombstones(self, batch: TombstoneBatch) -> int:
+        """Delete detection over the landed files (see `engines.duckdb.tombstones`)."""
+        return land_tombstones(batch)
 
 
 class _DuckDBCsv:
@@ -277,8 +283,8 @@ class _DuckDBCsv:
         top = max_cursor(
             con, landed, batch.cursor, landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
         )
-        files = publish_staged(batch.staging, batch.target, batch.run_id)
-        return Written(rows_kept, rows_landed, top, tuple(files))
+        published = publish_staged(batch.staging, batch.target, batch.run_id)
+        return Written(rows_kept, rows_landed, top, tuple(published))
 
 
 _REASON_TEXT = {

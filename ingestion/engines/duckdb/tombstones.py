@@ -14,7 +14,6 @@ module (DuckDB over the local lake), so tombstones are identical whichever engin
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -29,13 +28,14 @@ from ingestion.contract import (
     latest_version_order,
     render_window,
 )
+from ingestion.engines.base import TombstoneBatch
 from ingestion.engines.duckdb.common import duck_type
 from ingestion.errors import EngineError
 from ingestion.lake.layout import partition_value
 from ingestion.observe.logs import event
 from ingestion.plan.jdbc import TIME_CURSORS, JdbcPlan, JdbcTable, select_sql
 from ingestion.redact import redact
-from ingestion.sources.jdbc import PgConnection, read_arrow
+from ingestion.sources.jdbc import read_arrow
 from ingestion.sqltext import quote_ident, sql_string
 
 # Tombstone files take numbers far above an engine's data files of the same run.
@@ -53,21 +53,11 @@ def _horizon_literal(table: JdbcTable, plan: JdbcPlan) -> str | None:
     return f"timezone({sql_string(zone)}, TIMESTAMPTZ {sql_string(plan.horizon.value)})"
 
 
-def land_tombstones(
-    target: str,
-    scratch: str,
-    table: JdbcTable,
-    connection: PgConnection,
-    plan: JdbcPlan,
-    *,
-    run_id: str,
-    ingested_at: datetime,
-    has_landed: bool,
-) -> int:
-    """Write this run's tombstones for keys deleted at the source; returns how many were written.
-
-    `target` is the table's landing folder, `scratch` a folder of this run's own to stage the file in.
-    """
+def land_tombstones(batch: TombstoneBatch) -> int:
+    """Write this run's tombstones for keys deleted at the source; returns how many were written."""
+    table, connection, plan = batch.table, batch.connection, batch.plan
+    target, scratch, run_id, ingested_at = batch.target, batch.scratch, batch.run_id, batch.ingested_at
+    has_landed = batch.has_landed
     files = sorted(str(p) for p in Path(target).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
     if not has_landed or not files or not table.primary_key:
         return 0

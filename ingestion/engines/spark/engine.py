@@ -19,6 +19,7 @@ from ingestion.engines.base import (
     CsvBatch,
     FileRead,
     JdbcBatch,
+    TombstoneBatch,
     Written,
     land_csv_files,
     landed_type,
@@ -145,8 +146,15 @@ class SparkEngine:
         """Land a PostgreSQL batch through Spark's JDBC reader; see `engines.spark.jdbc`."""
         return land_jdbc(self.spark, batch)
 
+    def land_tombstones(self, batch: TombstoneBatch) -> int:
+        """Delete detection reads the landed keys with DuckDB whichever engine landed them (a local lake:
+        delete detection is refused on S3), so tombstones are identical on both engines."""
+        from ingestion.engines.duckdb.tombstones import land_tombstones
 
-def parse_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
+        return land_tombstones(batch)
+
+
+def parse_col(c: str, rule: TypeRule):
     """Text column `c` as `rule`'s type, or null when it doesn't parse."""
     from pyspark.sql import functions as F
 
@@ -161,7 +169,7 @@ def parse_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
     return F.expr(f"try_cast({quote_spark(c)} AS {SQL_TYPES[rule.name]})")
 
 
-def rule_ok_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
+def rule_ok_col(c: str, rule: TypeRule):
     """True when text column `c` matches `rule`'s pattern and parses as its type.
 
     Spark's AND stops at the first false side: the length bounds (cheap) spare most values the regex,
@@ -175,7 +183,7 @@ def rule_ok_col(c: str, rule: TypeRule):  # type: ignore[no-untyped-def]
     return fits_length & col.rlike(f"^(?:{rule.pattern})$") & parse_col(c, rule).isNotNull()
 
 
-def fits_col(c: str, target: str, rules: dict[str, TypeRule]):  # type: ignore[no-untyped-def]
+def fits_col(c: str, target: str, rules: dict[str, TypeRule]):
     """True when text column `c` is null or a value a `target` column takes (pattern and parse)."""
     from pyspark.sql import functions as F
 
@@ -186,7 +194,7 @@ def fits_col(c: str, target: str, rules: dict[str, TypeRule]):  # type: ignore[n
     return col.isNull() | reduce(lambda a, b: a | b, alts)
 
 
-def cast_col(c: str, target: str, rules: dict[str, TypeRule], zone: str | None):  # type: ignore[no-untyped-def]
+def cast_col(c: str, target: str, rules: dict[str, TypeRule], zone: str | None):
     """Text column `c` cast to its landed type; naive times read in `zone` land as UTC instants."""
     from pyspark.sql import functions as F
 
