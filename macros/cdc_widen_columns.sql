@@ -55,9 +55,10 @@
     {%- endset -%}
     {%- for row in run_query(dependents) -%}
         {{ log("cdc: dropping view " ~ row[0] ~ "." ~ row[1] ~ " to widen " ~ relation ~ "." ~ column_name ~ " (dbt recreates it)", info=true) }}
-        {%- call statement("cdc_drop_dependent_view") -%}
-            drop view if exists {{ adapter.quote(row[0]) }}.{{ adapter.quote(row[1]) }} cascade
-        {%- endcall -%}
+        {#- Through the adapter, so dbt's relation cache forgets the view too: the view's own model then
+            creates it afresh instead of renaming a relation that is gone. -#}
+        {%- do adapter.drop_relation(api.Relation.create(
+            database=relation.database, schema=row[0], identifier=row[1], type="view")) -%}
     {%- endfor -%}
     {{ tidemark.default__cdc_alter_column_type(relation, column_name, new_type) }}
 {%- endmacro %}

@@ -7,7 +7,15 @@ from pathlib import Path
 import yaml
 
 from ingestion.config import load_config, parse_config
-from ingestion.dbt_gen import SOURCES_FILE, Existing, generate_sources, render, sources_doc, table_specs
+from ingestion.dbt_gen import (
+    Existing,
+    generate_source_files,
+    generate_sources,
+    render,
+    sources_doc,
+    sources_file,
+    table_specs,
+)
 from ingestion.demo.billing import write_day
 from ingestion.run.pipeline import run_pipeline
 
@@ -31,7 +39,7 @@ def test_the_checked_in_sources_list_the_landed_columns(tmp_path: Path, monkeypa
     monkeypatch.setenv("TIDEMARK_LAKE", str(lake))
     cfg = load_config(REPO / "ingestion.yml")
     _, text, specs = generate_sources(cfg, REPO)
-    assert (REPO / SOURCES_FILE).read_text(encoding="utf-8") == text
+    assert (REPO / sources_file("billing")).read_text(encoding="utf-8") == text
     assert "segment" in next(s for s in specs if s.table == "accounts").columns
 
 
@@ -116,7 +124,7 @@ def test_cli_checks_the_sources_and_explains_a_warehouse_it_cannot_reach(tmp_pat
     ]
     assert runner.invoke(app, [*args, "--check"]).exit_code == 1
     assert runner.invoke(app, args).exit_code == 0
-    written = yaml.safe_load((project / SOURCES_FILE).read_text())["sources"][0]["tables"]
+    written = yaml.safe_load((project / sources_file("billing")).read_text())["sources"][0]["tables"]
     # Without state or an earlier file, a table's columns are its key and cursor (and the metadata).
     assert [(t["name"], [c["name"] for c in t["columns"]][:2]) for t in written] == [
         ("accounts", ["account_id", "updated_at"]),
@@ -136,3 +144,32 @@ def test_cli_checks_the_sources_and_explains_a_warehouse_it_cannot_reach(tmp_pat
     )
     assert res.exit_code == 2
     assert "cannot connect to PostgreSQL" in res.output and "hint" in res.output
+
+
+def test_each_source_has_its_sources_file_next_to_its_staging_models(tmp_path: Path) -> None:
+    """Two CSV sources: one `_<source>__sources.yml` each, under models/staging/<source>/, edits kept."""
+    doc = demo_config_doc(tmp_path / "inbox", tmp_path / "lake")
+    doc["sources"].append(
+        {
+            "name": "crm",
+            "kind": "csv",
+            "path": str(tmp_path / "inbox" / "crm"),
+            "tables": [{"name": "contacts", "primary_key": ["contact_id"], "cursor": "updated_at"}],
+        }
+    )
+    cfg = parse_config(doc)
+    project = tmp_path / "project"
+    crm = project / "models/staging/crm/_crm__sources.yml"
+    crm.parent.mkdir(parents=True)
+    crm.write_text("sources:\n  - name: crm\n    description: The CRM, by hand.\n")
+    files, specs = generate_source_files(cfg, project, use_state=False)
+    assert [f.path for f in files] == [project / sources_file("billing"), crm]
+    assert sources_file("billing").as_posix() == "models/staging/billing/_billing__sources.yml"
+    billing, crm_doc = (yaml.safe_load(f.text)["sources"] for f in files)
+    assert [s["name"] for s in billing] == ["billing"] and len(billing[0]["tables"]) == 4
+    assert [(s["name"], s["description"]) for s in crm_doc] == [("crm", "The CRM, by hand.")]
+    assert [t["name"] for t in crm_doc[0]["tables"]] == ["contacts"]
+    assert {s.source for s in specs} == {"billing", "crm"}
+    # Metadata columns are described by the shared docs blocks (models/docs.md).
+    contacts = {c["name"]: c["description"] for c in crm_doc[0]["tables"][0]["columns"]}
+    assert contacts["_run_id"] == "{{ doc('_run_id') }}"

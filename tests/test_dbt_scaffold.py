@@ -90,13 +90,12 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
             finally:
                 loader.close()
         dbt("build", "--select", "stg_billing__usage+")  # raises unless models and tests succeeded
-        read = read_postgres if kind == "postgres" else None
-        rows = (
-            read(dbname, f"{schema}.usage")
-            if read
-            else read_duckdb(tmp_path / "wh.duckdb", f"{schema}.usage")
-        )
-        return {(r["account_id"], r["metric"]): r for r in rows}
+        return {(r["account_id"], r["metric"]): r for r in rows("usage")}
+
+    def rows(relation: str) -> list[dict[str, Any]]:
+        if kind == "postgres":
+            return read_postgres(dbname, f"{schema}.{relation}")
+        return read_duckdb(tmp_path / "wh.duckdb", f"{schema}.{relation}")
 
     # Round 1: the table lands, is scaffolded, builds.
     land_rows(
@@ -114,19 +113,22 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
         ),
         columns=types,
     )
-    _, sources_text, specs = generate_sources(cfg, project)
-    (project / "models/staging/_sources.yml").write_text(sources_text)
+    sources_path, sources_text, specs = generate_sources(cfg, project)
+    sources_path.write_text(sources_text)
     written = scaffold(specs, sources_text, project)
-    assert {p.name for t, p, s in written if s == "written"} == {
-        "stg_billing__usage.sql",
-        "stg_billing__usage.yml",
-        "usage.sql",
-        "usage.yml",
+    # New SQL files, and entries added to each folder's existing _billing__models.yml.
+    assert {(str(p.relative_to(project)), s) for t, p, s in written if t == "billing.usage"} == {
+        ("models/staging/billing/stg_billing__usage.sql", "written"),
+        ("models/cdc/billing/usage.sql", "written"),
+        ("models/views/billing/vw_usage.sql", "written"),
+        ("models/staging/billing/_billing__models.yml", "added"),
+        ("models/cdc/billing/_billing__models.yml", "added"),
+        ("models/views/billing/_billing__models.yml", "added"),
     }
     assert {s for t, p, s in written if t != "billing.usage"} == {"has models"}
     # Scaffolding again never overwrites an edited file.
-    edited = project / "models/cdc/billing/usage.yml"
-    edited.write_text(edited.read_text().replace("Current state", "Edited: current state"))
+    edited = project / "models/cdc/billing/_billing__models.yml"
+    edited.write_text(edited.read_text().replace("Current state of billing usage", "Edited: current state"))
     shutil.move(project / "models/cdc/billing/usage.sql", tmp_path / "usage.sql")
     again = scaffold(specs, sources_text, project, ["usage"])
     assert again == [("billing.usage", project / "models", "has models")]
@@ -189,6 +191,9 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
     assert got[(2, "api_calls")]["quantity"] == 5_000_000_000
     assert got[(1, "api_calls")]["quantity"] == 40_000  # the stale version didn't win
     assert {k for k, r in got.items() if r["_is_deleted"]} == {(1, "storage_gb")}
+    # The scaffolded consumer view: the current rows without the deleted key.
+    live = {(r["account_id"], r["metric"]): r["quantity"] for r in rows("vw_usage")}
+    assert live == {(1, "api_calls"): 40_000, (2, "api_calls"): 5_000_000_000}
     if kind == "postgres":
         cdc = column_types_postgres(dbname, schema, "usage")
         assert cdc["quantity"] == "bigint" and cdc["note"] == "character varying(64)"
@@ -206,3 +211,75 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
         finally:
             con.close()
         assert col_types["quantity"] == "BIGINT"
+
+
+def test_scaffold_writes_the_consumer_view_and_follows_the_yaml_convention(tmp_path: Path) -> None:
+    """The view models/views/<source>/vw_<table>.sql hides deleted rows, like the hand-written ones; each
+    model's entry goes into its folder's `_<source>__models.yml` (created or appended to, never rewritten),
+    and shared columns are described by the docs blocks of models/docs.md."""
+    import yaml
+
+    project = copy_project(tmp_path / "project")
+    doc = demo_config_doc(tmp_path / "inbox", tmp_path / "lake")
+    doc["sources"][0]["tables"].append({"name": "usage", "primary_key": list(KEY), "cursor": "updated_at"})
+    doc["sources"].append(
+        {
+            "name": "crm",
+            "kind": "csv",
+            "path": str(tmp_path / "inbox" / "crm"),
+            "tables": [{"name": "contacts", "primary_key": ["contact_id"], "cursor": "updated_at"}],
+        }
+    )
+    from ingestion.dbt_gen import generate_source_files
+
+    files, specs = generate_source_files(parse_config(doc), project, use_state=False)
+    sources_text = "\n".join(f.text for f in files if f.path.name == "_billing__sources.yml")
+    views_yml = project / "models/views/billing/_billing__models.yml"
+    before = views_yml.read_text()
+    scaffold(specs, sources_text, project, ["usage", "crm.contacts"])
+
+    view_sql = (project / "models/views/billing/vw_usage.sql").read_text()
+    assert "ref('usage')" in view_sql and "where not _is_deleted" in view_sql
+    assert view_sql.index("account_id,") < view_sql.index("metric,") < view_sql.index("_ingested_at")
+    # The existing file keeps its text; the new entry follows it.
+    after = views_yml.read_text()
+    assert after.startswith(before.rstrip("\n")) and len(after) > len(before)
+    views = {m["name"]: m for m in yaml.safe_load(after)["models"]}
+    assert list(views)[-1] == "vw_usage" and "vw_accounts" in views
+    usage_view = views["vw_usage"]
+    assert usage_view["data_tests"] == [{"unique_key": {"columns": list(KEY)}}]
+    cols = {c["name"]: c["description"] for c in usage_view["columns"]}
+    assert cols["_run_id"] == "{{ doc('_run_id_current') }}" and cols["_op"] == "{{ doc('_op') }}"
+    cdc = yaml.safe_load((project / "models/cdc/billing/_billing__models.yml").read_text())["models"]
+    cdc_cols = {c["name"]: c["description"] for c in cdc[-1]["columns"]}
+    assert cdc[-1]["name"] == "usage" and cdc_cols["_is_deleted"] == "{{ doc('_is_deleted') }}"
+    stg = yaml.safe_load((project / "models/staging/billing/_billing__models.yml").read_text())["models"]
+    assert stg[-1]["name"] == "stg_billing__usage"
+    assert {c["name"]: c["description"] for c in stg[-1]["columns"]}["_run_id"] == "{{ doc('_run_id') }}"
+    # A source without models yet: its folders' YAML files are created, one per folder.
+    for folder, model in (("staging", "stg_crm__contacts"), ("cdc", "contacts"), ("views", "vw_contacts")):
+        created = yaml.safe_load((project / f"models/{folder}/crm/_crm__models.yml").read_text())
+        assert created["version"] == 2 and [m["name"] for m in created["models"]] == [model]
+        assert (project / f"models/{folder}/crm/{model}.sql").exists()
+    # No per-model YAML files.
+    assert not list((project / "models").rglob("usage.yml")) and not list(
+        (project / "models").rglob("vw_*.yml")
+    )
+
+
+def test_a_model_entry_goes_into_the_models_list_whatever_its_indentation() -> None:
+    import yaml
+
+    from ingestion.dbt_gen import add_model_entry
+
+    model = {"name": "new_model", "description": "New."}
+    indentless = "version: 2\nmodels:\n- name: a  # kept\n  description: A.\n\nunit_tests:\n- name: t\n"
+    out = add_model_entry(indentless, model)
+    assert out.startswith("version: 2\nmodels:\n- name: a  # kept\n  description: A.\n- name: new_model\n")
+    doc = yaml.safe_load(out)
+    assert [m["name"] for m in doc["models"]] == ["a", "new_model"] and doc["unit_tests"] == [{"name": "t"}]
+    indented = "version: 2\n\nmodels:\n  - name: a\n    description: A."
+    assert add_model_entry(indented, model).endswith(
+        "    description: A.\n  - name: new_model\n    description: New.\n"
+    )
+    assert yaml.safe_load(add_model_entry(None, model)) == {"version": 2, "models": [model]}

@@ -139,6 +139,16 @@ def test_status_lists_postgres_tables_without_a_connection_and_fails_after_a_fai
     human = cli("status", "--config", str(offline))
     assert human.returncode == 1 and "pg.items" in human.stdout and "pg.orders" in human.stdout
 
+    # The same inventory gives dbt its sources, with keys and cursor from the committed state.
+    project = tmp_path / "project"
+    made = cli("dbt-sources", "--config", str(offline), "--project-dir", str(project))
+    assert made.returncode == 0, made.stderr
+    doc = yaml.safe_load((project / "models/staging/pg/_pg__sources.yml").read_text())
+    (source,) = doc["sources"]
+    by_name = {t["name"]: t for t in source["tables"]}
+    assert set(by_name) == {"items", "orders"}
+    assert [c["name"] for c in by_name["orders"]["columns"]][:3] == ["id", "note", "updated_at"]
+
 
 # --- refused files and dead runs are visible ----------------------------------------------------------------
 

@@ -14,35 +14,41 @@ def dbt_sources(
     env: EnvOpt = None,
     project_dir: ProjectOpt = None,
     check: Annotated[
-        bool, typer.Option("--check", help="Write nothing; exit 1 when the file differs from the config.")
+        bool, typer.Option("--check", help="Write nothing; exit 1 when a file differs from the config.")
     ] = False,
     no_state: Annotated[
         bool,
         typer.Option("--no-state", help="Ignore the lake's committed state (columns from the file/config)."),
     ] = False,
 ) -> None:
-    """Generate the dbt sources YAML (models/staging/_sources.yml) from ingestion.yml.
+    """Generate the dbt sources YAML (models/staging/<source>/_<source>__sources.yml) from the pipeline.
 
-    Tables come from the config, columns from each table's committed state in the lake (else the file
-    or the config's key and cursor). Descriptions, tests and other additions in the file are kept.
+    Tables come from the pipeline's inventory (configured CSV tables, PostgreSQL tables listed in the
+    config or landed before), columns from each table's committed state in the lake (else the file or
+    the config's key and cursor). Descriptions, tests and other additions in the files are kept.
     """
-    from ingestion.dbt_gen import generate_sources
+    from ingestion.dbt_gen import generate_source_files
 
     cfg = load(config, env)
-    path, text, _ = generate_sources(cfg, project_dir or cfg.base_dir, use_state=not no_state)
-    current = path.read_text(encoding="utf-8") if path.exists() else None
-    if check:
-        if current != text:
-            err.print(f"{path} is out of date with the config: run python -m ingestion dbt-sources")
-            raise typer.Exit(EXIT_FAILED)
-        out.print(f"{path} is up to date", highlight=False)
-        return
-    if current == text:
-        out.print(f"unchanged {path}", highlight=False)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    out.print(f"written   {path}", highlight=False)
+    files, _ = generate_source_files(cfg, project_dir or cfg.base_dir, use_state=not no_state)
+    if not files:
+        err.print(
+            "no tables to describe: the config lists none and no run has landed any yet", highlight=False
+        )
+    stale = []
+    for f in files:
+        current = f.path.read_text(encoding="utf-8") if f.path.exists() else None
+        if current == f.text:
+            out.print(f"{'up to date' if check else 'unchanged'} {f.path}", highlight=False)
+        elif check:
+            stale.append(f.path)
+            err.print(f"{f.path} is out of date with the config: run python -m ingestion dbt-sources")
+        else:
+            f.path.parent.mkdir(parents=True, exist_ok=True)
+            f.path.write_text(f.text, encoding="utf-8")
+            out.print(f"written   {f.path}", highlight=False)
+    if stale:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def dbt_scaffold(
@@ -54,19 +60,24 @@ def dbt_scaffold(
     env: EnvOpt = None,
     project_dir: ProjectOpt = None,
 ) -> None:
-    """Write staging model, CDC model and their YAML for configured tables that have none yet.
+    """Write staging model, CDC model, consumer view and their YAML for tables that have none yet.
 
     Regenerates the sources YAML first (columns and descriptions come from it). Existing files are
     never overwritten. Then: dbt build --select +<table>.
     """
-    from ingestion.dbt_gen import generate_sources, scaffold
+    import yaml
+
+    from ingestion.dbt_gen import generate_source_files, scaffold
 
     cfg = load(config, env)
     project = project_dir or cfg.base_dir
-    path, text, specs = generate_sources(cfg, project)
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        out.print(f"written    {path}", highlight=False)
-    for table, file, status in scaffold(specs, text, project, tables):
+    files, specs = generate_source_files(cfg, project)
+    sources: list[object] = []
+    for f in files:
+        if not f.path.exists() or f.path.read_text(encoding="utf-8") != f.text:
+            f.path.parent.mkdir(parents=True, exist_ok=True)
+            f.path.write_text(f.text, encoding="utf-8")
+            out.print(f"written    {f.path}", highlight=False)
+        sources += (yaml.safe_load(f.text) or {}).get("sources") or []
+    for table, file, status in scaffold(specs, yaml.safe_dump({"sources": sources}), project, tables):
         out.print(f"{status:10} {table}: {file}", highlight=False)

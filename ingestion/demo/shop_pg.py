@@ -1,7 +1,8 @@
 """The demo's optional PostgreSQL part: a small shop database in two days, and a check of the landed lake.
 
 The server comes from the standard libpq variables (PGHOST, PGPORT, PGUSER, PGPASSWORD; default
-127.0.0.1:5432 as postgres). Day 1 (re)creates the database `tidemark_demo` ($TIDEMARK_PG_DEMO_DB) with products and orders;
+127.0.0.1:5432 as postgres). Day 1 (re)creates the database $TIDEMARK_PG_DEMO_DB (default `tidemark_demo`;
+`make demo` sets one per checkout) with products and orders;
 day 2 updates, inserts, deletes orders (landed as tombstones) and adds a column to products.
 """
 
@@ -48,10 +49,13 @@ def probe() -> str | None:
 def seed(day: int) -> None:
     """Write day 1 (fresh database) or day 2 (changes) of the shop demo."""
     if day == 1:
+        from psycopg import sql
+
         admin = _connect("postgres")
+        db = sql.Identifier(DEMO_DB)  # the name comes from the environment: quoted, never pasted
         try:
-            admin.execute(f"drop database if exists {DEMO_DB} with (force)")
-            admin.execute(f"create database {DEMO_DB}")
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(db))
+            admin.execute(sql.SQL("create database {}").format(db))
         finally:
             admin.close()
     con = _connect(DEMO_DB)

@@ -87,6 +87,10 @@ class TableState:
     columns: dict[str, str] = field(default_factory=dict)
     updated_at: str | None = None
     lease: Lease | None = None
+    # What the table is keyed and ordered by, as the last commit used them: for commands that must know
+    # a discovered PostgreSQL table without asking the database (dbt-sources, dbt-scaffold).
+    primary_key: tuple[str, ...] = ()
+    cursor: str | None = None
 
     @property
     def name(self) -> str:
@@ -113,8 +117,10 @@ class TableState:
         wm, lease = doc.pop("watermark", None), doc.pop("lease", None)
         files = {k: FileEntry(**v) for k, v in doc.pop("files", {}).items()}
         runs = tuple(doc.pop("committed_runs", ()))
+        key = tuple(doc.pop("primary_key", ()))
         return cls(
             **doc,
+            primary_key=key,
             watermark=Watermark(**wm) if wm else None,
             lease=Lease(**lease) if lease else None,
             committed_runs=runs,

@@ -213,6 +213,8 @@ class StateStore:
                 version=state.version,
                 committed_runs=state.committed_runs,
                 updated_at=now.isoformat(),
+                primary_key=state.primary_key,
+                cursor=state.cursor,
             )
 
         return self._update(source, table, "reset", forget)[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ingestion.config import CsvSourceConfig, CsvTableConfig
 from ingestion.engines import CsvBatch
@@ -103,9 +103,10 @@ class CsvJob:
             )
         )
         q = batch.quarantine
-        out.commit = next_state(
+        new = next_state(
             state, plan, batch, ctx.run_id, ctx.now, cursor_timezone=t.cursor_timezone, pause=ctx.pause
         )
+        out.commit = replace(new, primary_key=tuple(t.primary_key), cursor=t.cursor)
         out.rows_read, out.rows_landed = batch.rows_read, batch.rows_landed
         out.rows_deduplicated, out.rows_filtered = batch.rows_deduplicated, batch.rows_filtered
         out.rows_rejected = batch.rows_rejected

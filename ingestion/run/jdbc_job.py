@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ingestion.config import JdbcSourceConfig, PipelineConfig
@@ -164,6 +164,7 @@ class JdbcJob:
                 cursor_timezone=table.cursor_timezone,
                 pause=ctx.pause,
             )
+            new = replace(new, primary_key=tuple(table.primary_key), cursor=table.cursor)
             out.commit = new if ctx.pause else cap_watermark(new, plan)
         return out
 

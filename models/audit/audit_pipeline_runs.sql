@@ -83,7 +83,7 @@ joined as (
         curated.rows_updated as dbt_rows_updated,
         curated.message as dbt_message,
         case
-            when ingestion.status in ('failed', 'locked', 'abandoned', 'running') then ingestion.status
+            when ingestion.status in ('failed', 'locked', 'refused', 'abandoned', 'running') then ingestion.status
             when curated.status is null then 'awaiting_dbt'
             when curated.status = 'success' then 'ok'
             else {{ dbt.concat(["'dbt_'", "curated.status"]) }}
