@@ -393,7 +393,7 @@ class PipelineConfig(_Model):
         return self.resolve(self.lake.root)
 
     def csv_tables(self) -> list[tuple[CsvSourceConfig, CsvTableConfig]]:
-        """The configured CSV tables; PostgreSQL tables are in `ingestion.run.tables.inventory`."""
+        """The configured CSV tables; PostgreSQL tables are in `ingestion.inventory.inventory`."""
         return [(s, t) for s in self.sources if isinstance(s, CsvSourceConfig) for t in s.tables]
 
     def jdbc_sources(self) -> list[JdbcSourceConfig]:

@@ -22,9 +22,9 @@ import yaml
 
 from ingestion.config import PipelineConfig
 from ingestion.errors import ConfigError
+from ingestion.inventory import TableRef, inventory
 from ingestion.lake.model import TableState
 from ingestion.lake.state import StateStore
-from ingestion.run.tables import TableRef, inventory
 
 STAGING_DIR = Path("models/staging")
 CDC_DIR = Path("models/cdc")

@@ -24,11 +24,11 @@ def _statuses(
     """The ledger rows of the pipeline and one status per table of the inventory (or those named)."""
     from datetime import timedelta
 
+    from ingestion.inventory import inventory, select
     from ingestion.lake.fs import reach_lake
     from ingestion.observe.audit import Ledger
     from ingestion.observe.status import table_statuses
     from ingestion.run.context import state_store
-    from ingestion.run.tables import inventory, select
 
     reach_lake(cfg.lake_root, write=False)
     store = state_store(cfg)

@@ -83,11 +83,11 @@ def run(
     config or lake error; 3 tables locked by another run (nothing else wrong).
     """
     from ingestion.engines import ENGINES
+    from ingestion.inventory import inventory, select
     from ingestion.lake.layout import new_run_id
     from ingestion.observe.logs import publish_log, setup_logging
     from ingestion.run.context import state_store
     from ingestion.run.pipeline import run_pipeline
-    from ingestion.run.tables import inventory, select
 
     if engine is not None and engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
@@ -170,9 +170,9 @@ def reset(
     Landed files stay in the lake (dbt dedups re-landed rows by key and cursor). Works on a corrupted
     state document too: it is replaced.
     """
+    from ingestion.inventory import inventory, select
     from ingestion.lake.layout import landed_run_ids, table_dir
     from ingestion.run.context import state_store
-    from ingestion.run.tables import inventory, select
 
     cfg = load(config, env)
     store = state_store(cfg)

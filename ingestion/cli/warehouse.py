@@ -14,8 +14,8 @@ from ingestion.errors import ConfigError
 
 def _tables(cfg: PipelineConfig, names: list[str] | None) -> list[tuple[str, str]]:
     """(source, table) of the inventory's tables (CSV configured, PostgreSQL known from state), or those named."""
+    from ingestion.inventory import inventory, select
     from ingestion.run.context import state_store
-    from ingestion.run.tables import inventory, select
 
     return [(r.source, r.table) for r in select(inventory(cfg, state_store(cfg)), names)]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ingestion.config import LoadType, PipelineConfig
 from ingestion.engines import Engine
+from ingestion.inventory import select
 from ingestion.lake.fs import check_lake
 from ingestion.lake.layout import new_run_id, scratch_dir
 from ingestion.observe.audit import Ledger, RunLedger
@@ -24,7 +25,6 @@ from ingestion.run.context import RunContext, state_store
 from ingestion.run.csv_job import CsvJob
 from ingestion.run.jdbc_job import discover_tables
 from ingestion.run.protocol import TableJob, land_table
-from ingestion.run.tables import select
 
 
 def table_jobs(

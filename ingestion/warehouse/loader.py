@@ -109,7 +109,7 @@ def load_all(
 ) -> list[TableLoadReport]:
     """Load every committed, not yet loaded run of the chosen tables into the loader's warehouse.
 
-    `tables` are (source, table) pairs: the CLI passes the pipeline's inventory (`ingestion.run.tables`),
+    `tables` are (source, table) pairs: the CLI passes the pipeline's inventory (`ingestion.inventory`),
     PostgreSQL tables included; without it, the configured CSV tables. `audit` (default: when no tables
     were chosen) loads the ingestion ledger too.
     """

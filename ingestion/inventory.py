@@ -1,4 +1,4 @@
-"""The pipeline's table inventory, one for every command.
+"""The pipeline's table inventory, one for every command (run, status, report, reset, load-warehouse, dbt).
 
 Configured CSV tables, plus PostgreSQL tables known without a connection: listed in the config or
 holding committed state (discovered by an earlier run). `run` adds what discovery finds today; `status`,
