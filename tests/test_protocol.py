@@ -272,3 +272,43 @@ def test_help_shows_flags_as_flags_and_documents_exit_codes() -> None:
     assert "3 tables locked by another run" in " ".join(proc.stdout.split())
     top = " ".join(cli("--help").stdout.split())
     assert "Exit codes: 0 ok; 1 a table failed or refused a file; 2 usage, config or lake error; 3" in top
+
+
+def test_a_read_only_lake_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    inbox, lake = tmp_path / "in", tmp_path / "lake"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_text(GOOD)
+    config = write(tmp_path / "ingestion.yml", csv_doc(inbox, lake, ["t"]))
+    assert cli("run", "--config", str(config)).returncode == 0
+    (inbox / "t_2.csv").write_text("id,name,updated_at\n3,c,2026-01-03 10:00:00\n")
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount the lake read-only (root writes through chmod)")
+    # The lake as a read-only mount, in a mount namespace of the command's own: what a read-only
+    # volume or a mistaken permission looks like, even to root.
+    script = (
+        f'mount --bind "{lake}" "{lake}" && mount -o remount,ro,bind "{lake}" && '
+        f'exec "{sys.executable}" -m ingestion "$@"'
+    )
+    for args in (("run",), ("status",)):
+        proc = subprocess.run(
+            [unshare, "-m", "sh", "-c", script, "sh", *args, "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+            timeout=300,
+        )
+        if "mount" in proc.stderr and "permission denied" in proc.stderr.lower():
+            pytest.skip(f"this machine refuses mount namespaces: {proc.stderr.strip()}")
+        if args == ("run",):
+            assert proc.returncode == 2, (proc.stdout, proc.stderr)
+            assert "Traceback" not in proc.stderr and "read-only" in proc.stderr and str(lake) in proc.stderr
+        else:  # status only reads: it still works on a read-only lake
+            assert proc.returncode == 0, (proc.stdout, proc.stderr)
+            assert "s.t" in proc.stdout and "landed" in proc.stdout
+    assert (inbox / "t_2.csv").exists()  # nothing was moved or lost

@@ -84,6 +84,7 @@ def run(
     """
     from ingestion.engines import ENGINES
     from ingestion.inventory import inventory, select
+    from ingestion.lake.fs import reach_lake
     from ingestion.lake.layout import new_run_id
     from ingestion.observe.logs import publish_log, setup_logging
     from ingestion.run.context import state_store
@@ -94,6 +95,7 @@ def run(
     if load_type is not None and load_type not in LOAD_TYPES:
         raise ConfigError(f"unknown load type {load_type!r}", hint=f"use one of {', '.join(LOAD_TYPES)}")
     cfg = load(config, env)
+    reach_lake(cfg.lake_root, write=not dry_run)  # before the run's log file is opened in it
     run_id = new_run_id(datetime.now(timezone.utc))
     log_path = None if dry_run else setup_logging(run_id, cfg.lake_root, verbose=verbose)
     try:
