@@ -25,6 +25,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Engine = Literal["duckdb", "spark"]
 LoadType = Literal["auto", "full", "incremental"]
+# What a run does once `auto` is resolved against the table's state.
+Effective = Literal["full", "incremental"]
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 
 

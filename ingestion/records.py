@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from ingestion.config import Effective
 from ingestion.lake.model import Watermark
 
 # How one table's run ended. `refused` is never an outcome's own status: the ledger and `status` show a
@@ -33,7 +34,7 @@ class TableOutcome:
     source: str
     table: str
     status: OutcomeStatus
-    load_type: str = ""
+    load_type: Effective | Literal[""] = ""
     files: int = 0
     rows_read: int = 0
     rows_landed: int = 0

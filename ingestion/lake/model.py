@@ -10,7 +10,7 @@ import os
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 STATE_FORMAT = 2
 
@@ -41,7 +41,7 @@ class FileEntry:
     run_id: str
     etag: str | None = None
     checksum: str | None = None
-    status: str = "landed"
+    status: Literal["landed", "rejected"] = "landed"
     reason: str | None = None
     rows_read: int = 0
     rows_rejected: int = 0

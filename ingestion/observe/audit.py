@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingestion.config import Effective
 from ingestion.lake.model import TableState, Watermark
 from ingestion.lake.state import StateStore
 from ingestion.observe.logs import event
@@ -58,7 +59,7 @@ class LedgerRow:
     started_at: datetime
     recorded_at: datetime
     ended_at: datetime | None = None
-    load_type: str | None = None
+    load_type: Effective | None = None
     rows_read: int = 0
     rows_landed: int = 0
     rows_rejected: int = 0

@@ -6,15 +6,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Literal
 from zoneinfo import ZoneInfo
 
-from ingestion.config import DURATION, LoadType
+from ingestion.config import DURATION, Effective, LoadType
 from ingestion.errors import ConfigError, TidemarkError
 from ingestion.lake.model import FileEntry, TableState, Watermark
 from ingestion.plan.rejects import Quarantine
 
-Effective = Literal["full", "incremental"]
 TIME_TYPES = ("timestamp", "timestamptz", "date")
 NUMERIC_TYPES = ("bigint", "double")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from ingestion.config import JdbcSourceConfig, LoadType
+from ingestion.config import Effective, JdbcSourceConfig, LoadType
 from ingestion.errors import ConfigError, SchemaError
 from ingestion.lake.model import TableState, Watermark
-from ingestion.plan.csv import Effective, NoState, TablePlan, lower_bound, max_watermark
+from ingestion.plan.csv import NoState, TablePlan, lower_bound, max_watermark
 from ingestion.plan.normalize import clean_header
 from ingestion.sqltext import quote_ident, sql_string
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from ingestion.config import Effective
 from ingestion.errors import LeaseHeld, TidemarkError
 from ingestion.lake.layout import remove_orphans, remove_run_files, remove_stale_scratch, table_dir
 from ingestion.lake.model import TableState
@@ -37,7 +38,7 @@ log = logging.getLogger("tidemark")
 class Look:
     """A table's work as seen before taking its lease (a table with nothing new costs no write)."""
 
-    load_type: str
+    load_type: Effective
     files: int = 0
     has_work: bool = True
 
@@ -46,7 +47,7 @@ class Look:
 class Extracted:
     """What a job landed in one run, and the state that commits it (None: nothing to commit)."""
 
-    load_type: str
+    load_type: Effective
     commit: TableState | None = None
     files: int = 0
     rows_read: int = 0
