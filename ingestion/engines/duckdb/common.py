@@ -8,7 +8,16 @@ from pathlib import Path
 
 import duckdb
 
-from ingestion.contract import PARTITION_COLUMN, batch_dedup_order, render_window
+from ingestion.contract import (
+    INGESTED_AT,
+    OP,
+    PARTITION_COLUMN,
+    RUN_ID,
+    SOURCE_FILE,
+    UPSERT,
+    batch_dedup_order,
+    render_window,
+)
 from ingestion.lake.layout import partition_value
 from ingestion.lake.model import Watermark
 from ingestion.plan.normalize import DECIMAL, DECIMAL_PRECISION, DECIMAL_SCALE, STRING
@@ -67,3 +76,12 @@ def max_cursor(
 def duck_type(ltype: str) -> str:
     """DuckDB SQL type of a landed type (`decimal(p,s)` passes through)."""
     return SQL_TYPES.get(ltype) or ltype.upper()
+
+
+def metadata_select(run_id: str, ingested_at: datetime, *, source_file: bool, op: str = UPSERT) -> str:
+    """The landing contract's metadata columns as DuckDB select items (`_source_file` from the rows or null)."""
+    ingested = ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    return (
+        f"{sql_string(run_id)} AS {RUN_ID}, TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, "
+        f"{SOURCE_FILE if source_file else f'CAST(NULL AS VARCHAR) AS {SOURCE_FILE}'}, {sql_string(op)} AS {OP}"
+    )

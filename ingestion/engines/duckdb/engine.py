@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from ingestion.contract import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
+from ingestion.contract import SOURCE_FILE
 from ingestion.engines.base import (
     CsvBatch,
     FileRead,
@@ -22,6 +22,7 @@ from ingestion.engines.duckdb.common import (
     count_rows,
     dedup_window,
     max_cursor,
+    metadata_select,
     stage_parquet,
 )
 from ingestion.engines.duckdb.jdbc import land_jdbc
@@ -244,11 +245,8 @@ class _DuckDBCsv:
         typed = ", ".join(
             f"{cast_expr(quote_ident(c), plan.types[c], rules, zone)} AS {quote_ident(c)}" for c in columns
         )
-        ingested = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-        select = (
-            f"SELECT {typed}, {sql_string(batch.run_id)} AS {RUN_ID}, "
-            f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, {SOURCE_FILE}, 'u' AS {OP} FROM {raw}"
-        )
+        meta = metadata_select(batch.run_id, batch.ingested_at, source_file=True)
+        select = f"SELECT {typed}, {meta} FROM {raw}"
         # Filter and dedup see the typed columns: in the SELECT above they would see the raw text.
         select = f"SELECT * FROM ({select}) AS typed"
         if batch.lower_bound and batch.cursor:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import duckdb
 
-from ingestion.contract import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
 from ingestion.engines.base import JdbcBatch
-from ingestion.engines.duckdb.common import count_rows, dedup_window, duck_type, max_cursor, stage_parquet
+from ingestion.engines.duckdb.common import (
+    count_rows,
+    dedup_window,
+    duck_type,
+    max_cursor,
+    metadata_select,
+    stage_parquet,
+)
 from ingestion.errors import EngineError
 from ingestion.lake.layout import publish_staged
 from ingestion.plan.csv import LandedBatch
 from ingestion.plan.jdbc import partition_queries, partition_ranges
 from ingestion.redact import redact
 from ingestion.sources.jdbc import read_arrow
-from ingestion.sqltext import quote_ident, sql_string
+from ingestion.sqltext import quote_ident
 
 
 def batch_queries(batch: JdbcBatch) -> list[str]:
@@ -42,12 +48,7 @@ def land_jdbc(con: duckdb.DuckDBPyConnection, batch: JdbcBatch, n: int) -> Lande
         typed = ", ".join(
             f"CAST({quote_ident(c)} AS {duck_type(batch.columns[c])}) AS {quote_ident(c)}" for c in columns
         )
-        ingested = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-        select = (
-            f"SELECT {typed}, {sql_string(batch.run_id)} AS {RUN_ID}, "
-            f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, CAST(NULL AS VARCHAR) AS {SOURCE_FILE}, "
-            f"'u' AS {OP} FROM {raw}"
-        )
+        select = f"SELECT {typed}, {metadata_select(batch.run_id, batch.ingested_at, source_file=False)} FROM {raw}"
         if batch.primary_key:
             window = dedup_window(batch.primary_key, batch.cursor, columns)
             select = f"SELECT * FROM ({select}) AS typed QUALIFY row_number() OVER ({window}) = 1"

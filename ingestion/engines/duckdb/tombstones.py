@@ -23,13 +23,12 @@ from ingestion.contract import (
     OP,
     PARTITION_COLUMN,
     RUN_ID,
-    SOURCE_FILE,
     TOMBSTONE,
     latest_version_order,
     render_window,
 )
 from ingestion.engines.base import TombstoneBatch
-from ingestion.engines.duckdb.common import duck_type
+from ingestion.engines.duckdb.common import duck_type, metadata_select
 from ingestion.errors import EngineError
 from ingestion.lake.layout import partition_value
 from ingestion.observe.logs import event
@@ -102,12 +101,8 @@ def land_tombstones(batch: TombstoneBatch) -> int:
                 cols.append(f"CAST({expr} AS {duck_type(t)}) AS {quote_ident(c)}")
             else:
                 cols.append(f"CAST(NULL AS {duck_type(t)}) AS {quote_ident(c)}")
-        ingested = ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-        select = (
-            f"SELECT {', '.join(cols)}, {sql_string(run_id)} AS {RUN_ID}, "
-            f"TIMESTAMPTZ {sql_string(ingested)} AS {INGESTED_AT}, CAST(NULL AS VARCHAR) AS {SOURCE_FILE}, "
-            f"{sql_string(TOMBSTONE)} AS {OP} FROM gone"
-        )
+        meta = metadata_select(run_id, ingested_at, source_file=False, op=TOMBSTONE)
+        select = f"SELECT {', '.join(cols)}, {meta} FROM gone"
         # Stage outside landing/, then rename: dbt never sees a half-written file.
         name = f"part-{run_id}-{TOMBSTONE_FILE_NUMBER}.parquet"
         staged = Path(scratch, f"{table.source}-{table.name}-tombstones", name)

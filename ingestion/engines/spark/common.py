@@ -6,9 +6,10 @@ pyspark is imported inside functions: the Spark engine is loaded only when a run
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ingestion.contract import batch_dedup_order
+from ingestion.contract import INGESTED_AT, OP, RUN_ID, SOURCE_FILE, UPSERT, batch_dedup_order
 from ingestion.lake.model import Watermark
 from ingestion.plan.normalize import DECIMAL, DECIMAL_PRECISION, DECIMAL_SCALE, STRING
 from ingestion.sqltext import quote_spark
@@ -58,3 +59,15 @@ def dedup_window(primary_key: Sequence[str], cursor: str | None, columns: Sequen
 
     order = [F.col(t.column).desc_nulls_last() for t in batch_dedup_order(primary_key, cursor, columns)]
     return Window.partitionBy(*primary_key).orderBy(*order)
+
+
+def metadata_columns(run_id: str, ingested_at: datetime, *, source_file: bool, op: str = UPSERT) -> list[Any]:
+    """The landing contract's metadata columns as Spark columns (`_source_file` from the rows or null)."""
+    from pyspark.sql import functions as F
+
+    return [
+        F.lit(run_id).alias(RUN_ID),
+        F.lit(ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp").alias(INGESTED_AT),
+        F.col(SOURCE_FILE) if source_file else F.lit(None).cast("string").alias(SOURCE_FILE),
+        F.lit(op).alias(OP),
+    ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingestion.config import CsvOptions, SparkConfig
-from ingestion.contract import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
+from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
 from ingestion.engines.base import (
     CsvBatch,
     FileRead,
@@ -24,7 +24,7 @@ from ingestion.engines.base import (
     land_csv_files,
     landed_type,
 )
-from ingestion.engines.spark.common import SQL_TYPES, count_and_max, dedup_window
+from ingestion.engines.spark.common import SQL_TYPES, count_and_max, dedup_window, metadata_columns
 from ingestion.engines.spark.jdbc import driver_conf, land_jdbc
 from ingestion.errors import EngineError
 from ingestion.formats import to_java_pattern
@@ -355,10 +355,7 @@ class _SparkCsv:
         raw = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
         typed = raw.select(
             *[cast_col(c, plan.types[c], rules, zone).alias(c) for c in columns],
-            F.lit(batch.run_id).alias(RUN_ID),
-            F.lit(batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp").alias(INGESTED_AT),
-            F.col(SOURCE_FILE),
-            F.lit("u").alias(OP),
+            *metadata_columns(batch.run_id, batch.ingested_at, source_file=True),
         )
         ctype = landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
         if batch.lower_bound and batch.cursor:

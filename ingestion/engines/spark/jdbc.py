@@ -7,9 +7,9 @@ import shutil
 from typing import TYPE_CHECKING
 
 from ingestion.config import PipelineConfig, SparkConfig
-from ingestion.contract import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID, SOURCE_FILE
+from ingestion.contract import PARTITION_COLUMN
 from ingestion.engines.base import JdbcBatch
-from ingestion.engines.spark.common import count_and_max, dedup_window, spark_type
+from ingestion.engines.spark.common import count_and_max, dedup_window, metadata_columns, spark_type
 from ingestion.errors import EngineError
 from ingestion.lake.layout import partition_value, publish_staged
 from ingestion.plan.csv import LandedBatch
@@ -75,10 +75,7 @@ def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
         df = reader.load().observe(observed, F.count(F.lit(1)).alias("rows"))
         typed = df.select(
             *[F.expr(f"CAST({quote_spark(c)} AS {spark_type(batch.columns[c])})").alias(c) for c in columns],
-            F.lit(batch.run_id).alias(RUN_ID),
-            F.lit(batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp").alias(INGESTED_AT),
-            F.lit(None).cast("string").alias(SOURCE_FILE),
-            F.lit("u").alias(OP),
+            *metadata_columns(batch.run_id, batch.ingested_at, source_file=False),
         )
         if batch.primary_key:
             w = dedup_window(batch.primary_key, batch.cursor, columns)
