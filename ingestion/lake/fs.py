@@ -180,9 +180,11 @@ def reach_lake(lake_root: str, *, write: bool) -> None:
     if lake_root.startswith(S3):
         from ingestion.lake.s3 import split_s3
 
-        bucket, _ = split_s3(lake_root)
+        bucket, prefix = split_s3(lake_root)
         try:
-            s3_retry(s3_client().head_bucket)(Bucket=bucket)
+            # A one-key listing under the lake's prefix: what a prefix-scoped s3:ListBucket allows
+            # (HeadBucket would need the whole bucket).
+            s3_retry(s3_client().list_objects_v2)(Bucket=bucket, Prefix=f"{prefix.rstrip('/')}/", MaxKeys=1)
         except Exception as exc:
             raise LakeError(
                 f"the lake {lake_root} cannot be reached: {type(exc).__name__}: {exc}",
@@ -209,18 +211,17 @@ def reach_lake(lake_root: str, *, write: bool) -> None:
 def check_lake(cfg: Any) -> None:
     """Refuse, before anything runs, a lake that can't be reached or written, and what this version cannot
     do on an S3 lake (delete detection reads the landed keys with DuckDB from a local lake only)."""
-    reach_lake(cfg.lake_root, write=True)
-    if not is_remote(cfg.lake_root):
-        return
-    from ingestion.errors import ConfigError
+    if is_remote(cfg.lake_root):
+        from ingestion.errors import ConfigError
 
-    filesystem(cfg.lake_root)  # an unsupported scheme fails here, with its hint
-    for source in cfg.jdbc_sources():
-        if getattr(source, "detect_deletes", False) or any(
-            getattr(t, "detect_deletes", False) for t in (source.tables or []) if not isinstance(t, str)
-        ):
-            raise ConfigError(
-                f"source {source.name}: detect_deletes needs a local lake in this version "
-                f"(lake root {cfg.lake_root})",
-                hint="set detect_deletes: false for this source, or use a local lake.root",
-            )
+        filesystem(cfg.lake_root)  # an unsupported scheme fails here, with its hint
+        for source in cfg.jdbc_sources():
+            if getattr(source, "detect_deletes", False) or any(
+                getattr(t, "detect_deletes", False) for t in (source.tables or []) if not isinstance(t, str)
+            ):
+                raise ConfigError(
+                    f"source {source.name}: detect_deletes needs a local lake in this version "
+                    f"(lake root {cfg.lake_root})",
+                    hint="set detect_deletes: false for this source, or use a local lake.root",
+                )
+    reach_lake(cfg.lake_root, write=True)
