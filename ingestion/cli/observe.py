@@ -77,11 +77,12 @@ def status(
     else:
         t = Table(title=f"pipeline {cfg.pipeline} · env {cfg.env} · lake {cfg.lake_root}")
         refused = any(s.files_refused for s in statuses)
-        numbers = ("seconds", "rows read", "landed", "rejected", *(("refused files",) if refused else ()))
+        numbers = ("seconds", "read", "landed", "rejected", *(("refused files",) if refused else ()))
         for col in ("table", "last run", "status", "started (UTC)", *numbers):
-            wrap = col in ("last run", "started (UTC)")
+            # Names, statuses and numbers never wrap; run ids, times, watermarks and errors fold.
+            fold = col in ("last run", "started (UTC)")
             t.add_column(
-                col, justify="right" if col in numbers else "left", overflow="fold", no_wrap=not wrap
+                col, justify="right" if col in numbers else "left", no_wrap=not fold, overflow="fold"
             )
         t.add_column("watermark", overflow="fold")
         t.add_column("lag", justify="right", no_wrap=True)
@@ -98,7 +99,7 @@ def status(
                 str(s.rows_landed),
                 str(s.rows_rejected),
                 *((str(s.files_refused),) if refused else ()),
-                s.watermark or "",
+                (s.watermark or "").replace(".000000", ""),  # whole seconds read better without zeros
                 human_duration(s.lag_seconds),
                 s.state_error or (f"{s.last_error} (run {s.last_error_run_id})" if s.last_error else ""),
             )
