@@ -261,6 +261,11 @@ class JdbcSourceConfig(_Model):
     user: str
     password_env: str | None = Field("PGPASSWORD", description="environment variable holding the password")
     password: str | None = Field(None, repr=False, description="prefer password_env or ${VAR}")
+    password_secret: str | None = Field(
+        None,
+        description="AWS Secrets Manager secret (name or ARN) holding the password: the secret string, or "
+        'JSON with a "password" key (as RDS secrets are); read when password and password_env give none',
+    )
     schema_: str = Field("public", alias="schema")
     tables: tuple[JdbcTableConfig, ...] | None = Field(None, description='"*" (None): every table found')
     include: tuple[str, ...] = ("*",)

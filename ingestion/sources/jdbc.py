@@ -96,11 +96,13 @@ def parse_jdbc_url(url: str) -> tuple[str, int, str, tuple[tuple[str, str], ...]
 
 
 def connection_for(source: JdbcSourceConfig) -> PgConnection:
-    """The connection settings of a source; the password comes from the environment."""
+    """The connection settings of a source; the password comes from the environment or Secrets Manager."""
     host, port, db, params = parse_jdbc_url(source.url)
     password = source.password
     if password is None and source.password_env:
         password = os.environ.get(source.password_env)
+    if password is None and source.password_secret:
+        password = secret_password(source.password_secret, source.name)
     for k, v in params:
         if k.lower() == "password":  # a password in the URL works, but is masked like any other
             password = password or v
@@ -108,6 +110,40 @@ def connection_for(source: JdbcSourceConfig) -> PgConnection:
     if password:
         register_secret(quote(password, safe=""))
     return PgConnection(host, port, db, source.user, password, params, source.connect_timeout, source.retries)
+
+
+def secret_password(secret_id: str, source: str) -> str:
+    """The password in an AWS Secrets Manager secret: its string, or the "password" of a JSON secret.
+
+    Glue jobs cannot fill environment variables from Secrets Manager; the job's role reads the secret.
+    """
+    import json
+
+    from ingestion.lake.s3 import aws_client
+
+    try:
+        value = aws_client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString")
+    except Exception as exc:
+        raise SourceError(
+            f"source {source}: cannot read the password secret {secret_id!r}: {type(exc).__name__}: {exc}",
+            hint="check the secret's name or ARN, the region, and secretsmanager:GetSecretValue for this role",
+        ) from None
+    if not value:
+        raise SourceError(
+            f"source {source}: the secret {secret_id!r} holds no string", hint="store the password as text"
+        )
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return str(value)
+    if isinstance(doc, dict):
+        if "password" not in doc:
+            raise SourceError(
+                f'source {source}: the JSON secret {secret_id!r} has no "password" key',
+                hint='store {"password": "..."} (the RDS secret format) or the bare password',
+            )
+        return str(doc["password"])
+    return str(value)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -80,8 +80,25 @@ def java_available() -> bool:
     )
 
 
+def master_chosen_by_launcher() -> bool:
+    """Did spark-submit (or PYSPARK_SUBMIT_ARGS) choose the master? Then the config's must not replace it.
+
+    spark-submit starts this Python with its JVM already running (PYSPARK_GATEWAY_PORT); a notebook or a
+    wrapper passes `--master` in PYSPARK_SUBMIT_ARGS.
+    """
+    return (
+        "PYSPARK_GATEWAY_PORT" in os.environ
+        or "--master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "").split()
+    )
+
+
 def get_spark(cfg: SparkConfig) -> SparkSession:
-    """The active Spark session (Glue/EMR) or a new local one configured for tidemark."""
+    """The session tidemark is given (Glue, spark-submit, a notebook), else a new one configured for it.
+
+    `spark.master` from the config applies only when nothing else chose a master: under spark-submit
+    (or with `spark.master` in spark-defaults.conf) the cluster's master wins, so an EMR or YARN job
+    never runs on its driver alone.
+    """
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -100,7 +117,9 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
         )
     from ingestion.config import DEFAULT_DRIVER_JAR
 
-    builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
+    builder = SparkSession.builder.appName(cfg.app_name)
+    if not master_chosen_by_launcher():
+        builder = builder.master(cfg.master)
     # The PostgreSQL driver is put on the classpath whenever it is installed: jars can't be added later.
     for key, value in {**BASE_CONF, **driver_conf(DEFAULT_DRIVER_JAR), **cfg.conf}.items():
         builder = builder.config(key, value)
