@@ -19,7 +19,13 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ingestion.config import Effective
 from ingestion.errors import LeaseHeld, TidemarkError
-from ingestion.lake.layout import remove_orphans, remove_run_files, remove_stale_scratch, table_dir
+from ingestion.lake.layout import (
+    partition_value,
+    remove_orphans,
+    remove_run_files,
+    remove_stale_scratch,
+    table_dir,
+)
 from ingestion.lake.model import TableState
 from ingestion.lake.rejected import remove_rejects, write_rejects
 from ingestion.lake.state import LeaseKeeper
@@ -91,7 +97,7 @@ def land_table(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
     """One table through the protocol, then its catalog registration, ledger row and progress."""
     outcome = run_protocol(ctx, job)
     if not ctx.dry_run:  # after the commit: registration never undoes it (see warehouse.glue_catalog)
-        register_outcome(ctx.cfg, outcome, ctx.run_id, ctx.pause)
+        register_outcome(ctx.cfg, outcome, ctx.run_id, ctx.pause, partition_value(ctx.now))
     if ctx.audit is not None:
         ctx.audit.record(outcome)
     ctx.observe(outcome.name, f"done:{outcome.status}")
