@@ -107,6 +107,7 @@ def test_a_50_file_run_loads_in_one_batch_within_the_data_api_limits(redshift) -
     # Footers only: every GET of a landed file is a ranged GET of its tail.
     gets = [(key, rng) for op, key, rng in s3.calls if op == "get_object"]
     assert len(gets) == 50 and all(rng and rng.startswith("bytes=-") for _, rng in gets)
+    assert not [c for c in s3.calls if c[0] == "head_object"]  # sizes come from the same GETs
     # Loaded once: a second load sends no batch.
     n = len(client.batches)
     assert load_table(lake, loader, "billing", "accounts", [run_id]).runs == []

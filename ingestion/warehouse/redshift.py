@@ -401,27 +401,31 @@ def list_run_files(s3: Any, lake: str, source: str, table: str) -> dict[str, lis
     return out
 
 
-def footer(s3: Any, uri: str, size: int) -> Any:
-    """A Parquet file's footer (`pyarrow.parquet.FileMetaData`) from ranged GETs of its tail.
+def footer(s3: Any, uri: str, size: int = 0) -> tuple[Any, int]:
+    """A Parquet file's footer (`pyarrow.parquet.FileMetaData`) and byte size, from ranged GETs of its tail.
 
-    One GET of the last 64 KiB holds the footer of most files; a bigger footer takes a second GET of
-    exactly its length. The data pages are never downloaded.
+    One GET of the last 64 KiB holds the footer of most files (and its Content-Range gives the object's
+    size, which the manifest needs: no HEAD); a bigger footer takes a second GET of exactly its length.
+    The data pages are never downloaded.
     """
     import pyarrow.parquet as pq
 
     bucket, key = split_s3(uri)
 
-    def tail(n: int) -> bytes:
-        return bytes(s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{n}")["Body"].read())
+    def tail(n: int) -> tuple[bytes, int]:
+        resp = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{n}")
+        body = bytes(resp["Body"].read())
+        total = str(resp.get("ContentRange") or "").rpartition("/")[2]
+        return body, int(total) if total.isdigit() else len(body)
 
-    end = tail(min(size, FOOTER_GUESS))
+    end, total = tail(min(size, FOOTER_GUESS) if size else FOOTER_GUESS)
     if len(end) < 12 or end[-4:] != b"PAR1":
         raise SchemaError(f"{uri} is not a Parquet file (no PAR1 footer)", hint="remove it from landing/")
     length = int.from_bytes(end[-8:-4], "little") + 8
     if length > len(end):
-        end = tail(length)
+        end, total = tail(length)
     # The footer alone, behind a leading magic: pyarrow reads metadata from the end and seeks no pages.
-    return pq.read_metadata(io.BytesIO(b"PAR1" + end[-length:]))
+    return pq.read_metadata(io.BytesIO(b"PAR1" + end[-length:])), total
 
 
 def max_bytes_bound(meta: Any, index: int) -> int:
@@ -443,7 +447,7 @@ def parquet_columns(s3: Any, files: Sequence[S3File]) -> tuple[tuple[str, str], 
 
 
 def run_footers(s3: Any, files: Sequence[S3File]) -> tuple[tuple[tuple[str, str], ...], tuple[S3File, ...]]:
-    """(columns in file order with Redshift types, the files with their row counts), from the footers.
+    """(columns in file order with Redshift types, the files with their sizes and row counts), from footers.
 
     Types come from the footers' Arrow schemas; strings are sized by `max_bytes_bound`; files that bring
     wider types widen the column as the lake does.
@@ -454,9 +458,9 @@ def run_footers(s3: Any, files: Sequence[S3File]) -> tuple[tuple[tuple[str, str]
     order: list[str] = []
     counted = []
     for f in files:
-        meta = footer(s3, f.uri, f.size)
+        meta, size = footer(s3, f.uri, f.size)
         schema = meta.schema.to_arrow_schema()
-        counted.append(S3File(f.uri, f.size, f.partition, int(meta.num_rows)))
+        counted.append(S3File(f.uri, size, f.partition, int(meta.num_rows)))
         for i, field in enumerate(schema):
             longest = 0
             if t.is_string(field.type) or t.is_large_string(field.type):
@@ -540,8 +544,8 @@ class RedshiftLoader:
         reported as not loaded here.
         """
         report = TableLoadReport(load.source, load.table)
-        sized = tuple(self.s3_file(f) for f in load.files)
-        columns, files = run_footers(self.s3, sized)
+        listed = tuple(S3File(f, 0, PurePosixPath(f).parent.name.split("=", 1)[-1]) for f in load.files)
+        columns, files = run_footers(self.s3, listed)  # sizes from the footer GETs: no HEAD per file
         run = RunFiles(load.source, load.table, load.run_id, files, columns)
         existing = self.columns(load.schema, load.table)
         part = {load.partition_column: "date"} if load.partition_column else {}
