@@ -114,6 +114,22 @@ def test_a_50_file_run_loads_in_one_batch_within_the_data_api_limits(redshift) -
     assert len(client.batches) == n
 
 
+def test_the_loader_reads_recorded_run_files_instead_of_listing_landing(redshift, monkeypatch) -> None:
+    lake, s3, _client, api = redshift
+    run_id = "20260101T000000000000Z-cccccc"
+    uris = put_run(s3.client, lake, run_id, [accounts(0, 3), accounts(3, 3)])
+    loader = RedshiftLoader(lake, SETTINGS, api=api, s3=s3)
+
+    def no_listing(folder: str) -> dict:
+        raise AssertionError(f"listed {folder}")
+
+    monkeypatch.setattr("ingestion.warehouse.loader.landed_runs", no_listing)
+    recorded = {run_id: tuple(u.split("/accounts/", 1)[1] for u in uris)}
+    report = load_table(lake, loader, "billing", "accounts", [run_id], recorded)
+    assert report.runs == [run_id] and report.files == 2 and report.rows == 6
+    assert not [c for c in s3.calls if c[0] in ("list_objects_v2", "get_paginator")]
+
+
 def test_ledger_rows_past_the_statement_size_limit_split_into_a_few_inserts_of_one_batch() -> None:
     uri = "s3://lake-bucket/tidemark/landing/billing/accounts/_ingest_date=2026-01-01/part-{}-{}.parquet"
     run_id = "20260101T000000000000Z-" + "a" * 6

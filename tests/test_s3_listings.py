@@ -70,3 +70,13 @@ def test_a_run_lists_the_inbox_without_its_archive_and_landing_once(proxy, s3_bu
     assert landing.count("lake/landing/s/t/") == 1, lists
     assert all(p == "lake/landing/s/t/" or p.startswith("lake/landing/s/t/_ingest_date=") for p in landing)
     assert len(landing) <= 2, lists
+    # The commit recorded the run's files: the catalog registered them without a listing of its own.
+    from ingestion.lake.state import StateStore
+
+    state = StateStore(f"s3://{s3_bucket}/lake", "p").read("s", "t")
+    assert state is not None
+    (run_id,) = state.committed_runs
+    recorded = state.run_files[run_id]
+    assert recorded and all(f.startswith("_ingest_date=") and f"part-{run_id}-" in f for f in recorded)
+    landed = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="lake/landing/s/t/")["Contents"]}
+    assert {f"lake/landing/s/t/{f}" for f in recorded} == landed

@@ -87,6 +87,7 @@ class History:
     parts: int = 0
     runs: tuple[str, ...] = ()
     files: dict[str, FileEntry] = field(default_factory=dict)
+    run_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,9 @@ class TableState:
     # Committed runs and file ledger entries compacted out of the document (see History). In memory,
     # `committed_runs` and `files` hold everything: the history's and the document's own.
     history: History = field(default_factory=History)
+    # Run id → the Parquet files the run landed, relative to the table's landing folder, recorded by the
+    # commit: the catalog and the warehouse loaders read them instead of listing `landing/`.
+    run_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -127,6 +131,7 @@ class TableState:
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {"format": STATE_FORMAT, **asdict(replace(self, history=History()))}
         doc["committed_runs"] = list(self.committed_runs)
+        doc["run_files"] = {k: list(v) for k, v in self.run_files.items()}
         doc["history"] = {"head": self.history.head, "parts": self.history.parts}
         return json.dumps(doc, indent=2, sort_keys=True).encode()
 
@@ -139,9 +144,11 @@ class TableState:
         runs = tuple(doc.pop("committed_runs", ()))
         key = tuple(doc.pop("primary_key", ()))
         hist = doc.pop("history", None) or {}
+        run_files = {k: tuple(v) for k, v in (doc.pop("run_files", None) or {}).items()}
         return cls(
             **doc,
             history=History(hist.get("head"), int(hist.get("parts", 0))),
+            run_files=run_files,
             primary_key=key,
             watermark=Watermark(**wm) if wm else None,
             lease=Lease(**lease) if lease else None,

@@ -21,7 +21,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 from ingestion.errors import LeaseHeld, StateConflict, StateCorrupt
@@ -43,6 +43,7 @@ class Part:
     previous: str | None
     runs: tuple[str, ...]
     files: dict[str, FileEntry]
+    run_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         doc = {
@@ -50,6 +51,7 @@ class Part:
             "previous": self.previous,
             "runs": list(self.runs),
             "files": {k: asdict(v) for k, v in self.files.items()},
+            "run_files": {k: list(v) for k, v in self.run_files.items()},
         }
         return json.dumps(doc, sort_keys=True).encode()
 
@@ -57,11 +59,12 @@ class Part:
     def from_json(cls, body: bytes) -> Part:
         doc = json.loads(body)
         files = {k: FileEntry(**v) for k, v in doc.get("files", {}).items()}
-        return cls(doc.get("previous"), tuple(doc.get("runs", ())), files)
+        run_files = {k: tuple(v) for k, v in doc.get("run_files", {}).items()}
+        return cls(doc.get("previous"), tuple(doc.get("runs", ())), files, run_files)
 
     @property
     def size(self) -> int:
-        return len(self.runs) + len(self.files)
+        return len(self.runs) + len(self.files) + sum(len(v) for v in self.run_files.values())
 
 
 def document_form(state: TableState) -> TableState:
@@ -72,13 +75,18 @@ def document_form(state: TableState) -> TableState:
         state,
         committed_runs=tuple(r for r in state.committed_runs if r not in archived),
         files={k: v for k, v in state.files.items() if h.files.get(k) != v},
+        run_files={k: v for k, v in state.run_files.items() if h.run_files.get(k) != v},
     )
 
 
 def history_intact(state: TableState) -> bool:
     """Does the state still hold everything its history does? (A reset forgets files: then it doesn't.)"""
     h = state.history
-    return set(h.runs) <= set(state.committed_runs) and all(k in state.files for k in h.files)
+    return (
+        set(h.runs) <= set(state.committed_runs)
+        and all(k in state.files for k in h.files)
+        and all(k in state.run_files for k in h.run_files)
+    )
 
 
 @dataclass(frozen=True)
@@ -125,15 +133,18 @@ class StateStore:
             return doc
         runs: list[str] = []
         files: dict[str, FileEntry] = {}
+        run_files: dict[str, tuple[str, ...]] = {}
         for part in self._chain(doc.history.head):
             runs += part.runs
             files.update(part.files)
+            run_files.update(part.run_files)
         known = set(runs)
-        history = History(doc.history.head, doc.history.parts, tuple(runs), files)
+        history = History(doc.history.head, doc.history.parts, tuple(runs), files, run_files)
         return replace(
             doc,
             committed_runs=(*runs, *(r for r in doc.committed_runs if r not in known)),
             files={**files, **doc.files},
+            run_files={**run_files, **doc.run_files},
             history=history,
         )
 
@@ -147,23 +158,40 @@ class StateStore:
             state = replace(state, history=History())  # start a new chain from what the state holds
         h = state.history
         doc = document_form(state)
-        if len(doc.committed_runs) <= 2 * KEEP_RUNS and len(doc.files) <= 2 * KEEP_FILES:
+        paths = sum(len(v) for v in doc.run_files.values())
+        if (
+            len(doc.committed_runs) <= 2 * KEEP_RUNS
+            and len(doc.files) <= 2 * KEEP_FILES
+            and paths <= 2 * KEEP_FILES
+        ):
             return state, doc.to_json()
         runs = doc.committed_runs[: max(len(doc.committed_runs) - KEEP_RUNS, 0)]
         newest = sorted(doc.files, key=lambda k: (doc.files[k].run_id, k))
         moved = {k: doc.files[k] for k in newest[: max(len(newest) - KEEP_FILES, 0)]}
-        part = Part(h.head, runs, moved)
+        # Landed file lists: the newest runs' stay while they hold at most KEEP_FILES paths.
+        landed: dict[str, tuple[str, ...]] = {}
+        kept = 0
+        for run_id in sorted(doc.run_files, reverse=True):
+            kept += len(doc.run_files[run_id])
+            if kept > KEEP_FILES:
+                landed[run_id] = doc.run_files[run_id]
+        part = Part(h.head, runs, moved, landed)
         parts = h.parts + 1
         # Merge with the previous part while it is no bigger than twice the new one: O(log n) parts.
         while part.previous and self._part(part.previous).size <= 2 * part.size:
             prev = self._part(part.previous)
-            part = Part(prev.previous, prev.runs + part.runs, {**prev.files, **part.files})
+            part = Part(
+                prev.previous,
+                prev.runs + part.runs,
+                {**prev.files, **part.files},
+                {**prev.run_files, **part.run_files},
+            )
             parts -= 1
         table_key = self.key(state.source, state.table).removesuffix(".json")
         key = f"{HISTORY_DIR}/{table_key}/{state.version:012d}-{secrets.token_hex(4)}.json"
         self.docs.put(key, part.to_json(), token=None)
         self._parts[key] = part
-        history = History(key, parts, (*h.runs, *runs), {**h.files, **moved})
+        history = History(key, parts, (*h.runs, *runs), {**h.files, **moved}, {**h.run_files, **landed})
         state = replace(state, history=history)
         return state, document_form(state).to_json()
 
@@ -332,6 +360,7 @@ class StateStore:
                 table,
                 version=state.version,
                 committed_runs=state.committed_runs,
+                run_files=state.run_files,
                 updated_at=now.isoformat(),
                 primary_key=state.primary_key,
                 cursor=state.cursor,

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from ingestion.config import Effective
 from ingestion.errors import LeaseHeld, TidemarkError
 from ingestion.lake.layout import (
+    landed_files,
     partition_value,
+    relative_to,
     remove_orphans,
     remove_run_files,
     remove_stale_scratch,
@@ -97,7 +99,7 @@ def land_table(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
     """One table through the protocol, then its catalog registration, ledger row and progress."""
     outcome = run_protocol(ctx, job)
     if not ctx.dry_run:  # after the commit: registration never undoes it (see warehouse.glue_catalog)
-        register_outcome(ctx.cfg, outcome, ctx.run_id, ctx.pause, partition_value(ctx.now))
+        register_outcome(ctx.cfg, outcome, ctx.run_id, ctx.pause)
     if ctx.audit is not None:
         ctx.audit.record(outcome)
     ctx.observe(outcome.name, f"done:{outcome.status}")
@@ -167,7 +169,12 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
             if extracted.rejects:
                 write_rejects(extracted.rejects, lake, job.source, job.table, ctx.run_id, ctx.now)
             step = "commit"
-            keeper.commit(extracted.commit)
+            # The commit records the run's files: the catalog and the loaders read them, not `landing/`.
+            landed = landed_files(target, ctx.run_id, partition_value(ctx.now), extracted.rows_landed > 0)
+            recorded = tuple(relative_to(target, f) for f in landed)
+            commit = extracted.commit
+            keeper.commit(replace(commit, run_files={**commit.run_files, ctx.run_id: recorded}))
+            outcome.landed_files = tuple(landed)
             committed = True
             ctx.step("state_committed", outcome.name)
             outcome.status = "landed"
