@@ -50,6 +50,9 @@ class TableOutcome:
     error: str | None = None
     error_class: str | None = None
     failed_step: Step | None = None
+    # The Parquet files the committed run landed (full lake paths), as its commit recorded them; None when
+    # nothing was committed. Not a ledger column: the catalog registration reads it.
+    landed_files: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:

@@ -155,3 +155,45 @@ def test_type_mapping_and_column_merge():
     assert partition_values(
         ["s3://b/l/_ingest_date=2026-01-02/part-x-0.parquet", "/l/_ingest_date=2026-01-01/p"]
     ) == ["2026-01-01", "2026-01-02"]
+
+
+def test_widened_columns_keep_older_partitions_on_their_own_types(glue, s3_bucket) -> None:
+    """Issue 19, "show which": per-partition schemas. The table takes the widened type (bigint → decimal →
+    double, date → timestamp); each partition keeps the types of the files it holds, so a reader that
+    resolves a partition by its own storage descriptor never reads an old file as the new type."""
+    import io
+    from datetime import date, datetime, timezone
+    from decimal import Decimal
+
+    import pyarrow.parquet as pq
+
+    from ingestion.warehouse.glue_catalog import register_run
+
+    db = f"widen_{uuid.uuid4().hex[:8]}"  # moto's catalog lives as long as the test session
+    cfg = parse_config(doc(s3_bucket, glue_database=db))
+    target = f"s3://{s3_bucket}/lake/landing/billing/accounts"
+    s3 = boto3.client("s3")
+    d, ts = date(2026, 1, 1), datetime(2026, 1, 3, tzinfo=timezone.utc)
+    days = [
+        ("2026-01-01", pa.array([1], pa.int64()), pa.array([d], pa.date32())),
+        ("2026-01-02", pa.array([Decimal("1.5")], pa.decimal128(38, 18)), pa.array([d], pa.date32())),
+        ("2026-01-03", pa.array([1.5], pa.float64()), pa.array([ts], pa.timestamp("us", tz="UTC"))),
+    ]
+    for n, (day, amount, when) in enumerate(days):
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"amount": amount, "when": when}), buf)
+        run_id = f"2026010{n + 1}T000000000000Z-aaaaaa"
+        key = f"lake/landing/billing/accounts/_ingest_date={day}/part-{run_id}-0.parquet"
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=buf.getvalue())
+        register_run(cfg.catalog, target, "billing", "accounts", run_id, client=glue, partition=day)
+
+    assert columns(glue, db, "accounts") == [("amount", "double"), ("when", "timestamp")]
+    parts = glue.get_partitions(DatabaseName=db, TableName="accounts")["Partitions"]
+    by_day = {
+        p["Values"][0]: dict((c["Name"], c["Type"]) for c in p["StorageDescriptor"]["Columns"]) for p in parts
+    }
+    assert by_day == {
+        "2026-01-01": {"amount": "bigint", "when": "date"},
+        "2026-01-02": {"amount": "decimal(38,18)", "when": "date"},
+        "2026-01-03": {"amount": "double", "when": "timestamp"},
+    }

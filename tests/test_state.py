@@ -209,3 +209,77 @@ def test_the_keeper_renews_the_lease_while_the_table_lands(store):
     assert store.read("s", "t").lease is None
     assert store.read("s", "t").committed_runs == ("run-a",)
     assert store.acquire("s", "t", "run-b", now(), ttl).state.lease.run_id == "run-b"
+
+
+class RecordingDocs:
+    """A DocStore wrapper that records the size of every document it writes, by key."""
+
+    def __init__(self, docs) -> None:
+        self.docs, self.puts = docs, []
+        self.location = docs.location
+
+    def get(self, key):
+        return self.docs.get(key)
+
+    def put(self, key, body, *, token):
+        self.puts.append((key, len(body)))
+        return self.docs.put(key, body, token=token)
+
+    def delete(self, key, *, token):
+        return self.docs.delete(key, token=token)
+
+    def list(self, prefix):
+        return self.docs.list(prefix)
+
+
+def test_state_documents_stay_the_same_size_with_10000_committed_runs(root) -> None:
+    """Issue 19: committed runs and the file ledger compact into history parts; readers see them all."""
+    from ingestion.lake.model import FileEntry
+
+    def table_with(n: int, name: str) -> tuple[StateStore, RecordingDocs, TableState]:
+        store = StateStore(root, "pipe")
+        docs = store.docs = RecordingDocs(store.docs)  # type: ignore[assignment]
+        held = store.acquire("src", name, "setup", T0, HOUR)
+        runs = tuple(f"2026{i:010d}-run" for i in range(n))
+        files = {f"in/{i}.csv": FileEntry(10, 1, runs[i]) for i in range(n)}
+        held = store.commit(held, replace(held.state, committed_runs=runs, files=files))
+        return store, docs, held.state
+
+    sizes = {}
+    for n in (10, 10_000):
+        store, docs, _ = table_with(n, f"t{n}")
+        held = store.acquire("src", f"t{n}", "setup", T0, HOUR)  # renewing our own lease
+        docs.puts.clear()
+        for k in range(3):  # three more runs, each committing one run and one file
+            run_id = f"2027{k:010d}-run"
+            state = held.state
+            new = replace(
+                state,
+                committed_runs=(*state.committed_runs, run_id),
+                files={**state.files, f"in/new{k}.csv": FileEntry(10, 1, run_id)},
+            )
+            held = store.commit(held, new)
+        state_docs = [size for key, size in docs.puts if key == store.key("src", f"t{n}")]
+        sizes[n] = max(state_docs)
+        # Everything is still there for readers (orphan cleanup relies on every committed run).
+        fresh = StateStore(root, "pipe").read("src", f"t{n}")
+        assert fresh is not None and len(fresh.committed_runs) == n + 3 and len(fresh.files) == n + 3
+        assert set(fresh.committed_runs) >= {"20260000000000-run", "20270000000002-run"}
+        assert fresh.history.parts <= 14  # O(log n) parts, not one per compaction
+    assert sizes[10_000] < sizes[10] + 16_000, sizes  # at most 2 * KEEP entries more, whatever n
+    # The document itself is bounded (about KEEP entries), whatever the history.
+    assert sizes[10_000] < 100_000
+
+
+def test_reset_forgets_compacted_files_but_keeps_compacted_runs(root) -> None:
+    from ingestion.lake.model import FileEntry
+
+    store = StateStore(root, "pipe")
+    held = store.acquire("src", "t", "r", T0, HOUR)
+    runs = tuple(f"2026{i:010d}-run" for i in range(1000))
+    files = {f"in/{i}.csv": FileEntry(10, 1, runs[i]) for i in range(1000)}
+    store.release(store.commit(held, replace(held.state, committed_runs=runs, files=files)))
+    assert store.read("src", "t").history.head is not None
+    store.reset("src", "t", T0 + 2 * HOUR)
+    after = StateStore(root, "pipe").read("src", "t")
+    assert after is not None and after.files == {} and set(after.committed_runs) == set(runs)

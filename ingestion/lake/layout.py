@@ -47,6 +47,29 @@ def run_id_of(path: Path) -> str | None:
     return run_id if sep and n.isdigit() and path.name.startswith("part-") else None
 
 
+def landed_files(target: str, run_id: str, partition: str, expect_files: bool) -> list[str]:
+    """The Parquet files a run landed: one listing of its own partition folder (a run writes one).
+
+    Only when that folder holds none of them although the run landed rows is the whole table folder
+    looked through (a run whose files went to another partition).
+    """
+    folder = lakefs.join(target, f"{PARTITION_COLUMN}={partition}")
+    files = lakefs.glob(folder, f"part-{run_id}-*.parquet")
+    if not files and expect_files:
+        files = lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-{run_id}-*.parquet")
+    return files
+
+
+def relative_to(target: str, path: str) -> str:
+    """A landed file's path relative to its table folder (`_ingest_date=…/part-….parquet`)."""
+    if not lakefs.is_remote(target):
+        return Path(os.path.relpath(path, target)).as_posix()
+    base = target.rstrip("/") + "/"
+    if not path.startswith(base):
+        raise ValueError(f"{path} is not under {target}")
+    return path[len(base) :]
+
+
 def landed_run_ids(target: str) -> set[str]:
     """The run ids of every landed file under a table folder."""
     found = (run_id_of(Path(f)) for f in lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-*.parquet"))

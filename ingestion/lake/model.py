@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -74,6 +74,23 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class History:
+    """Where a table's compacted past lives: a chain of immutable parts, newest first.
+
+    The state document keeps only recent committed runs and file ledger entries; older ones move to
+    history parts (`ingestion.lake.state` writes them), each naming the part before it. The document
+    stores `head` and `parts`; `runs` and `files` are what the parts hold, filled in when the document
+    is read (never serialized with it).
+    """
+
+    head: str | None = None
+    parts: int = 0
+    runs: tuple[str, ...] = ()
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    run_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TableState:
     """Everything tidemark remembers about one table between runs."""
 
@@ -91,6 +108,12 @@ class TableState:
     # a discovered PostgreSQL table without asking the database (dbt-sources, dbt-scaffold).
     primary_key: tuple[str, ...] = ()
     cursor: str | None = None
+    # Committed runs and file ledger entries compacted out of the document (see History). In memory,
+    # `committed_runs` and `files` hold everything: the history's and the document's own.
+    history: History = field(default_factory=History)
+    # Run id → the Parquet files the run landed, relative to the table's landing folder, recorded by the
+    # commit: the catalog and the warehouse loaders read them instead of listing `landing/`.
+    run_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -106,8 +129,10 @@ class TableState:
         return self.watermark is not None or bool(self.files)
 
     def to_json(self) -> bytes:
-        doc: dict[str, Any] = {"format": STATE_FORMAT, **asdict(self)}
+        doc: dict[str, Any] = {"format": STATE_FORMAT, **asdict(replace(self, history=History()))}
         doc["committed_runs"] = list(self.committed_runs)
+        doc["run_files"] = {k: list(v) for k, v in self.run_files.items()}
+        doc["history"] = {"head": self.history.head, "parts": self.history.parts}
         return json.dumps(doc, indent=2, sort_keys=True).encode()
 
     @classmethod
@@ -118,8 +143,12 @@ class TableState:
         files = {k: FileEntry(**v) for k, v in doc.pop("files", {}).items()}
         runs = tuple(doc.pop("committed_runs", ()))
         key = tuple(doc.pop("primary_key", ()))
+        hist = doc.pop("history", None) or {}
+        run_files = {k: tuple(v) for k, v in (doc.pop("run_files", None) or {}).items()}
         return cls(
             **doc,
+            history=History(hist.get("head"), int(hist.get("parts", 0))),
+            run_files=run_files,
             primary_key=key,
             watermark=Watermark(**wm) if wm else None,
             lease=Lease(**lease) if lease else None,

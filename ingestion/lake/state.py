@@ -3,6 +3,13 @@
 The document holds the watermark, committed run ids, file ledger, column types and the lease. Because
 the lease lives in the same document, taking over an expired lease changes the document's token, and
 the old holder's commit (conditional on the token it last wrote) fails: the token is the fencing token.
+
+The document stays small: past `KEEP_RUNS` committed runs and `KEEP_FILES` file ledger entries, the
+older ones move into an immutable history part (`_state/_history/<pipeline>/<source>/<table>/…json`,
+written once, before the document that names it). The document names the newest part, each part the
+one before it; parts merge as they grow (a binary counter), so a chain has O(log history) parts and a
+commit writes O(changes) amortized, never the whole history. Readers get the full state back:
+`committed_runs` and `files` hold the history's entries and the document's own.
 """
 
 from __future__ import annotations
@@ -10,26 +17,76 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
-from ingestion.lake.docstore import DocStore, PreconditionFailed, open_docstore
 from ingestion.errors import LeaseHeld, StateConflict, StateCorrupt
-from ingestion.lake.model import STATE_FORMAT, FileEntry, Lease, TableState, Watermark
+from ingestion.lake.docstore import DocStore, PreconditionFailed, open_docstore
+from ingestion.lake.model import FileEntry, History, Lease, TableState
 
 log = logging.getLogger("tidemark")
 
+# The document keeps between KEEP and 2 * KEEP of its newest entries; compaction moves the rest.
+KEEP_RUNS = 16
+KEEP_FILES = 32
+HISTORY_DIR = "_history"
 
 
+@dataclass(frozen=True)
+class Part:
+    """One immutable history part: the committed runs and file ledger entries it holds, and its predecessor."""
+
+    previous: str | None
+    runs: tuple[str, ...]
+    files: dict[str, FileEntry]
+    run_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": 1,
+            "previous": self.previous,
+            "runs": list(self.runs),
+            "files": {k: asdict(v) for k, v in self.files.items()},
+            "run_files": {k: list(v) for k, v in self.run_files.items()},
+        }
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> Part:
+        doc = json.loads(body)
+        files = {k: FileEntry(**v) for k, v in doc.get("files", {}).items()}
+        run_files = {k: tuple(v) for k, v in doc.get("run_files", {}).items()}
+        return cls(doc.get("previous"), tuple(doc.get("runs", ())), files, run_files)
+
+    @property
+    def size(self) -> int:
+        return len(self.runs) + len(self.files) + sum(len(v) for v in self.run_files.values())
 
 
+def document_form(state: TableState) -> TableState:
+    """The state as its document holds it: without the entries its history parts already hold."""
+    h = state.history
+    archived = set(h.runs)
+    return replace(
+        state,
+        committed_runs=tuple(r for r in state.committed_runs if r not in archived),
+        files={k: v for k, v in state.files.items() if h.files.get(k) != v},
+        run_files={k: v for k, v in state.run_files.items() if h.run_files.get(k) != v},
+    )
 
 
-
+def history_intact(state: TableState) -> bool:
+    """Does the state still hold everything its history does? (A reset forgets files: then it doesn't.)"""
+    h = state.history
+    return (
+        set(h.runs) <= set(state.committed_runs)
+        and all(k in state.files for k in h.files)
+        and all(k in state.run_files for k in h.run_files)
+    )
 
 
 @dataclass(frozen=True)
@@ -48,6 +105,95 @@ class StateStore:
         self.root = f"{lake_root.rstrip('/')}/_state"
         self.docs = docs or open_docstore(self.root)
         self.unreadable: dict[tuple[str, str], StateCorrupt] = {}  # what `tables()` had to skip
+        self._parts: dict[str, Part] = {}  # history parts are immutable: read each once
+
+    def _part(self, key: str) -> Part:
+        if key not in self._parts:
+            doc = self.docs.get(key)
+            if doc is None:
+                raise StateCorrupt(
+                    f"history part {self.root}/{key} named by a state document is missing",
+                    hint="restore it from a backup (parts are never rewritten), or reset the table",
+                )
+            self._parts[key] = Part.from_json(doc.body)
+        return self._parts[key]
+
+    def _chain(self, head: str | None) -> list[Part]:
+        """The history parts from the oldest to the newest."""
+        out = []
+        while head:
+            part = self._part(head)
+            out.append(part)
+            head = part.previous
+        return out[::-1]
+
+    def _with_history(self, doc: TableState) -> TableState:
+        """A document's state with its history folded back in (what every reader sees)."""
+        if not doc.history.head:
+            return doc
+        runs: list[str] = []
+        files: dict[str, FileEntry] = {}
+        run_files: dict[str, tuple[str, ...]] = {}
+        for part in self._chain(doc.history.head):
+            runs += part.runs
+            files.update(part.files)
+            run_files.update(part.run_files)
+        known = set(runs)
+        history = History(doc.history.head, doc.history.parts, tuple(runs), files, run_files)
+        return replace(
+            doc,
+            committed_runs=(*runs, *(r for r in doc.committed_runs if r not in known)),
+            files={**files, **doc.files},
+            run_files={**run_files, **doc.run_files},
+            history=history,
+        )
+
+    def _serialize(self, state: TableState) -> tuple[TableState, bytes]:
+        """(the state with its history as written, the document's bytes), compacting when the document grew.
+
+        New history parts are written before the document that names them: a write that then loses its
+        race leaves an unnamed part, which no reader sees.
+        """
+        if not history_intact(state):
+            state = replace(state, history=History())  # start a new chain from what the state holds
+        h = state.history
+        doc = document_form(state)
+        paths = sum(len(v) for v in doc.run_files.values())
+        if (
+            len(doc.committed_runs) <= 2 * KEEP_RUNS
+            and len(doc.files) <= 2 * KEEP_FILES
+            and paths <= 2 * KEEP_FILES
+        ):
+            return state, doc.to_json()
+        runs = doc.committed_runs[: max(len(doc.committed_runs) - KEEP_RUNS, 0)]
+        newest = sorted(doc.files, key=lambda k: (doc.files[k].run_id, k))
+        moved = {k: doc.files[k] for k in newest[: max(len(newest) - KEEP_FILES, 0)]}
+        # Landed file lists: the newest runs' stay while they hold at most KEEP_FILES paths.
+        landed: dict[str, tuple[str, ...]] = {}
+        kept = 0
+        for run_id in sorted(doc.run_files, reverse=True):
+            kept += len(doc.run_files[run_id])
+            if kept > KEEP_FILES:
+                landed[run_id] = doc.run_files[run_id]
+        part = Part(h.head, runs, moved, landed)
+        parts = h.parts + 1
+        # Merge with the previous part while it is no bigger than twice the new one: O(log n) parts.
+        while part.previous and self._part(part.previous).size <= 2 * part.size:
+            prev = self._part(part.previous)
+            part = Part(
+                prev.previous,
+                prev.runs + part.runs,
+                {**prev.files, **part.files},
+                {**prev.run_files, **part.run_files},
+            )
+            parts -= 1
+        table_key = self.key(state.source, state.table).removesuffix(".json")
+        key = f"{HISTORY_DIR}/{table_key}/{state.version:012d}-{secrets.token_hex(4)}.json"
+        self.docs.put(key, part.to_json(), token=None)
+        self._parts[key] = part
+        history = History(key, parts, (*h.runs, *runs), {**h.files, **moved}, {**h.run_files, **landed})
+        state = replace(state, history=history)
+        return state, document_form(state).to_json()
 
     def key(self, source: str, table: str) -> str:
         return f"{self.pipeline}/{source}/{table}.json"
@@ -68,7 +214,7 @@ class StateStore:
     def _get(self, source: str, table: str) -> tuple[TableState | None, str | None]:
         key = self.key(source, table)
         doc = self.docs.get(key)
-        return (self._parse(key, doc.body), doc.token) if doc else (None, None)
+        return (self._with_history(self._parse(key, doc.body)), doc.token) if doc else (None, None)
 
     def read(self, source: str, table: str) -> TableState | None:
         """The table's current document, or None when no run ever touched it."""
@@ -87,7 +233,7 @@ class StateStore:
             if not doc:
                 continue
             try:
-                out.append(self._parse(key, doc.body))
+                out.append(self._with_history(self._parse(key, doc.body)))
             except StateCorrupt as exc:
                 source, _, table = key.removeprefix(f"{self.pipeline}/").removesuffix(".json").partition("/")
                 self.unreadable[(source, table)] = exc
@@ -106,9 +252,9 @@ class StateStore:
             new = change(state)
             if new is None:
                 return state, None
-            new = replace(new, version=(state.version if state else 0) + 1)
+            new, body = self._serialize(replace(new, version=(state.version if state else 0) + 1))
             try:
-                return state, Held(new, self.docs.put(self.key(source, table), new.to_json(), token=token))
+                return state, Held(new, self.docs.put(self.key(source, table), body, token=token))
             except PreconditionFailed:
                 continue  # someone wrote in between: look again
         raise StateConflict(f"{source}.{table}: could not {what}: its state keeps changing")
@@ -155,9 +301,9 @@ class StateStore:
             log.warning("lease was taken over before release", extra={"fields": {"table": held.state.name}})
 
     def _write(self, held: Held, new: TableState) -> Held:
-        new = replace(new, version=held.state.version + 1)
+        new, body = self._serialize(replace(new, version=held.state.version + 1))
         try:
-            token = self.docs.put(self.key(new.source, new.table), new.to_json(), token=held.token)
+            token = self.docs.put(self.key(new.source, new.table), body, token=held.token)
         except PreconditionFailed:
             current = self.read(new.source, new.table)
             who = current.lease.run_id if current and current.lease else "nobody"
@@ -193,7 +339,9 @@ class StateStore:
                 self._parse(key, doc.body)
             except StateCorrupt:
                 runs = tuple(sorted(landed_runs() if landed_runs else ()))
-                fresh = TableState(self.pipeline, source, table, committed_runs=runs, updated_at=now.isoformat())
+                fresh = TableState(
+                    self.pipeline, source, table, committed_runs=runs, updated_at=now.isoformat()
+                )
                 self.docs.put(key, replace(fresh, version=1).to_json(), token=doc.token)
                 log.warning("replaced a corrupted state document", extra={"fields": {"key": key}})
                 return None
@@ -212,6 +360,7 @@ class StateStore:
                 table,
                 version=state.version,
                 committed_runs=state.committed_runs,
+                run_files=state.run_files,
                 updated_at=now.isoformat(),
                 primary_key=state.primary_key,
                 cursor=state.cursor,

@@ -10,7 +10,7 @@ from ingestion.engines import CsvBatch
 from ingestion.lake.layout import scratch_dir, table_dir
 from ingestion.lake.model import TableState
 from ingestion.observe.logs import event
-from ingestion.plan.csv import TablePlan, next_state, plan_csv_table, settle_fetched
+from ingestion.plan.csv import FileFacts, TablePlan, next_state, plan_csv_table, settle_fetched
 from ingestion.run.context import RunContext
 from ingestion.run.protocol import Extracted, Look
 from ingestion.sources.csv import ARCHIVE_DIR, UNPROCESSED_DIR, Move, fetch, list_files, move_files
@@ -22,6 +22,9 @@ class CsvJob:
 
     config: CsvSourceConfig
     table_config: CsvTableConfig
+    # The inbox listing, taken once per run: the look before the lease and the plan under it share it
+    # (files dropped after it wait for the next run, as they would have anyway).
+    listing: list[FileFacts] | None = None
 
     @property
     def source(self) -> str:
@@ -32,12 +35,13 @@ class CsvJob:
         return self.table_config.name
 
     def _plan(self, ctx: RunContext, state: TableState | None) -> TablePlan:
-        listing = list_files(ctx.cfg.resolve(self.config.path), self.table_config.glob)
+        if self.listing is None:
+            self.listing = list_files(ctx.cfg.resolve(self.config.path), self.table_config.glob)
         return plan_csv_table(
             self.source,
             self.table,
             state,
-            listing,
+            self.listing,
             load_type=ctx.load_type or self.table_config.load_type,
             lookback=self.table_config.lookback,
             has_cursor=self.table_config.cursor is not None,

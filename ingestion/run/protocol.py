@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from ingestion.config import Effective
 from ingestion.errors import LeaseHeld, TidemarkError
-from ingestion.lake.layout import remove_orphans, remove_run_files, remove_stale_scratch, table_dir
+from ingestion.lake.layout import (
+    landed_files,
+    partition_value,
+    relative_to,
+    remove_orphans,
+    remove_run_files,
+    remove_stale_scratch,
+    table_dir,
+)
 from ingestion.lake.model import TableState
 from ingestion.lake.rejected import remove_rejects, write_rejects
 from ingestion.lake.state import LeaseKeeper
@@ -161,7 +169,12 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
             if extracted.rejects:
                 write_rejects(extracted.rejects, lake, job.source, job.table, ctx.run_id, ctx.now)
             step = "commit"
-            keeper.commit(extracted.commit)
+            # The commit records the run's files: the catalog and the loaders read them, not `landing/`.
+            landed = landed_files(target, ctx.run_id, partition_value(ctx.now), extracted.rows_landed > 0)
+            recorded = tuple(relative_to(target, f) for f in landed)
+            commit = extracted.commit
+            keeper.commit(replace(commit, run_files={**commit.run_files, ctx.run_id: recorded}))
+            outcome.landed_files = tuple(landed)
             committed = True
             ctx.step("state_committed", outcome.name)
             outcome.status = "landed"

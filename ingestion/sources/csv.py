@@ -74,17 +74,32 @@ def list_files(root: str, pattern: str) -> list[FileFacts]:
 
 
 def _list_s3(root: str, pattern: str) -> list[FileFacts]:
+    """One delimited listing of the inbox's top level, then each folder the pattern can reach.
+
+    archive/ and unprocessed/ (and hidden folders) come back as common prefixes of the first listing and
+    are never listed: a long-lived inbox's processed files cost nothing per run.
+    """
     bucket, prefix = split_s3(root.rstrip("/") + "/")
     facts = []
     try:
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix) :]
-                if rel and not rel.endswith("/") and not _skipped(rel) and _glob_match(rel, pattern):
-                    mtime = int(obj["LastModified"].timestamp() * 1_000_000_000)
-                    etag = str(obj.get("ETag", "")).strip('"') or None
-                    facts.append(FileFacts(rel, f"s3://{bucket}/{obj['Key']}", obj["Size"], mtime, etag))
+        paginator = s3_client().get_paginator("list_objects_v2")
+        objects: list[dict] = []
+        folders: list[str] = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            objects += page.get("Contents", [])
+            folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        # A pattern without a folder part matches top-level files only.
+        if "/" in pattern:
+            for folder in folders:
+                if not _skipped(folder[len(prefix) :].rstrip("/")):
+                    for page in paginator.paginate(Bucket=bucket, Prefix=folder):
+                        objects += page.get("Contents", [])
+        for obj in objects:
+            rel = obj["Key"][len(prefix) :]
+            if rel and not rel.endswith("/") and not _skipped(rel) and _glob_match(rel, pattern):
+                mtime = int(obj["LastModified"].timestamp() * 1_000_000_000)
+                etag = str(obj.get("ETag", "")).strip('"') or None
+                facts.append(FileFacts(rel, f"s3://{bucket}/{obj['Key']}", obj["Size"], mtime, etag))
     except Exception as exc:  # botocore errors carry no secrets; say where we looked
         raise SourceError(
             f"cannot list CSV files under {root}: {exc}",

@@ -117,16 +117,31 @@ def glue_client() -> Any:
 
 
 def register_run(
-    cfg: CatalogConfig, target: str, source: str, table: str, run_id: str, client: Any = None
+    cfg: CatalogConfig,
+    target: str,
+    source: str,
+    table: str,
+    run_id: str,
+    client: Any = None,
+    partition: str | None = None,
+    files: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Create or update the Glue table of a landed table and add the partitions a committed run wrote.
 
-    Returns what was done (`table`: created | updated | unchanged, `partitions`: the new ones).
-    Raises CatalogError with the AWS error code when Glue refuses.
+    `files`: the run's files as its commit recorded them (nothing is listed); else `partition`, the run's
+    `_ingest_date` (a run writes one, its UTC date): only that folder is listed, never the table's whole
+    `landing/` history. Returns what was done (`table`: created | updated |
+    unchanged, `partitions`: the new ones). Raises CatalogError with the AWS error code when Glue refuses.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    files = lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-{run_id}-*.parquet")
+    if files is None:
+        files = []
+        if partition is not None:
+            folder = lakefs.join(target, f"{PARTITION_COLUMN}={partition}")
+            files = lakefs.glob(folder, f"part-{run_id}-*.parquet")
+        if not files:  # no partition given, or the run wrote elsewhere: look through the whole table once
+            files = lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-{run_id}-*.parquet")
     if not files:
         return {"table": "unchanged", "partitions": []}
     database, name = names(cfg, source, table)
@@ -198,7 +213,7 @@ def _add_partitions(
     return added
 
 
-def register_outcome(cfg: Any, outcome: Any, run_id: str, paused: bool) -> None:
+def register_outcome(cfg: Any, outcome: Any, run_id: str, paused: bool, partition: str | None = None) -> None:
     """After a table's run: register it when it landed and committed; a failure goes into the outcome.
 
     The outcome keeps its status (the commit stands) and gets `error`/`error_class`, which the ledger
@@ -215,6 +230,8 @@ def register_outcome(cfg: Any, outcome: Any, run_id: str, paused: bool) -> None:
             outcome.source,
             outcome.table,
             run_id,
+            partition=partition,
+            files=outcome.landed_files,
         )
     except Exception as exc:  # never undo or fail the landed table: record, log, carry on
         message = exc.message if isinstance(exc, CatalogError) else f"{type(exc).__name__}: {exc}"

@@ -14,7 +14,7 @@ This module is the one loop over tables and runs, for every target: `load_all` t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -67,14 +67,27 @@ def landed_runs(folder: str) -> dict[str, list[str]]:
 
 
 def load_table(
-    lake: str, loader: WarehouseLoader, source: str, table: str, committed: Sequence[str]
+    lake: str,
+    loader: WarehouseLoader,
+    source: str,
+    table: str,
+    committed: Sequence[str],
+    run_files: Mapping[str, Sequence[str]] | None = None,
 ) -> TableLoadReport:
-    """Load the table's committed runs not in the warehouse's ledger, one transaction per run, oldest first."""
+    """Load the table's committed runs not in the warehouse's ledger, one transaction per run, oldest first.
+
+    `run_files`: the runs' files as their commits recorded them (relative to the table folder); when every
+    pending run has them, `landing/` is not listed at all.
+    """
     report = TableLoadReport(source, table)
     todo = pending_runs(committed, loader.loaded_runs(source, table))
     if not todo:
         return report
-    files = landed_runs(table_dir(lake, source, table))
+    folder = table_dir(lake, source, table)
+    if run_files is not None and all(r in run_files for r in todo):
+        files = {r: [lakefs.join(folder, f) for f in run_files[r]] for r in todo}
+    else:
+        files = landed_runs(folder)
     for run_id in todo:
         load = RunLoad(source, table, raw_schema(source), run_id, tuple(files.get(run_id, ())))
         report.merge(loader.load_run(load))
@@ -123,7 +136,7 @@ def load_all(
         if state is None:
             reports.append(TableLoadReport(source, table))
             continue
-        reports.append(load_table(lake, loader, source, table, state.committed_runs))
+        reports.append(load_table(lake, loader, source, table, state.committed_runs, state.run_files))
     if audit if audit is not None else tables is None:
         reports.append(load_audit_ledger(lake, loader))
     return reports

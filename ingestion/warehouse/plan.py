@@ -155,19 +155,48 @@ def _normal(sql_type: str) -> str:
         "timestamp without time zone": "timestamp",
         "float8": "double precision",
         "float4": "real",
+        "float": "double precision",
     }.get(s, s)
+
+
+# Decimal digits an integer type holds before the decimal point (numeric widening keeps them).
+INT_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
+MAX_NUMERIC = 38
+_NUMERIC = re.compile(r"^(?:numeric|decimal)\((\d+),\s*(\d+)\)$")
+_TIMESTAMPS = ("timestamp", "timestamptz")
+_FLOATS = ("real", "double precision")
+
+
+def _numeric_of(sql_type: str) -> tuple[int, int] | None:
+    """(integer digits, scale) of an integer or numeric type; None for anything else."""
+    if sql_type in INT_DIGITS:
+        return INT_DIGITS[sql_type], 0
+    m = _NUMERIC.match(sql_type)
+    return (int(m.group(1)) - int(m.group(2)), int(m.group(2))) if m else None
 
 
 def wider_type(old: str, new: str) -> str | None:
     """The type to widen `old` to so it holds `new` values; None when `old` already holds them.
 
-    Raises SchemaError when the types can't be reconciled by widening (e.g. bigint → varchar).
+    The steps are the lake's own (`plan.normalize.widen`): smallint → integer → bigint → numeric →
+    double precision, date → timestamp, longer varchars. Raises SchemaError when the types can't be
+    reconciled by widening (e.g. bigint → varchar).
     """
     old, new = _normal(old), _normal(new)
     if old == new:
         return None
     if old in INT_RANK and new in INT_RANK:
         return new if INT_RANK[new] > INT_RANK[old] else None
+    old_num, new_num = _numeric_of(old), _numeric_of(new)
+    if old_num and new_num:
+        digits, scale = max(old_num[0], new_num[0]), max(old_num[1], new_num[1])
+        if (digits, scale) == old_num:
+            return None
+        if digits + scale > MAX_NUMERIC:
+            return "double precision"  # beyond numeric(38): the lake itself goes to double
+        return f"numeric({digits + scale},{scale})"
+    if old_num and new in _FLOATS:
+        return "double precision"
     old_var, new_var = _VARCHAR.match(old), _VARCHAR.match(new)
     if old == "text" and (new_var or new == "text"):
         return None
@@ -175,7 +204,11 @@ def wider_type(old: str, new: str) -> str | None:
         if new == "text":
             return "text"
         return new if int(new_var.group(1)) > int(old_var.group(1)) else None  # type: ignore[union-attr]
-    if old == "double precision" and (new in INT_RANK or new == "real"):
+    if old in _FLOATS and (new_num or new in _FLOATS):
+        return None if old == "double precision" or new == "real" else "double precision"
+    if old == "date" and new in _TIMESTAMPS:
+        return new
+    if old in _TIMESTAMPS and new == "date":
         return None
     if old == "timestamptz" and new == "timestamp":
         return None

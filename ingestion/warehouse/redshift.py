@@ -24,7 +24,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ingestion.contract import PARTITION_COLUMN
-from ingestion.errors import SchemaError, SourceError, StatementFailed
+from ingestion.errors import SchemaError, SourceError, WarehouseError
 from ingestion.lake.layout import run_id_of
 from ingestion.lake.s3 import s3_client, split_s3
 from ingestion.sqltext import quote_ident, sql_string
@@ -32,10 +32,8 @@ from ingestion.warehouse.data_api import DataApi, RedshiftSettings
 from ingestion.warehouse.plan import (
     LEDGER_SCHEMA,
     LEDGER_TABLE,
-    MIN_VARCHAR,
     RunLoad,
     TableLoadReport,
-    batch_types,
     pending_runs,
     plan_columns,
     postgres_type,
@@ -46,6 +44,12 @@ from ingestion.warehouse.plan import (
 log = logging.getLogger("tidemark")
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
+# The Data API's documented limits: at most 40 statements per BatchExecuteStatement (its `Sqls` list) and
+# 100 KB of SQL text per statement. botocore checks neither; batches and statements are cut to fit.
+MAX_BATCH_STATEMENTS = 40
+MAX_SQL_BYTES = 100_000
+# A footer is read with one ranged GET of this many trailing bytes (a second one if it is larger).
+FOOTER_GUESS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class S3File:
     uri: str
     size: int
     partition: str  # the `_ingest_date` value from the file's folder
+    rows: int = 0  # from the file's Parquet footer
 
 
 @dataclass(frozen=True)
@@ -134,11 +139,12 @@ def ledger_ddl() -> list[str]:
 def table_ddl(
     schema: str, table: str, existing: dict[str, str], incoming: dict[str, str]
 ) -> tuple[list[str], list[str]]:
-    """(widenings, DDL) that make `schema.table` hold `incoming` columns.
+    """(varchar widenings, DDL) that make `schema.table` hold `incoming` columns.
 
-    The DDL (create, add columns) runs inside the load's transaction. Widenings are varchar-only (Redshift
-    alters no other type in place) and can't run in a transaction block: they run before it, one by one;
-    a widened column that then loads nothing is harmless.
+    The DDL (create, add columns) runs inside the load's transaction. Varchar widenings are ALTER COLUMN
+    TYPE, which Redshift can't run in a transaction block: they run before it, one by one; a widened
+    column that then loads nothing is harmless. Other widenings (numbers, date → timestamp) are rebuilds:
+    see `rebuild_column`; they are not in either list.
     """
     target = f"{ident(schema)}.{ident(table)}"
     if not existing:
@@ -148,26 +154,100 @@ def table_ddl(
             f"create table if not exists {target} ({cols})",
         ]
     plan = plan_columns(existing, incoming)
-    widen = []
-    for name, old, new in plan.widen:
-        if not new.startswith("varchar"):
-            raise SchemaError(
-                f"{schema}.{table}.{name} would need {old} → {new}; Redshift alters only varchar lengths",
-                hint="recreate the raw table (drop it and delete its ledger rows) and load again",
-            )
-        widen.append(f"alter table {target} alter column {ident(name)} type {new}")
+    widen = [
+        f"alter table {target} alter column {ident(name)} type {new}"
+        for name, old, new in plan.widen
+        if in_place(old, new)
+    ]
     # Redshift adds one column per ALTER TABLE.
     return widen, [f"alter table {target} add column {ident(n)} {t}" for n, t in plan.add]
 
 
+def in_place(old: str, new: str) -> bool:
+    """Can Redshift widen `old` to `new` with ALTER COLUMN TYPE? Only varchar lengths."""
+    return old.startswith(("varchar", "character varying")) and new.startswith("varchar")
+
+
+@dataclass(frozen=True)
+class View:
+    """A view reading a raw table: rebuilt after a column rebuild dropped it (DROP COLUMN … CASCADE)."""
+
+    schema: str
+    name: str
+    definition: str  # the SELECT, as pg_get_viewdef returns it
+
+
+def rebuild_column(
+    schema: str, table: str, column: str, new_type: str, views: Sequence[View] = ()
+) -> list[str]:
+    """One transaction that widens a column Redshift can't ALTER in place, the way dbt-redshift does.
+
+    Add a column of the new type, copy the values over with a cast, drop the old column (CASCADE: views
+    bound to it go too), rename the new one; then the views that read the table are created again from
+    their saved definitions. The column moves to the end of the table: every insert names its columns.
+    """
+    target = f"{ident(schema)}.{ident(table)}"
+    tmp = ident(f"{column}__tm_wide")
+    stmts = [
+        f"alter table {target} add column {tmp} {new_type}",
+        f"update {target} set {tmp} = {ident(column)}::{new_type}",
+        f"alter table {target} drop column {ident(column)} cascade",
+        f"alter table {target} rename column {tmp} to {ident(column)}",
+    ]
+    for v in views:
+        body = v.definition.strip().rstrip(";")
+        stmts.append(f"create or replace view {ident(v.schema)}.{ident(v.name)} as {body}")
+    return stmts
+
+
+def dependent_views_sql(schema: str, table: str) -> str:
+    """The views bound to a table (late-binding views are not: they need no rebuild), with definitions."""
+    return (
+        "select distinct vn.nspname, v.relname, pg_get_viewdef(v.oid) from pg_depend d"
+        " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
+        " join pg_namespace vn on vn.oid = v.relnamespace"
+        " join pg_class t on t.oid = d.refobjid join pg_namespace tn on tn.oid = t.relnamespace"
+        f" where tn.nspname = {literal(schema)} and t.relname = {literal(table)} and v.oid <> t.oid"
+    )
+
+
+def values_inserts(head: str, rows: Sequence[str], limit: int = MAX_SQL_BYTES) -> list[str]:
+    """`head values (…), (…)`: one multi-row insert, cut into several only when one would exceed `limit`."""
+    out: list[str] = []
+    chunk: list[str] = []
+    size = len(head.encode()) + 8
+    for row in rows:
+        n = len(row.encode()) + 2
+        if chunk and size + n > limit:
+            out.append(f"{head} values {', '.join(chunk)}")
+            chunk, size = [], len(head.encode()) + 8
+        chunk.append(row)
+        size += n
+    if chunk:
+        out.append(f"{head} values {', '.join(chunk)}")
+    return out
+
+
+def batches(stmts: Sequence[str], limit: int = MAX_BATCH_STATEMENTS) -> list[list[str]]:
+    """Statements cut into Data API batches of at most `limit` (each batch is its own transaction)."""
+    return [list(stmts[i : i + limit]) for i in range(0, len(stmts), limit)]
+
+
 @dataclass(frozen=True)
 class RunSql:
-    """What loading one run takes: widenings first, then one transaction reading the manifests."""
+    """What loading one run takes: widenings first, then one transaction reading the manifests.
+
+    `before` holds varchar widenings (a string: one statement outside any transaction), column rebuilds
+    and DDL that did not fit the run's batch (a tuple: one batch, one transaction). `ledger_insert` is the
+    index in `transaction` of the statement whose affected-row count says whether this batch loaded the run
+    (0: another loader recorded it first).
+    """
 
     run: RunFiles
-    before: tuple[str, ...]
+    before: tuple[str | tuple[str, ...], ...]
     transaction: tuple[str, ...]
     manifests: dict[str, str]  # URI → body, written to S3 before the transaction runs
+    ledger_insert: int = -1
 
 
 def copy_statements(
@@ -177,33 +257,55 @@ def copy_statements(
     iam_role: str,
     existing: dict[str, str],
     partition_column: str | None = PARTITION_COLUMN,
+    views: Sequence[View] = (),
 ) -> RunSql:
     """The statements that load one run, and the manifests (URI → body) its COPYs read.
 
     Per partition folder: COPY the run's files (by manifest) into a temporary table with the files'
-    columns in file order (COPY from Parquet maps columns by position), insert them into the raw table
-    with the partition value (`partition_column`; None: no partition column), and record the files in the
-    ledger with the rows copied. The ledger is locked first so concurrent loaders queue, and a last
-    statement divides by zero (rolling the transaction back) if the run was loaded meanwhile.
+    columns in file order (COPY from Parquet maps columns by position), and insert them into the raw table
+    with the partition value (`partition_column`; None: no partition column). The ledger rows (one per
+    file, rows from its footer) go into a temporary table with one multi-row insert, then into the ledger.
+
+    Concurrency: the ledger is locked first, so concurrent loaders queue; every insert into the raw table
+    and the ledger is conditional on the run not being in the ledger yet, so a loader that got the lock
+    second changes nothing and its ledger insert reports 0 rows (`ledger_insert`): what Redshift returns
+    for it (`ResultRows` of that sub-statement), not an error text, tells the loader it lost.
+
+    Limits: a run's transaction must fit one Data API batch (40 statements, each ≤ 100 KB). A run lands in
+    one `_ingest_date` partition (its UTC date), so it is about ten statements whatever its file count
+    (the ledger rows are split into several inserts only past 100 KB); DDL for new columns moves into
+    batches before the transaction when it would not fit.
     """
     target = f"{ident(schema)}.{ident(run.table)}"
     ledger = f"{ident(LEDGER_SCHEMA)}.{ident(LEDGER_TABLE)}"
     part = {partition_column: "date"} if partition_column else {}
-    before, ddl = (
-        table_ddl(schema, run.table, existing, {**dict(run.columns), **part}) if run.files else ([], [])
-    )
-    stmts = [f"lock {ledger}", *ddl]
+    incoming = {**dict(run.columns), **part}
+    before: list[str | tuple[str, ...]] = []
+    widen, ddl = table_ddl(schema, run.table, existing, incoming) if run.files else ([], [])
+    # ALTER COLUMN TYPE refuses a column that bound views read: with such views every widening is a rebuild.
+    before += [] if views else widen
+    if run.files and existing:
+        for name, old, new in plan_columns(existing, incoming).widen:
+            if views or not in_place(old, new):
+                before.append(tuple(rebuild_column(schema, run.table, name, new, views)))
     manifests: dict[str, str] = {}
     names = ", ".join(ident(n) for n, _ in run.columns)
     by_partition: dict[str, list[S3File]] = {}
     for f in run.files:
         by_partition.setdefault(f.partition, []).append(f)
     stage = ident(f"tm_stage_{run.table}")
-    key = f"{literal(run.source)}, {literal(run.table)}, {literal(run.run_id)}"
-    record = f"insert into {ledger} (source, table_name, run_id, file, row_count) select {key}"
+    staged_ledger = ident(f"tm_ledger_{run.table}")
+    this_run = (
+        f"source = {literal(run.source)} and table_name = {literal(run.table)}"
+        f" and run_id = {literal(run.run_id)}"
+    )
+    fresh = f"not exists (select 1 from {ledger} where {this_run})"
+    body = [f"create temp table {staged_ledger} (file varchar(1024), row_count bigint)"]
+    rows = [f"({literal(f.uri.rsplit('/', 1)[1])}, {f.rows})" for f in run.files] or ["('', 0)"]
+    body += values_inserts(f"insert into {staged_ledger} (file, row_count)", rows)
     if run.files:
         cols = ", ".join(f"{ident(n)} {t}" for n, t in run.columns)
-        stmts.append(f"create temp table {stage} ({cols})")
+        body.append(f"create temp table {stage} ({cols})")
     for partition, files in sorted(by_partition.items()):
         uri = manifest_uri(lake, run.source, run.table, run.run_id, partition)
         manifests[uri] = manifest_body(files)
@@ -212,27 +314,33 @@ def copy_statements(
             if partition_column
             else (names, names)
         )
-        stmts += [
+        body += [
             f"copy {stage} from {literal(uri)} iam_role {literal(iam_role)} format as parquet manifest",
-            f"insert into {target} ({into}) select {values} from {stage}",
+            f"insert into {target} ({into}) select {values} from {stage} where {fresh}",
+            # Not TRUNCATE: on Redshift it commits the transaction.
+            f"delete from {stage}",
         ]
-        # Rows per file aren't known after a multi-file COPY: the partition's count goes on its first file.
-        for n, f in enumerate(files):
-            rows = f"count(*) from {stage}" if n == 0 else "0"
-            stmts.append(f"{record}, {literal(f.uri.rsplit('/', 1)[1])}, {rows}")
-        # Not TRUNCATE: on Redshift it commits the transaction.
-        stmts.append(f"delete from {stage}")
     if run.files:
-        stmts[-1] = f"drop table {stage}"
-    else:
-        # A committed run that landed nothing for this table: remembered all the same.
-        stmts.append(f"{record}, '', 0")
-    stmts.append(
-        f"select 1 / (case when count(*) > {max(len(run.files), 1)} then 0 else 1 end) from {ledger}"
-        f" where source = {literal(run.source)} and table_name = {literal(run.table)}"
-        f" and run_id = {literal(run.run_id)}"
+        body[-1] = f"drop table {stage}"
+    body.append(
+        f"insert into {ledger} (source, table_name, run_id, file, row_count)"
+        f" select {literal(run.source)}, {literal(run.table)}, {literal(run.run_id)}, file, row_count"
+        f" from {staged_ledger} where {fresh}"
     )
-    return RunSql(run, tuple(before), tuple(stmts), manifests)
+    body.append(f"drop table {staged_ledger}")
+    head = [f"lock {ledger}"]
+    if 1 + len(ddl) + len(body) > MAX_BATCH_STATEMENTS:
+        before += [tuple(b) for b in batches(ddl)]  # new columns first, in their own transactions
+        ddl = []
+    stmts = [*head, *ddl, *body]
+    if len(stmts) > MAX_BATCH_STATEMENTS:
+        raise WarehouseError(
+            f"{run.source}.{run.table} run {run.run_id} needs {len(stmts)} statements in one transaction; "
+            f"the Data API runs at most {MAX_BATCH_STATEMENTS}",
+            hint="the run spans too many partitions or files for one batch: load it with --target postgres, "
+            "or open an issue with the run's file count",
+        )
+    return RunSql(run, tuple(before), tuple(stmts), manifests, ledger_insert=len(stmts) - 2)
 
 
 def plan_redshift_loads(
@@ -293,18 +401,77 @@ def list_run_files(s3: Any, lake: str, source: str, table: str) -> dict[str, lis
     return out
 
 
-def parquet_columns(s3: Any, files: Sequence[S3File]) -> tuple[tuple[str, str], ...]:
-    """The files' columns in file order with Redshift types (strings sized by their longest value)."""
+def footer(s3: Any, uri: str, size: int = 0) -> tuple[Any, int]:
+    """A Parquet file's footer (`pyarrow.parquet.FileMetaData`) and byte size, from ranged GETs of its tail.
+
+    One GET of the last 64 KiB holds the footer of most files (and its Content-Range gives the object's
+    size, which the manifest needs: no HEAD); a bigger footer takes a second GET of exactly its length.
+    The data pages are never downloaded.
+    """
     import pyarrow.parquet as pq
 
-    tables = []
+    bucket, key = split_s3(uri)
+
+    def tail(n: int) -> tuple[bytes, int]:
+        resp = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{n}")
+        body = bytes(resp["Body"].read())
+        total = str(resp.get("ContentRange") or "").rpartition("/")[2]
+        return body, int(total) if total.isdigit() else len(body)
+
+    end, total = tail(min(size, FOOTER_GUESS) if size else FOOTER_GUESS)
+    if len(end) < 12 or end[-4:] != b"PAR1":
+        raise SchemaError(f"{uri} is not a Parquet file (no PAR1 footer)", hint="remove it from landing/")
+    length = int.from_bytes(end[-8:-4], "little") + 8
+    if length > len(end):
+        end, total = tail(length)
+    # The footer alone, behind a leading magic: pyarrow reads metadata from the end and seeks no pages.
+    return pq.read_metadata(io.BytesIO(b"PAR1" + end[-length:])), total
+
+
+def max_bytes_bound(meta: Any, index: int) -> int:
+    """An upper bound of the longest value's bytes in a column: its largest uncompressed column chunk.
+
+    Parquet footers keep no maximum length (min/max statistics are lexicographic), but no value can be
+    longer than the uncompressed chunk holding it (plain or dictionary pages). The bound is loose for big
+    row groups, so wide text columns come out as varchar(65535), which Redshift stores compressed.
+    """
+    return max(
+        (meta.row_group(g).column(index).total_uncompressed_size for g in range(meta.num_row_groups)),
+        default=0,
+    )
+
+
+def parquet_columns(s3: Any, files: Sequence[S3File]) -> tuple[tuple[str, str], ...]:
+    """The files' columns in file order with Redshift types, from their footers (see `run_footers`)."""
+    return run_footers(s3, files)[0]
+
+
+def run_footers(s3: Any, files: Sequence[S3File]) -> tuple[tuple[tuple[str, str], ...], tuple[S3File, ...]]:
+    """(columns in file order with Redshift types, the files with their sizes and row counts), from footers.
+
+    Types come from the footers' Arrow schemas; strings are sized by `max_bytes_bound`; files that bring
+    wider types widen the column as the lake does.
+    """
+    import pyarrow.types as t
+
+    out: dict[str, str] = {}
+    order: list[str] = []
+    counted = []
     for f in files:
-        bucket, key = split_s3(f.uri)
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        tables.append(pq.read_table(io.BytesIO(body)))
-    types = batch_types(tables, type_of=redshift_type)
-    order = tables[0].column_names if tables else []
-    return tuple((n, types.get(n, f"varchar({MIN_VARCHAR})")) for n in order)
+        meta, size = footer(s3, f.uri, f.size)
+        schema = meta.schema.to_arrow_schema()
+        counted.append(S3File(f.uri, size, f.partition, int(meta.num_rows)))
+        for i, field in enumerate(schema):
+            longest = 0
+            if t.is_string(field.type) or t.is_large_string(field.type):
+                longest = max_bytes_bound(meta, i)  # landed schemas are flat: field i is leaf column i
+            typ = redshift_type(field.type, longest)
+            if field.name not in out:
+                order.append(field.name)
+                out[field.name] = typ
+            else:
+                out[field.name] = wider_type(out[field.name], typ) or out[field.name]
+    return tuple((n, out[n]) for n in order), tuple(counted)
 
 
 class RedshiftLoader:
@@ -365,40 +532,58 @@ class RedshiftLoader:
         size = int(self.s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
         return S3File(uri, size, PurePosixPath(key).parent.name.split("=", 1)[-1])
 
+    def dependent_views(self, schema: str, table: str) -> list[View]:
+        """Views bound to the raw table: a column rebuild drops them (CASCADE) and creates them again."""
+        return [View(s, n, d) for s, n, d in self.api.rows(dependent_views_sql(schema, table))]
+
     def load_run(self, load: RunLoad) -> TableLoadReport:
         """Write the run's manifests, widen columns, then COPY and record it in one Data API batch.
 
-        A run recorded meanwhile by another loader rolls its batch back (see `copy_statements`) and is
+        Columns, types and row counts come from the files' footers (ranged GETs), never their data. A run
+        recorded meanwhile by another loader changes nothing in its batch (see `copy_statements`) and is
         reported as not loaded here.
         """
         report = TableLoadReport(load.source, load.table)
-        files = tuple(self.s3_file(f) for f in load.files)
-        run = RunFiles(load.source, load.table, load.run_id, files, parquet_columns(self.s3, files))
+        listed = tuple(S3File(f, 0, PurePosixPath(f).parent.name.split("=", 1)[-1]) for f in load.files)
+        columns, files = run_footers(self.s3, listed)  # sizes from the footer GETs: no HEAD per file
+        run = RunFiles(load.source, load.table, load.run_id, files, columns)
         existing = self.columns(load.schema, load.table)
+        part = {load.partition_column: "date"} if load.partition_column else {}
+        rebuilt = [
+            f"{n} {o} → {w}"
+            for n, o, w in (
+                plan_columns(existing, {**dict(columns), **part}).widen if existing and files else ()
+            )
+        ]
+        views = self.dependent_views(load.schema, load.table) if rebuilt else []
         planned = copy_statements(
-            self.lake, run, load.schema, self.settings.iam_role, existing, load.partition_column
+            self.lake, run, load.schema, self.settings.iam_role, existing, load.partition_column, views
         )
         for uri, body in planned.manifests.items():
             bucket, key = split_s3(uri)
             self.s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
-        for sql in planned.before:
-            self.api.run(sql)
-        try:
-            self.api.run(list(planned.transaction))
-        except StatementFailed as exc:
-            if "division by zero" in exc.message.lower():
-                log.warning("run loaded meanwhile by another loader", extra={"fields": {"run": run.run_id}})
-                return report
-            raise
+        for step in planned.before:
+            self.api.run(step if isinstance(step, str) else list(step))
+        done = self.api.run(list(planned.transaction))
+        if not self.recorded(done, planned.ledger_insert):
+            log.warning("run loaded meanwhile by another loader", extra={"fields": {"run": run.run_id}})
+            return report
         report.runs.append(run.run_id)
         report.files += len(run.files)
-        counted = self.api.rows(
-            f"select coalesce(sum(row_count), 0) from {ident(LEDGER_SCHEMA)}.{ident(LEDGER_TABLE)}"
-            f" where source = {literal(load.source)} and table_name = {literal(load.table)}"
-            f" and run_id = {literal(run.run_id)}"
-        )
-        report.rows += int(counted[0][0]) if counted else 0
+        report.rows += sum(f.rows for f in run.files)
+        report.widened = rebuilt
         if run.files:
             new = [n for n, _ in run.columns] + ([load.partition_column] if load.partition_column else [])
             report.added += [c for c in new if c not in existing]
         return report
+
+    @staticmethod
+    def recorded(description: dict[str, Any], index: int) -> bool:
+        """Did the batch's ledger insert write rows? (`ResultRows` of that sub-statement; 0: it lost the race.)"""
+        subs = description.get("SubStatements") or []
+        if not subs:
+            raise WarehouseError(
+                "the Data API described the load's batch without its sub-statements",
+                hint="describe-statement on a batch id returns SubStatements; check the redshift-data client",
+            )
+        return int(subs[index].get("ResultRows") or 0) > 0
