@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
+import logging
 import os
 import re
 from pathlib import Path
@@ -204,7 +206,27 @@ class CsvSourceConfig(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"table names must be unique within a source; repeated: {dupes}")
+        for a, b in overlapping_defaults(self.tables):
+            logging.getLogger("tidemark").warning(
+                "source %s: table %s's default pattern %r also matches table %s's files (%r); a file both "
+                "match is refused. Give the tables explicit patterns that don't overlap",
+                self.name,
+                a.name,
+                a.glob,
+                b.name,
+                b.glob,
+            )
         return self
+
+
+def overlapping_defaults(tables: tuple[CsvTableConfig, ...]) -> list[tuple[CsvTableConfig, CsvTableConfig]]:
+    """Pairs (a, b) where a's default pattern `<a>*.csv` matches b's default file names (`order`, `orders`)."""
+    return [
+        (a, b)
+        for a in tables
+        for b in tables
+        if a is not b and a.pattern is None and fnmatch.fnmatchcase(f"{b.name}_1.csv", a.glob)
+    ]
 
 
 DEFAULT_DRIVER_JAR = "/usr/share/java/postgresql.jar"
@@ -460,22 +482,50 @@ def _location(loc: tuple[Any, ...], doc: dict[str, Any]) -> str:
     return ".".join(parts)
 
 
+# Keys whose values are never echoed in an error (the value may be an interpolated secret).
+_SECRET_KEY = re.compile(r"(?i)pass|secret|token|api_?key|access_key|private_key|credential|auth")
+
+
+def _shown_input(err: Any) -> str:
+    """` (got …)` for a scalar input of a key that is not a secret; nothing for mappings and lists
+    (a whole source would echo every value in it, passwords included)."""
+    value = err.get("input")
+    if err["type"] == "missing" or isinstance(value, (dict, list, tuple)):
+        return ""
+    if any(isinstance(part, str) and _SECRET_KEY.search(part) for part in err["loc"]):
+        return " (value hidden: a secret key)"
+    return f" (got {value!r})"
+
+
+def _is_cascade(err: Any, errors: list[Any]) -> bool:
+    """A length error on a list whose own items failed: pydantic's echo of those failures."""
+    loc = tuple(err["loc"])
+    return err["type"] == "too_short" and any(
+        len(other["loc"]) > len(loc) and tuple(other["loc"][: len(loc)]) == loc for other in errors
+    )
+
+
 def parse_config(doc: Any, *, source: str = DEFAULT_CONFIG, env: str | None = None) -> PipelineConfig:
     """Validate a parsed config document, applying `${VAR}` interpolation and the env's overrides."""
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
-    doc = interpolate(doc)
-    chosen = env or os.environ.get(ENV_ENV) or doc.get("env") or "dev"
+    # The environment is chosen first and only its overrides are interpolated: a variable that only
+    # another environment uses need not be set.
+    chosen = env or os.environ.get(ENV_ENV) or interpolate(doc.get("env"), "env") or "dev"
     environments = doc.get("environments") or {}
     if not isinstance(environments, dict):
         raise ConfigError(f"{source}: environments: expected a mapping of env name to overrides")
+    base = {k: v for k, v in doc.items() if k != "environments"}
     if chosen in environments:
-        doc = deep_merge(doc, environments[chosen] or {})
+        override = environments[chosen] or {}
+        base = deep_merge(base, {k: v for k, v in override.items() if k != "environments"})
     elif environments and chosen != doc.get("env", "dev"):
         raise ConfigError(
             f"{source}: env {chosen!r} is not defined",
             hint=f"use one of {sorted(environments)} or add environments.{chosen} to the config",
         )
+    doc = interpolate(base)
+    doc["environments"] = environments  # kept for reference only, never interpolated
     doc["env"] = chosen
     if os.environ.get(ENV_LAKE):
         doc.setdefault("lake", {})
@@ -484,10 +534,12 @@ def parse_config(doc: Any, *, source: str = DEFAULT_CONFIG, env: str | None = No
         return PipelineConfig.model_validate(doc)
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
+        errors = exc.errors()
+        for err in errors:
+            if _is_cascade(err, errors):
+                continue
             where = _location(err["loc"], doc) or "(top level)"
-            got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-            lines.append(f"  {where}: {err['msg']}{got}")
+            lines.append(f"  {where}: {err['msg']}{_shown_input(err)}")
         raise ConfigError(
             f"{source} is not a valid tidemark config:\n" + "\n".join(lines),
             hint="see ingestion.yml in the tidemark repository for a complete example",

@@ -41,7 +41,8 @@ class TableOutcome:
     rows_deduplicated: int = 0
     rows_filtered: int = 0
     rows_rejected: int = 0
-    files_refused: dict[str, str] = field(default_factory=dict)  # file → why it went to unprocessed/
+    files_refused: dict[str, str] = field(default_factory=dict)  # file → why it was not landed
+    refused_to: str = "moved to unprocessed/"  # what happens to a refused file (archiving off: left)
     orphans_removed: int = 0
     watermark: Watermark | None = None
     watermark_before: Watermark | None = None

@@ -118,3 +118,40 @@ def test_missing_file_and_bad_yaml(tmp_path: Path):
     bad.write_text("pipeline: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def _pg_source(**over):
+    return {
+        "name": "pg",
+        "kind": "jdbc",
+        "url": "jdbc:postgresql://db:5432/shop",
+        "user": "u",
+        "password": "${TIDEMARK_TEST_PW}",
+        "tables": [{"name": "t", "primary_key": ["id"]}],
+        **over,
+    }
+
+
+def test_config_errors_never_echo_secrets_nor_whole_sources(monkeypatch):
+    monkeypatch.setenv("TIDEMARK_TEST_PW", "hunter2-s3cret")
+    for source in (
+        _pg_source(url="postgresql://db/shop"),  # a typo elsewhere in the source
+        _pg_source(passwrd="${TIDEMARK_TEST_PW}"),  # a typo in the secret's own key
+        _pg_source(password=["${TIDEMARK_TEST_PW}"]),  # the secret with the wrong shape
+    ):
+        with pytest.raises(ConfigError) as exc:
+            parse_config({"pipeline": "p", "sources": [source]})
+        text = str(exc.value)
+        assert "hunter2" not in text, text
+        assert "Tuple should have at least 1 item" not in text  # no cascade from the failed source
+        assert "sources[0](pg)" in text
+
+
+def test_variables_are_interpolated_only_for_the_chosen_environment(monkeypatch):
+    monkeypatch.delenv("TIDEMARK_PROD_ONLY", raising=False)
+    doc = minimal(environments={"prod": {"lake": {"root": "${TIDEMARK_PROD_ONLY}"}}})
+    assert parse_config(doc, env="dev").env == "dev"  # the prod-only variable need not be set
+    with pytest.raises(ConfigError, match="TIDEMARK_PROD_ONLY"):
+        parse_config(doc, env="prod")
+    monkeypatch.setenv("TIDEMARK_PROD_ONLY", "/prod/lake")
+    assert parse_config(doc, env="prod").lake.root == "/prod/lake"

@@ -169,3 +169,31 @@ def test_bad_inbox_urls_are_clear_errors(tmp_path, path, monkeypatch):
     report = run_pipeline(parse_config(doc(path, tmp_path / "lake")))
     assert report.tables[0].status == "failed"
     assert "s3://" in report.tables[0].error
+
+
+def test_compressed_and_binary_drops_are_told_by_their_bytes_not_their_name(tmp_path):
+    import gzip
+
+    from ingestion.config import CsvOptions
+    from ingestion.plan.csv import FileFacts
+    from ingestion.sources.csv import NotText, as_text_file, decodes_cleanly, lines_at_offsets
+
+    def facts(name: str, data: bytes) -> FileFacts:
+        (tmp_path / name).write_bytes(data)
+        return FileFacts(name, str(tmp_path / name), len(data), 0)
+
+    opts = CsvOptions()
+    plain = facts("a.csv", b"id\n1\n")
+    assert as_text_file(plain, str(tmp_path / "x"), opts) == plain  # text is read in place
+    copy = as_text_file(facts("b.csv", gzip.compress(b"id\n2\n")), str(tmp_path / "x"), opts)
+    assert copy.relpath == "b.csv" and Path(copy.path).read_bytes() == b"id\n2\n"
+    assert not copy.path.endswith((".gz", ".csv"))  # no reader decompresses it again
+    with pytest.raises(NotText, match="not_text: a damaged gzip"):
+        as_text_file(facts("c.csv.gz", b"\x1f\x8b\x08\x00garbage"), str(tmp_path / "x"), opts)
+    with pytest.raises(NotText, match="not_text: binary data"):
+        as_text_file(facts("d.csv", b"PAR1\x00\x00\x15\x04"), str(tmp_path / "x"), opts)
+    assert decodes_cleanly(str(tmp_path / "a.csv"), opts)
+    assert not decodes_cleanly(str(facts("e.csv", b"id\nZ\xfcrich\n").path), opts)
+    # DuckDB may give a record's offset on the CR/LF ending the line before it
+    (tmp_path / "f.csv").write_bytes(b"h\r\n1\r\n2")
+    assert lines_at_offsets(str(tmp_path / "f.csv"), [5, 6, 3]) == {3: 2, 5: 3, 6: 3}

@@ -9,7 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingestion.errors import SchemaError
-from ingestion.plan.normalize import TYPE_RULES, choose_type, clean_column_name, clean_header, union_columns
+from ingestion.plan.normalize import (
+    TYPE_RULES,
+    ColumnStats,
+    choose_cursor_type,
+    choose_type,
+    clean_column_name,
+    clean_header,
+    fit_rules,
+    plan_types,
+    union_columns,
+)
+from ingestion.plan.rejects import BAD_CURSOR, NULL_KEY, TYPE_MISMATCH, check_order, value_reject
 
 
 @pytest.mark.parametrize(
@@ -81,3 +92,72 @@ def test_type_patterns(rule, good, bad):
 
 def test_union_columns_keeps_first_seen_order():
     assert union_columns([["a", "b"], ["b", "c"], ["a", "d"]]) == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("value", ["02134", "00501", "007", "00.5", "-01", "0001e3"])
+def test_leading_zeros_are_not_inferred_as_numbers(value):
+    for rule in TYPE_RULES:
+        if rule.name in ("bigint", "decimal", "double"):
+            assert not re.fullmatch(rule.pattern, value), (rule.name, value)
+
+
+@pytest.mark.parametrize("value", ["0", "-0", "0.5", "0.0", "10", "100.25", ".5"])
+def test_zero_and_numbers_without_leading_zeros_stay_numbers(value):
+    rule = next(r for r in TYPE_RULES if r.name == "double")
+    assert re.fullmatch(rule.pattern, value)
+
+
+def test_a_declared_numeric_column_takes_leading_zeros():
+    declared = fit_rules(TYPE_RULES, declared=True)
+    inferred = fit_rules(TYPE_RULES, declared=False)
+    assert re.fullmatch(declared["bigint"].pattern, "007")
+    assert not re.fullmatch(inferred["bigint"].pattern, "007")
+    assert declared["date"] == inferred["date"]
+
+
+def _stats(non_null: int, **ok: int) -> ColumnStats:
+    return ColumnStats(non_null, {r.name: ok.get(r.name, 0) for r in TYPE_RULES})
+
+
+def test_a_cursor_takes_the_type_most_of_its_values_have_and_the_rest_are_misfits():
+    # 19 timestamps and one `yesterday`: timestamp, one misfit (rejected as bad_cursor), never string.
+    stats = {"id": _stats(20, bigint=20, decimal=20, double=20), "at": _stats(20, timestamp=19)}
+    plan = plan_types([("a.csv", stats)], committed={}, declared={}, cursor="at")
+    assert plan.types["at"] == "timestamp"
+    assert plan.misfits == {("a.csv", "at"): 1}
+    # without the cursor rule the same column is text
+    assert plan_types([("a.csv", stats)], committed={}, declared={}).types["at"] == "string"
+
+
+def test_a_cursor_of_dates_and_timestamps_is_a_timestamp_and_numbers_tie_to_the_narrowest():
+    assert choose_cursor_type(_stats(10, date=4, timestamp=6), decimal=True) == "timestamp"
+    assert choose_cursor_type(_stats(10, bigint=10, decimal=10, double=10), decimal=True) == "bigint"
+    assert choose_cursor_type(_stats(10, bigint=8, decimal=9, double=10), decimal=False) == "double"
+    assert choose_cursor_type(_stats(3), decimal=True) is None
+
+
+def test_a_text_cursor_committed_earlier_is_typed_again():
+    stats = {"at": _stats(2, timestamp=2)}
+    plan = plan_types([("a.csv", stats)], committed={"at": "string"}, declared={}, cursor="at")
+    assert plan.types["at"] == "timestamp" and not plan.misfits
+
+
+def test_a_column_with_no_values_has_no_type_yet():
+    first = plan_types(
+        [("a.csv", {"id": _stats(2, bigint=2), "score": _stats(0)})], committed={}, declared={}
+    )
+    assert first.untyped == {"score"} and first.types["score"] == "string"
+    later = plan_types(
+        [("b.csv", {"id": _stats(2, bigint=2), "score": _stats(2, bigint=2)})],
+        committed={"id": "bigint"},
+        declared={},
+    )
+    assert later.types["score"] == "bigint" and not later.untyped
+
+
+def test_a_null_or_empty_key_is_its_own_reason_checked_before_the_cursor():
+    assert value_reject("id", None, "bigint", keys=["id"], cursor="at")[0] == NULL_KEY
+    assert value_reject("id", "", "string", keys=["id"], cursor="at")[0] == NULL_KEY
+    assert value_reject("at", "yesterday", "timestamp", keys=["id"], cursor="at")[0] == BAD_CURSOR
+    assert value_reject("qty", "x", "bigint", keys=["id"], cursor="at")[0] == TYPE_MISMATCH
+    assert check_order(["a", "at", "id"], ["id"], "at") == ["id", "at", "a"]

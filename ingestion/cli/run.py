@@ -152,7 +152,7 @@ def run(
             step = f" (step {o.failed_step})" if o.failed_step and o.status == "failed" else ""
             err.print(f"[bold red]{o.name} {o.status}{step}:[/] {o.error}", highlight=False)
         for name, why in o.files_refused.items():
-            err.print(f"[bold red]{o.name} refused {name}[/] (moved to unprocessed/): {why}", highlight=False)
+            err.print(f"[bold red]{o.name} refused {name}[/] ({o.refused_to}): {why}", highlight=False)
     if log_path:
         out.print(f"log: {log_path}", highlight=False)
     if report.locked_only:

@@ -21,8 +21,16 @@ from ingestion.lake.model import Watermark
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.jdbc import JdbcPlan, JdbcTable
 from ingestion.plan.normalize import ColumnStats, TypePlan, TypeRule, clean_header, plan_types, type_rules
-from ingestion.plan.rejects import FileCounts, Quarantine, Reject, check_file, first_misfit_reason
-from ingestion.sources.csv import locate, read_header
+from ingestion.plan.rejects import (
+    MAX_LINE_BYTES,
+    FileCounts,
+    Quarantine,
+    Reject,
+    check_file,
+    first_misfit_reason,
+    reason_summary,
+)
+from ingestion.sources.csv import as_text_file, first_long_line, locate, read_header
 from ingestion.sources.jdbc import PgConnection
 
 log = logging.getLogger("tidemark")
@@ -54,6 +62,11 @@ class CsvBatch:
     def staging(self) -> str:
         """A scratch folder for this batch outside `landing/`, so dbt never sees half-written files."""
         return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
+
+    @property
+    def text_copies(self) -> str:
+        """Where compressed drops are decompressed for reading (beside, not inside, `staging`)."""
+        return os.path.join(scratch_dir(self.lake_root, self.run_id), "_text", self.source, self.table)
 
     @property
     def name(self) -> str:
@@ -208,10 +221,18 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps) -> LandedBatch:
     for f in batch.files:
         counts = q.files[f.relpath] = FileCounts(f.relpath)
         try:
+            f = as_text_file(f, batch.text_copies, batch.options)  # the text copy from here on
             raw_names = read_header(f.path, batch.options)
             if raw_names is None:
                 continue  # an empty file: nothing to read, nothing lost
             names = clean_header(raw_names, file=f.relpath)
+            long_line = first_long_line(f.path, MAX_LINE_BYTES)
+            if long_line:
+                # Spark's parser can't skip such a record (it exhausts the executor's memory): the file is
+                # refused whole on both engines, so they agree.
+                raise SourceError(
+                    f"{f.relpath}: line {long_line} is longer than {MAX_LINE_BYTES} bytes (line_too_long)"
+                )
         except (SchemaError, SourceError) as exc:
             counts.error = exc.message
             continue
@@ -230,12 +251,17 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps) -> LandedBatch:
         keys=batch.primary_key,
         double_as_decimal=batch.double_as_decimal,
         decimal_keys=batch.decimal_keys,
+        cursor=batch.cursor,
     )
+    by_file = dict(stats)
     landable: list[FileFacts] = []
     headers: list[list[str]] = []
     for f, names in readable:
         counts = q.files[f.relpath]
-        bad = ops.type_rejects(f, plan, rules) if any(k[0] == f.relpath for k in plan.misfits) else []
+        check = any(k[0] == f.relpath for k in plan.misfits) or _may_hold_null_keys(
+            batch, plan, by_file[f.relpath], q.files[f.relpath].accepted
+        )
+        bad = ops.type_rejects(f, plan, rules) if check else []
         q.rejects += locate(f.path, batch.options, bad)
         counts.rejected += len(bad)
         counts.landable = counts.accepted - len(bad)
@@ -244,16 +270,23 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps) -> LandedBatch:
             misfit = first_misfit_reason(bad, plan.types)
             if misfit:
                 counts.error += f"; {misfit}"
+            counts.error += reason_summary([r for r in q.rejects if r.file == f.relpath])
             continue
         landable.append(f)
         headers.append(names)
-    q.rejects = [r for r in q.rejects if not q.files[r.file].error]
+    # A refused file's rejected rows are kept in _rejected/ too (with their own reasons): the file is
+    # kept whole in unprocessed/, its ledger entry says why.
 
     columns = union_names(headers)
     written = Written(0, 0, None, ())
     if landable:
         require_columns(batch, columns)
         check_bound_type(batch, plan.types)
+        # A column with no value yet has no type yet: it is not written (readers see it as null until
+        # values arrive and type it), except the key and cursor, which the write itself needs.
+        needed = {*batch.primary_key, *([batch.cursor] if batch.cursor else [])}
+        typed = [c for c in columns if c not in plan.untyped or c in needed]
+        columns = typed or columns  # no column has a value: rows of nulls keep their (text) columns
         written = ops.write(landable, columns, plan)
     landable_rows = sum(q.files[f.relpath].landable for f in landable)
     return LandedBatch(
@@ -262,9 +295,16 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps) -> LandedBatch:
         rows_rejected=q.rows_rejected,
         rows_filtered=landable_rows - written.rows_kept,
         max_cursor=written.max_cursor,
-        columns={c: plan.types[c] for c in columns},
+        columns={c: plan.types[c] for c in columns if c not in plan.untyped},
         files_written=written.files,
         quarantine=q,
+    )
+
+
+def _may_hold_null_keys(batch: CsvBatch, plan: TypePlan, stats: dict[str, ColumnStats], rows: int) -> bool:
+    """Can a file hold a row with a null or empty key? Null: fewer values than rows; empty: a text key."""
+    return any(
+        k in stats and (stats[k].non_null < rows or plan.types.get(k) == "string") for k in batch.primary_key
     )
 
 

@@ -167,7 +167,7 @@ def outcome_row(opened: LedgerRow, outcome: TableOutcome, now: datetime) -> Ledg
         message = message[len(error_class) + 2 :]  # the class has its own column
     if outcome.files_refused and not message:
         error_class = "FilesRefused"
-        message = f"{len(outcome.files_refused)} file(s) refused, moved to unprocessed/: " + "; ".join(
+        message = f"{len(outcome.files_refused)} file(s) refused, {outcome.refused_to}: " + "; ".join(
             f"{f}: {why}" for f, why in sorted(outcome.files_refused.items())
         )
     started = outcome.started_at or now - timedelta(seconds=outcome.seconds)

@@ -70,11 +70,14 @@ DECIMAL_PRECISION, DECIMAL_SCALE = 38, 18
 # which every value casts. Inference scans all rows of the batch, not a sample.
 TYPE_RULES: tuple[TypeRule, ...] = (
     TypeRule("boolean", r"(?i)(true|false)", lengths=(4, 5)),
-    TypeRule("bigint", r"[+-]?[0-9]{1,18}", lengths=(1, 19)),
-    TypeRule(DECIMAL, r"[+-]?([0-9]{1,20}(\.[0-9]{0,18})?|\.[0-9]{1,18})", lengths=(1, 40)),
+    # A number with a leading zero (`02134`, `00.5`) is an identifier (zip code, account number): it
+    # stays text unless the column is declared numeric (then `DECLARED_NUMBERS` applies).
+    TypeRule("bigint", r"[+-]?(0|[1-9][0-9]{0,17})", lengths=(1, 19)),
+    TypeRule(DECIMAL, r"[+-]?((0|[1-9][0-9]{0,19})(\.[0-9]{0,18})?|\.[0-9]{1,18})", lengths=(1, 40)),
     # An integer too long for bigint is an identifier, not a measurement: it stays a string, exactly.
     TypeRule(
-        "double", r"[+-]?(([0-9]{1,18}|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)"
+        "double",
+        r"[+-]?(((0|[1-9][0-9]{0,17})|(0|[1-9][0-9]*)\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|(0|[1-9][0-9]*)[eE][+-]?[0-9]+)",
     ),
     TypeRule("date", r"[0-9]{4}-[0-9]{2}-[0-9]{2}", lengths=(10, 10)),
     TypeRule(
@@ -90,6 +93,24 @@ TYPE_RULES: tuple[TypeRule, ...] = (
 )
 STRING = "string"
 LOGICAL_TYPES = (*(r.name for r in TYPE_RULES), STRING)
+# A column declared numeric takes leading zeros too (`007` is 7): the patterns without that exclusion.
+DECLARED_NUMBERS: dict[str, str] = {
+    "bigint": r"[+-]?[0-9]{1,18}",
+    DECIMAL: r"[+-]?([0-9]{1,20}(\.[0-9]{0,18})?|\.[0-9]{1,18})",
+    "double": r"[+-]?(([0-9]{1,18}|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)",
+}
+# A cursor is a time or a number, never text (nor a boolean).
+CURSOR_TYPES = ("bigint", DECIMAL, "double", "date", "timestamp", "timestamptz")
+
+
+def fit_rules(rules: Sequence[TypeRule], *, declared: bool) -> dict[str, TypeRule]:
+    """The rules by name that decide whether a value fits a column: declared numeric columns take leading zeros."""
+    out = {r.name: r for r in rules}
+    if declared:
+        for name, pattern in DECLARED_NUMBERS.items():
+            if name in out:
+                out[name] = TypeRule(name, pattern, out[name].fmt, out[name].lengths)
+    return out
 
 
 def type_rules(date_format: str | None = None, timestamp_format: str | None = None) -> tuple[TypeRule, ...]:
@@ -151,26 +172,46 @@ SAMPLE_ROWS = 10_000
 
 
 def candidate_rules(
-    sample: dict[str, ColumnStats], rules: Sequence[TypeRule]
+    sample: dict[str, ColumnStats], rules: Sequence[TypeRule], exact: Sequence[str] = ()
 ) -> dict[str, tuple[TypeRule, ...]]:
-    """Per column, the rules every non-null value of the sample satisfied (all of them for an all-null sample)."""
-    return {c: tuple(r for r in rules if st.ok.get(r.name, 0) == st.non_null) for c, st in sample.items()}
+    """Per column, the rules every non-null value of the sample satisfied (all of them for an all-null sample).
+
+    Columns in `exact` (the cursor) keep every rule: their type is the one most values satisfy, so a
+    value failing a rule in the sample must not rule it out.
+    """
+    return {
+        c: tuple(rules) if c in exact else tuple(r for r in rules if st.ok.get(r.name, 0) == st.non_null)
+        for c, st in sample.items()
+    }
+
+
+# Type inference scans a file once per this many columns: a wide file's query stays small.
+COLUMN_BATCH = 64
+
+
+def column_batches(rules: dict[str, tuple[TypeRule, ...]]) -> list[dict[str, tuple[TypeRule, ...]]]:
+    """The columns of `rules` in groups of `COLUMN_BATCH`, in order."""
+    items = list(rules.items())
+    return [dict(items[i : i + COLUMN_BATCH]) for i in range(0, len(items), COLUMN_BATCH)]
 
 
 def unpack_rule_counts(rules: dict[str, tuple[TypeRule, ...]], row: Sequence[Any]) -> dict[str, ColumnStats]:
-    """Stats from one aggregate row laid out per column as: count(column), then one count per rule."""
+    """Stats from one aggregate row laid out per column as: its non-empty values, its empty strings,
+    then one count per rule."""
     out, at = {}, 0
     for c, col_rules in rules.items():
-        counts = row[at + 1 : at + 1 + len(col_rules)]
-        out[c] = ColumnStats(int(row[at]), {r.name: int(k) for r, k in zip(col_rules, counts, strict=True)})
-        at += 1 + len(col_rules)
+        counts = row[at + 2 : at + 2 + len(col_rules)]
+        ok = {r.name: int(k) for r, k in zip(col_rules, counts, strict=True)}
+        out[c] = ColumnStats(int(row[at]), ok, empty=int(row[at + 1]))
+        at += 2 + len(col_rules)
     return out
 
 
 def with_lower_bounds(full: dict[str, ColumnStats], rules: Sequence[TypeRule]) -> dict[str, ColumnStats]:
     """Full-file stats of the candidate rules, with 0 (a lower bound) for the rules the sample ruled out."""
     return {
-        c: ColumnStats(st.non_null, {r.name: st.ok.get(r.name, 0) for r in rules}) for c, st in full.items()
+        c: ColumnStats(st.non_null, {r.name: st.ok.get(r.name, 0) for r in rules}, st.empty)
+        for c, st in full.items()
     }
 
 
@@ -188,8 +229,9 @@ class ColumnStats:
     never under-counts: a file it flags has its misfit rows found exactly by the engine.
     """
 
-    non_null: int
+    non_null: int  # values other than null and the empty string (which types nothing)
     ok: dict[str, int]
+    empty: int = 0  # empty strings (a quoted ""): a value of a text column, null in a typed one
 
     def matches(self) -> dict[str, bool]:
         return {rule: n == self.non_null for rule, n in self.ok.items()}
@@ -211,6 +253,24 @@ class TypePlan:
     types: dict[str, str]
     # (file, column) → values that don't fit the column's type: those rows are rejected.
     misfits: dict[tuple[str, str], int]
+    # Columns with no value yet (all null in every file, never landed or declared): no type yet. They land
+    # as string in this batch's files but are not committed, so the first values that arrive type them.
+    untyped: frozenset[str] = frozenset()
+
+
+def choose_cursor_type(st: ColumnStats, *, decimal: bool) -> str | None:
+    """The time or number type that takes the most of a cursor's values (the narrowest on a tie).
+
+    The values it doesn't take are rejected (`bad_cursor`); None when no value parses as any of them.
+    """
+    best: tuple[int, str] | None = None
+    for name in CURSOR_TYPES:
+        if name == DECIMAL and not decimal:
+            continue
+        bad = st.failing(name)
+        if bad < st.non_null and (best is None or bad < best[0]):
+            best = (bad, name)
+    return best[1] if best else None
 
 
 def plan_types(
@@ -221,35 +281,55 @@ def plan_types(
     keys: Sequence[str] = (),
     double_as_decimal: bool = True,
     decimal_keys: bool = False,
+    cursor: str | None = None,
 ) -> TypePlan:
     """Fold the files (in landing order) into one type per column, starting from declared and committed types.
 
     A declared type never changes. Otherwise a column keeps the first type it got (in an earlier run or
     an earlier file) and widens when a file brings a compatible wider type; a file whose values don't
     fit (an incompatible change) keeps the column's type and has those rows rejected.
+
+    The `cursor` is a time or a number, never text: its type is the one most of its values satisfy,
+    and the values that don't parse are misfits (rejected as `bad_cursor`), never a text watermark.
     """
     types: dict[str, str] = {**committed, **declared}
+    if cursor and cursor not in declared and types.get(cursor) == STRING:
+        del types[cursor]  # a text cursor committed by an older version: typed again from its values
     misfits: dict[tuple[str, str], int] = {}
     for _, stats in files:
         for col, st in stats.items():
             if st.non_null == 0:
                 continue  # all null: says nothing about the type
             decimal = double_as_decimal and (decimal_keys or col not in keys)
-            inferred = choose_type(st.matches(), st.non_null, decimal=decimal)
+            if col == cursor:
+                found = choose_cursor_type(st, decimal=decimal)
+                if found is None:
+                    continue  # no value parses: every one is a misfit, the type comes from other files
+                inferred = found
+            else:
+                inferred = choose_type(st.matches(), st.non_null, decimal=decimal)
             current = types.get(col)
             if current is None:
                 types[col] = inferred
             elif col not in declared:
                 types[col] = widen(current, inferred) or current
+    untyped = set()
+    for _, stats in files:
+        for col, st in stats.items():
+            if col not in types and st.empty and col != cursor:
+                types[col] = STRING  # only empty strings: text, and they land as written
     for _, stats in files:
         for col in stats:
-            types.setdefault(col, STRING)  # all null everywhere: nothing to go by
+            if col not in types:
+                untyped.add(col)
+                # all null everywhere (or a cursor with no parseable value): nothing to go by yet
+                types[col] = "timestamptz" if col == cursor else STRING
     for relpath, stats in files:
         for col, st in stats.items():
             bad = st.failing(types[col])
             if bad:
                 misfits[(relpath, col)] = bad
-    return TypePlan(types, misfits)
+    return TypePlan(types, misfits, frozenset(untyped))
 
 
 def output_columns(data_columns: Sequence[str]) -> list[str]:

@@ -24,7 +24,20 @@ BAD_QUOTING = "bad_quoting"
 INVALID_ENCODING = "invalid_encoding"
 LINE_TOO_LONG = "line_too_long"
 TYPE_MISMATCH = "type_mismatch"
-REASONS = (MISSING_COLUMNS, EXTRA_COLUMNS, BAD_QUOTING, INVALID_ENCODING, LINE_TOO_LONG, TYPE_MISMATCH)
+BAD_CURSOR = "bad_cursor"  # the cursor value is not a time or number of the cursor's type
+NULL_KEY = "null_key"  # a primary key column is null or empty: never a merge group
+REPEATED_HEADER = "repeated_header"  # the header line again, mid-file (concatenated exports)
+REASONS = (
+    MISSING_COLUMNS,
+    EXTRA_COLUMNS,
+    BAD_QUOTING,
+    INVALID_ENCODING,
+    LINE_TOO_LONG,
+    TYPE_MISMATCH,
+    BAD_CURSOR,
+    NULL_KEY,
+    REPEATED_HEADER,
+)
 
 # DuckDB's reject table `error_type` → reason code.
 DUCKDB_ERRORS = {
@@ -37,6 +50,9 @@ DUCKDB_ERRORS = {
     "CAST": TYPE_MISMATCH,
 }
 REPLACEMENT_CHAR = "\ufffd"
+# A record longer than this is rejected (line_too_long) rather than read, on both engines.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+RAW_LIMIT = 10_000  # characters of a rejected record kept in `_raw`
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,9 @@ def classify_structural(raw: str, expected: int, options: CsvOptions) -> tuple[s
     fields = split_record(raw, options)
     if fields is None:
         return BAD_QUOTING, "unterminated or stray quote"
+    if options.escape == options.quote and raw.count(options.quote) % 2 == 1:
+        # a quote never closed swallows the delimiters after it: it is the cause, not the field count
+        return BAD_QUOTING, "unterminated or stray quote"
     if len(fields) < expected:
         return MISSING_COLUMNS, f"expected {expected} fields, found {len(fields)}"
     if len(fields) > expected:
@@ -67,10 +86,40 @@ def classify_structural(raw: str, expected: int, options: CsvOptions) -> tuple[s
     return BAD_QUOTING, "unterminated or stray quote"
 
 
+def trailing_delimiter(raw: str, expected: int, options: CsvOptions) -> bool:
+    """Is a record one empty field too long only because it ends with the delimiter (`1,a,` under `id,name`)?
+
+    Such a record is read without its empty last field on both engines (DuckDB does so natively).
+    """
+    fields = split_record(raw, options)
+    return (
+        fields is not None
+        and len(fields) == expected + 1
+        and fields[-1] == ""
+        and raw.rstrip("\r\n").endswith(options.delimiter)
+    )
+
+
 def type_reason(column: str, value: str | None, target: str) -> str:
     """The reason of a type reject: which column, which value, which type."""
     shown = value if value is None or len(value) <= 60 else value[:57] + "..."
     return f"column {column}: {shown!r} is not a valid {target}"
+
+
+def value_reject(
+    column: str, value: str | None, target: str, *, keys: Sequence[str], cursor: str | None
+) -> tuple[str, str]:
+    """Code and reason for a row refused for one value: a null key, a bad cursor, or a type misfit."""
+    if column in keys and (value is None or value == ""):
+        return NULL_KEY, f"primary key column {column} is {'null' if value is None else 'empty'}"
+    code = BAD_CURSOR if column == cursor else TYPE_MISMATCH
+    return code, type_reason(column, value, target)
+
+
+def check_order(names: Sequence[str], keys: Sequence[str], cursor: str | None) -> list[str]:
+    """The order columns are checked in, so a row's reason names its key, then its cursor, first."""
+    first = [c for c in (*keys, *([cursor] if cursor else [])) if c in names]
+    return [*dict.fromkeys(first), *(c for c in names if c not in first)]
 
 
 @dataclass
@@ -122,9 +171,18 @@ class Quarantine:
         return sum(c.rejected for c in self.files.values() if not c.error)
 
 
+def reason_summary(rejects: Sequence[Reject]) -> str:
+    """` (missing_columns: 8, bad_quoting: 4; rows kept in _rejected/)` for a refused file's message."""
+    if not rejects:
+        return ""
+    counts = Counter(r.code for r in rejects)
+    parts = ", ".join(f"{code}: {n}" for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f" ({parts}; rows kept in _rejected/)"
+
+
 def first_misfit_reason(rejects: Sequence[Reject], types: dict[str, str]) -> str | None:
     """For a refused file: the column whose values most often didn't fit (type rejects), to name it."""
-    counts = Counter(r.column for r in rejects if r.code == TYPE_MISMATCH and r.column)
+    counts = Counter(r.column for r in rejects if r.code in (TYPE_MISMATCH, BAD_CURSOR) and r.column)
     if not counts:
         return None
     col, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))

@@ -7,13 +7,22 @@ from dataclasses import dataclass, replace
 
 from ingestion.config import CsvSourceConfig, CsvTableConfig
 from ingestion.engines import CsvBatch
+from ingestion.errors import SourceError
 from ingestion.lake.layout import scratch_dir, table_dir
 from ingestion.lake.model import TableState
 from ingestion.observe.logs import event
 from ingestion.plan.csv import FileFacts, TablePlan, next_state, plan_csv_table, settle_fetched
 from ingestion.run.context import RunContext
 from ingestion.run.protocol import Extracted, Look
-from ingestion.sources.csv import ARCHIVE_DIR, UNPROCESSED_DIR, Move, fetch, list_files, move_files
+from ingestion.sources.csv import (
+    ARCHIVE_DIR,
+    UNPROCESSED_DIR,
+    Move,
+    claimed_by,
+    fetch,
+    list_files,
+    move_files,
+)
 
 
 @dataclass
@@ -37,6 +46,17 @@ class CsvJob:
     def _plan(self, ctx: RunContext, state: TableState | None) -> TablePlan:
         if self.listing is None:
             self.listing = list_files(ctx.cfg.resolve(self.config.path), self.table_config.glob)
+        others = {t.name: t.glob for t in self.config.tables if t.name != self.table}
+        for f in self.listing:
+            also = claimed_by(f.relpath, others)
+            if also:
+                raise SourceError(
+                    f"{f.relpath} matches the patterns of tables {self.source}.{self.table} "
+                    f"({self.table_config.glob!r}) and {', '.join(f'{self.source}.{n} ({others[n]!r})' for n in also)}; "
+                    "it is landed in none of them",
+                    hint="give the tables patterns that don't overlap (e.g. pattern: 'orders_*.csv'), "
+                    "or move the file",
+                )
         return plan_csv_table(
             self.source,
             self.table,
@@ -116,6 +136,8 @@ class CsvJob:
         out.rows_rejected = batch.rows_rejected
         out.rejects = list(q.rejects) if q else []
         out.files_refused = q.refused if q else {}
+        if not self.config.archive.enabled:
+            out.refused_to = "left in the inbox (archiving is off; the ledger skips it)"
         return out
 
     def after_commit(

@@ -65,6 +65,7 @@ class Extracted:
     rows_rejected: int = 0
     rejects: list[Reject] = field(default_factory=list)
     files_refused: dict[str, str] = field(default_factory=dict)
+    refused_to: str = "moved to unprocessed/"  # what happens to a refused file, in the user's words
 
 
 P = TypeVar("P")
@@ -179,9 +180,10 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
             ctx.step("state_committed", outcome.name)
             outcome.status = "landed"
             outcome.rows_rejected, outcome.files_refused = extracted.rows_rejected, extracted.files_refused
+            outcome.refused_to = extracted.refused_to
             if extracted.files_refused:
                 event(
-                    "files refused; moved to unprocessed/",
+                    f"files refused; {extracted.refused_to}",
                     logging.ERROR,
                     table=outcome.name,
                     files=extracted.files_refused,

@@ -24,7 +24,7 @@ from ingestion.config import CsvOptions
 from ingestion.errors import SourceError
 from ingestion.lake.s3 import s3_client, split_s3
 from ingestion.plan.csv import FileFacts
-from ingestion.plan.rejects import Reject, csv_dialect
+from ingestion.plan.rejects import INVALID_ENCODING, Reject, csv_dialect
 
 log = logging.getLogger("tidemark")
 # Sub-folders of an inbox that hold processed files: never listed as new drops.
@@ -50,6 +50,11 @@ def _glob_match(relpath: str, pattern: str) -> bool:
     return pattern.startswith("**/") and fnmatch.fnmatchcase(relpath, pattern[3:])
 
 
+def claimed_by(relpath: str, patterns: dict[str, str]) -> list[str]:
+    """The names (keys of `patterns`) whose glob matches a listed file's relative path."""
+    return [name for name, pattern in patterns.items() if _glob_match(relpath, pattern)]
+
+
 def list_files(root: str, pattern: str) -> list[FileFacts]:
     """Files under `root` (folder or `s3://` prefix) matching the glob `pattern`, sorted by relative path."""
     if root.startswith("s3://"):
@@ -65,12 +70,24 @@ def list_files(root: str, pattern: str) -> list[FileFacts]:
             hint="create it and drop CSV files in it, or fix the source's `path` in the config",
         )
     facts = []
+    inbox = base.resolve()
     for p in base.glob(pattern):
         rel = p.relative_to(base).as_posix()
-        if p.is_file() and not _skipped(rel):
-            st = p.stat()
-            facts.append(FileFacts(rel, str(p.resolve()), st.st_size, st.st_mtime_ns))
+        if not p.is_file() or _skipped(rel):
+            continue
+        if not _inside(p, inbox):
+            # A symlink out of the inbox: reading it would land (and archiving move) someone else's file.
+            log.warning("skipping %s: a symlink to %s, outside the inbox %s", rel, p.resolve(), inbox)
+            continue
+        st = p.stat()
+        # The inbox entry itself (a link inside the inbox stays a link): archiving moves the entry.
+        facts.append(FileFacts(rel, str(inbox / rel), st.st_size, st.st_mtime_ns))
     return sorted(facts)
+
+
+def _inside(path: Path, inbox: Path) -> bool:
+    """Does `path` (and whatever a symlink on its way points to) stay inside the resolved `inbox`?"""
+    return path.resolve().is_relative_to(inbox)
 
 
 def _list_s3(root: str, pattern: str) -> list[FileFacts]:
@@ -148,6 +165,93 @@ def open_text(path: str, options: CsvOptions) -> io.TextIOWrapper:
     return open(path, encoding=_decoder_name(options), errors="replace", newline="")
 
 
+class NotText(SourceError):
+    """A file that is not CSV text: binary, or an archive with other than one member."""
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip", b"PK\x05\x06": "zip"}
+
+
+def as_text_file(f: FileFacts, scratch: str, options: CsvOptions) -> FileFacts:
+    """The file as CSV text a reader can open: compressed drops (gzip, zstd, a zip holding one file) are
+    decompressed into `scratch`, whatever their name says; binary content raises `NotText`.
+
+    The copy keeps the file's relpath, so its rows still name the file as it was dropped.
+    """
+    with open(f.path, "rb") as fh:
+        head = fh.read(4)
+    kind = next((k for magic, k in _MAGIC.items() if head.startswith(magic)), None)
+    out = f
+    if kind is not None:
+        target = Path(scratch, f.relpath + ".text")  # no .gz/.zst suffix: readers must not decompress again
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "zip":
+            _unzip_one(f, target)
+        else:
+            import pyarrow as pa
+
+            try:
+                with pa.input_stream(f.path, compression=kind) as src, open(target, "wb") as dst:
+                    while chunk := src.read(_CHUNK):
+                        dst.write(chunk)
+            except (OSError, pa.ArrowException) as exc:
+                raise NotText(f"{f.relpath}: not_text: a damaged {kind} file ({exc})") from None
+        out = FileFacts(f.relpath, str(target), f.size, f.mtime_ns, f.etag, f.checksum, f.source_path)
+    with open(out.path, "rb") as fh:
+        sample = fh.read(8192)
+    # NUL bytes never occur in CSV text (UTF-16 aside): an image, a spreadsheet, a nested archive.
+    if b"\x00" in sample and options.encoding != "utf-16":
+        what = f"a {kind} file holding binary data" if kind else "binary data, not CSV text"
+        raise NotText(f"{f.relpath}: not_text: {what}")
+    return out
+
+
+def _unzip_one(f: FileFacts, target: Path) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(f.path) as z:
+            members = [
+                m for m in z.infolist() if not m.is_dir() and not m.filename.startswith(("__MACOSX/", "."))
+            ]
+            if len(members) != 1:
+                raise NotText(
+                    f"{f.relpath}: not_text: a zip archive with {len(members)} files "
+                    f"({', '.join(m.filename for m in members[:5])}); tidemark reads a zip holding one CSV",
+                    hint="drop the CSV files one by one, or one zip per file",
+                )
+            with z.open(members[0]) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+    except zipfile.BadZipFile as exc:
+        raise NotText(f"{f.relpath}: not_text: a damaged zip archive ({exc})") from None
+
+
+def first_long_line(path: str, limit: int) -> int | None:
+    """The first physical line (1-based) longer than `limit` bytes, or None; free for smaller files."""
+    if os.path.getsize(path) <= limit:
+        return None
+    with open(path, "rb") as fh:
+        n = 0
+        while line := fh.readline(limit + 1):
+            n += 1
+            if len(line) > limit and not line.endswith(b"\n"):
+                return n
+    return None
+
+
+def decodes_cleanly(path: str, options: CsvOptions) -> bool:
+    """Are all of a file's bytes valid in its encoding? (Then a U+FFFD in it is a real character.)"""
+    decoder = codecs.getincrementaldecoder(_decoder_name(options))(errors="strict")
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_header(path: str, options: CsvOptions) -> list[str] | None:
     """The raw column names of a file (its first record), or None for an empty file.
 
@@ -208,12 +312,16 @@ def lines_at_offsets(path: str, offsets: Iterable[int]) -> dict[int, int]:
     if not wanted:
         return out
     with open(path, "rb") as f:
-        data = f.read(wanted[-1] + 1)
+        data = f.read(wanted[-1] + 3)
     line, pos = 1, 0
     for off in wanted:
-        line += data.count(b"\n", pos, off)
+        # A record never starts with a line break: an offset on one (DuckDB's, after a CR) moves past it.
+        start = off
+        while start < len(data) and data[start : start + 1] in (b"\r", b"\n"):
+            start += 1
+        line += data.count(b"\n", pos, start)
         out[off] = line
-        pos = off
+        pos = start
     return out
 
 
@@ -269,6 +377,11 @@ def move_files(
             src = Path(m.path)
             if not src.exists():
                 continue
+            if not src.parent.resolve().is_relative_to(Path(root).resolve()):
+                raise SourceError(
+                    f"refusing to move {src}: it is not inside the inbox {root}",
+                    hint="this is a tidemark bug: please report it",
+                )
             Path(dest).parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.replace(src, dest)
@@ -286,6 +399,25 @@ def locate(path: str, options: CsvOptions, rejects: Sequence[Reject]) -> list[Re
 
     by_offset = lines_at_offsets(path, [r.offset for r in rejects if r.offset is not None])
     scan = record_lines(path, options, [r.record for r in rejects if r.offset is None])
-    return [
+    located = [
         replace(r, line=by_offset[r.offset] if r.offset is not None else scan.get(r.record)) for r in rejects
     ]
+    # An undecodable record keeps its bytes: the line as read, bad bytes escaped (`caf\xe9`).
+    bad = {r.line for r in located if r.code == INVALID_ENCODING and r.line}
+    if not bad:
+        return located
+    raw = raw_lines(path, options, bad)
+    return [replace(r, raw=raw.get(r.line, r.raw)) if r.code == INVALID_ENCODING else r for r in located]
+
+
+def raw_lines(path: str, options: CsvOptions, lines: set[int]) -> dict[int | None, str]:
+    """Physical lines (1-based) of a file, decoded with undecodable bytes escaped as `\\xNN`."""
+    out: dict[int | None, str] = {}
+    last = max(lines)
+    with open(path, "rb") as fh:
+        for n, data in enumerate(fh, start=1):
+            if n in lines:
+                out[n] = data.rstrip(b"\r\n").decode(_decoder_name(options), errors="backslashreplace")
+            if n >= last:
+                break
+    return out

@@ -38,6 +38,8 @@ from ingestion.plan.normalize import (
     TypeRule,
     accepted_rules,
     candidate_rules,
+    column_batches,
+    fit_rules,
     unpack_rule_counts,
     with_lower_bounds,
 )
@@ -45,15 +47,15 @@ from ingestion.plan.rejects import (
     DUCKDB_ERRORS,
     INVALID_ENCODING,
     LINE_TOO_LONG,
-    TYPE_MISMATCH,
+    MAX_LINE_BYTES,
+    REPEATED_HEADER,
     Reject,
+    check_order,
     classify_structural,
-    type_reason,
+    value_reject,
 )
 from ingestion.sqltext import quote_ident, sql_string
 
-# A record longer than this is rejected (line_too_long) rather than read.
-MAX_LINE_BYTES = 64 * 1024 * 1024
 _batch_ids = itertools.count()
 
 
@@ -94,12 +96,19 @@ def rule_ok_expr(col: str, rule: TypeRule) -> str:
     )
 
 
-def fits_expr(col: str, target: str, rules: dict[str, TypeRule]) -> str:
-    """TRUE when text column `col` is null or a value a `target` column takes (pattern and parse)."""
+def fits_expr(col: str, target: str, rules: dict[str, TypeRule], *, key: bool = False) -> str:
+    """TRUE when text column `col` is null or a value a `target` column takes (pattern and parse).
+
+    A `key` column must also hold a value: a null or empty key is never landed.
+    """
+    present = f"({col} IS NOT NULL AND {col} <> '')"
     if target == STRING:
-        return "TRUE"
+        return present if key else "TRUE"
     alts = [f"({rule_ok_expr(col, rules[name])})" for name in accepted_rules(target) if name in rules]
-    return f"({col} IS NULL OR {' OR '.join(alts)})"
+    if key:
+        return f"({present} AND ({' OR '.join(alts)}))"
+    # An empty string in a typed column is its null: a number or a time has no empty value.
+    return f"({col} IS NULL OR {col} = '' OR {' OR '.join(alts)})"
 
 
 class DuckDBEngine:
@@ -156,9 +165,11 @@ class _DuckDBCsv:
             f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, escape = {sql_string(o.escape)}, "
             f"encoding = {sql_string(o.encoding.replace('-sig', ''))}, auto_detect = false, strict_mode = true, "
             f"null_padding = false, max_line_size = {MAX_LINE_BYTES}, buffer_size = {2 * MAX_LINE_BYTES}, "
-            f"store_rejects = true, rejects_table = {sql_string(rej)}, rejects_scan = {sql_string(scan)})"
+            f"store_rejects = true, rejects_table = {sql_string(rej)}, rejects_scan = {sql_string(scan)}, "
+            # PostgreSQL COPY: an unquoted empty field is NULL, a quoted "" the empty string.
+            "allow_quoted_nulls = false, nullstr = '', compression = 'none')"
         )
-        nulls = [sql_string(v) for v in o.null_values]
+        nulls = [sql_string(v) for v in o.null_values if v]  # other tokens match quoted or not (as on Spark)
         crlf = has_crlf(f.path)
         cols = []
         for k, c in enumerate(names):
@@ -173,24 +184,50 @@ class _DuckDBCsv:
             f"FROM {reader}"
         )
         self.tables[f.relpath], self.names[f.relpath] = table, names
-        accepted = int(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
         header = 1 if o.header else 0
         found = self.con.execute(
-            f"SELECT line, min(line_byte_position), arg_min(error_type, column_idx), "
-            f"arg_min(csv_line, column_idx) FROM {rej} GROUP BY line ORDER BY line"
+            # A whole-line error (line too long) has no column index: arg_min must not skip it.
+            f"SELECT line, min(line_byte_position), arg_min(error_type, coalesce(column_idx, -1)), "
+            f"arg_min(csv_line, coalesce(column_idx, -1)) FROM {rej} GROUP BY line ORDER BY line"
         ).fetchall()
         rejects = []
-        for line, pos, error_type, csv_line in found:
+        for line, pos, error_type, found_line in found:
+            csv_line = (found_line or "").lstrip("\r\n")  # DuckDB may start it on the CR/LF before it
             code = DUCKDB_ERRORS.get(str(error_type))
             if code in (INVALID_ENCODING, LINE_TOO_LONG):
                 reason = _REASON_TEXT[code]
             else:  # the same classifier as the Spark engine's: parity by construction
-                code, reason = classify_structural(csv_line or "", len(names), o)
+                code, reason = classify_structural(csv_line, len(names), o)
             record = int(line) - 1 - header
             rejects.append(Reject(f.relpath, record, code, reason, raw=csv_line, offset=max(int(pos) - 1, 0)))
         self.rejected_records[f.relpath] = sorted(r.record for r in rejects)
+        if o.header:
+            rejects += self._repeated_headers(f, table, raw_names, names)
+        accepted = count_rows(self.con, table)
         self.accepted[f.relpath] = accepted
         return FileRead(accepted, tuple(rejects))
+
+    def _repeated_headers(
+        self, f: FileFacts, table: str, raw_names: list[str], names: list[str]
+    ) -> list[Reject]:
+        """Rows that repeat the header line (concatenated exports): removed, so they type nothing."""
+        values = [f"coalesce({quote_ident(c)}, '')" for c in names]
+        # The first field may carry the byte-order mark of a concatenated file's own header.
+        values[0] = f"ltrim({values[0]}, chr(65279))"
+        same = " AND ".join(f"{v} = {sql_string(raw)}" for v, raw in zip(values, raw_names, strict=True))
+        rowids = [
+            int(r[0])
+            for r in self.con.execute(f"SELECT rowid FROM {table} WHERE {same} ORDER BY rowid").fetchall()
+        ]
+        if not rowids:
+            return []
+        self.con.execute(f"DELETE FROM {table} WHERE rowid IN ({', '.join(map(str, rowids))})")
+        records = _records_of_accepted(rowids, self.rejected_records[f.relpath])
+        raw = self.batch.options.delimiter.join(raw_names)
+        return [
+            Reject(f.relpath, r, REPEATED_HEADER, "the header line repeated as a data row", raw=raw)
+            for r in records
+        ]
 
     def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
         names, table = self.names[f.relpath], self.tables[f.relpath]
@@ -200,23 +237,40 @@ class _DuckDBCsv:
         if self.accepted[f.relpath] <= SAMPLE_ROWS:
             return self._rule_counts(table, every)
         sample = self._rule_counts(f"(SELECT * FROM {table} LIMIT {SAMPLE_ROWS})", every)
-        return with_lower_bounds(self._rule_counts(table, candidate_rules(sample, rules)), rules)
+        exact = [self.batch.cursor] if self.batch.cursor else []
+        return with_lower_bounds(self._rule_counts(table, candidate_rules(sample, rules, exact)), rules)
 
     def _rule_counts(self, source: str, rules: dict[str, tuple[TypeRule, ...]]) -> dict[str, ColumnStats]:
-        """One scan of `source`: per column, its non-null values and the values satisfying each of its rules."""
-        checks = []
-        for c, col_rules in rules.items():
-            checks.append(f"count({quote_ident(c)})")
-            checks += [f"count(*) FILTER (WHERE {rule_ok_expr(quote_ident(c), rule)})" for rule in col_rules]
-        row = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
-        assert row is not None
-        return unpack_rule_counts(rules, row)
+        """Per column of `source`, its non-null values and the values satisfying each of its rules: one
+        scan per `COLUMN_BATCH` columns, so a wide file's query stays small (cost linear in the columns)."""
+        out: dict[str, ColumnStats] = {}
+        for part in column_batches(rules):
+            checks = []
+            for c, col_rules in part.items():
+                checks.append(f"count(NULLIF({quote_ident(c)}, ''))")  # "" is no value (types nothing)
+                checks.append(f"count(*) FILTER (WHERE {quote_ident(c)} = '')")
+                checks += [
+                    f"count(*) FILTER (WHERE {rule_ok_expr(quote_ident(c), rule)})" for rule in col_rules
+                ]
+            row = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
+            assert row is not None
+            out.update(unpack_rule_counts(part, row))
+        return out
 
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
         names, table = self.names[f.relpath], self.tables[f.relpath]
-        by_name = {r.name: r for r in rules}
-        fits = {c: fits_expr(quote_ident(c), plan.types[c], by_name) for c in names}
-        first_bad = " ".join(f"WHEN NOT {fits[c]} THEN {sql_string(c)}" for c in names)
+        keys, cursor = self.batch.primary_key, self.batch.cursor
+        fits = {
+            c: fits_expr(
+                quote_ident(c),
+                plan.types[c],
+                fit_rules(rules, declared=c in self.batch.declared),
+                key=c in keys,
+            )
+            for c in names
+        }
+        order = check_order(names, keys, cursor)
+        first_bad = " ".join(f"WHEN NOT {fits[c]} THEN {sql_string(c)}" for c in order)
         bad = self.con.execute(
             f"SELECT rowid, CASE {first_bad} END AS bad_column, * EXCLUDE ({SOURCE_FILE}) FROM {table} "
             f"WHERE NOT ({' AND '.join(fits.values())}) ORDER BY rowid"
@@ -230,9 +284,8 @@ class _DuckDBCsv:
             col = str(row[1])
             value = row[2 + names.index(col)]
             raw = self.batch.options.delimiter.join("" if v is None else str(v) for v in row[2:])
-            out.append(
-                Reject(f.relpath, record, TYPE_MISMATCH, type_reason(col, value, plan.types[col]), col, raw)
-            )
+            code, reason = value_reject(col, value, plan.types[col], keys=keys, cursor=cursor)
+            out.append(Reject(f.relpath, record, code, reason, col, raw))
         return out
 
     def write(self, files: list[FileFacts], columns: list[str], plan: TypePlan) -> Written:

@@ -38,18 +38,26 @@ from ingestion.plan.normalize import (
     TypeRule,
     accepted_rules,
     candidate_rules,
+    column_batches,
+    fit_rules,
     unpack_rule_counts,
     with_lower_bounds,
 )
 from ingestion.plan.rejects import (
     BAD_QUOTING,
     INVALID_ENCODING,
+    LINE_TOO_LONG,
+    MAX_LINE_BYTES,
+    RAW_LIMIT,
+    REPEATED_HEADER,
     REPLACEMENT_CHAR,
-    TYPE_MISMATCH,
     Reject,
+    check_order,
     classify_structural,
-    type_reason,
+    trailing_delimiter,
+    value_reject,
 )
+from ingestion.sources.csv import decodes_cleanly
 from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
@@ -69,6 +77,8 @@ BASE_CONF = {
 # Spark's names for the encodings the config allows.
 SPARK_CHARSETS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "latin-1": "iso-8859-1", "utf-16": "utf-16"}
 CORRUPT = "_tidemark_corrupt"
+# Spark's null string, set to one no field holds: unquoted empty fields are null, quoted "" stay "".
+NO_NULL = "\x00tidemark-no-null\x00"
 RECORD = "_tidemark_record"
 
 
@@ -202,15 +212,22 @@ def rule_ok_col(c: str, rule: TypeRule):
     return fits_length & col.rlike(f"^(?:{rule.pattern})$") & parse_col(c, rule).isNotNull()
 
 
-def fits_col(c: str, target: str, rules: dict[str, TypeRule]):
-    """True when text column `c` is null or a value a `target` column takes (pattern and parse)."""
+def fits_col(c: str, target: str, rules: dict[str, TypeRule], *, key: bool = False):
+    """True when text column `c` is null or a value a `target` column takes (pattern and parse).
+
+    A `key` column must also hold a value: a null or empty key is never landed.
+    """
     from pyspark.sql import functions as F
 
     col = F.col(quote_spark(c))
+    present = col.isNotNull() & (col != F.lit(""))
     if target == STRING:
-        return F.lit(True)
+        return present if key else F.lit(True)
     alts = [rule_ok_col(c, rules[n]) for n in accepted_rules(target) if n in rules]
-    return col.isNull() | reduce(lambda a, b: a | b, alts)
+    if key:
+        return present & reduce(lambda a, b: a | b, alts)
+    # An empty string in a typed column is its null: a number or a time has no empty value.
+    return col.isNull() | (col == F.lit("")) | reduce(lambda a, b: a | b, alts)
 
 
 def cast_col(c: str, target: str, rules: dict[str, TypeRule], zone: str | None):
@@ -270,6 +287,9 @@ class _SparkCsv:
             .option("unescapedQuoteHandling", "RAISE_ERROR")
             .option("maxCharsPerColumn", -1)
             .option("enforceSchema", True)
+            # PostgreSQL COPY: an unquoted empty field is null, a quoted "" the empty string.
+            .option("nullValue", NO_NULL)
+            .option("emptyValue", "")
             .csv(f.path)
         )
         # File order survives in the monotonically increasing id: (partition << 33) + row in partition,
@@ -278,14 +298,33 @@ class _SparkCsv:
         cols = []
         for k, c in enumerate(names):
             col = F.col(positional[k])
-            if o.null_values:
-                col = F.when(col.isin(list(o.null_values)), F.lit(None).cast("string")).otherwise(col)
+            tokens = [v for v in o.null_values if v]  # other tokens match quoted or not (as on DuckDB)
+            if tokens:
+                col = F.when(col.isin(tokens), F.lit(None).cast("string")).otherwise(col)
             cols.append(col.alias(c))
-        # A value holding U+FFFD came from bytes the decoder couldn't read: DuckDB refuses those rows.
-        garbled = reduce(
-            lambda a, b: a | b,
-            [F.coalesce(F.col(p).contains(REPLACEMENT_CHAR), F.lit(False)) for p in positional],
-            F.lit(False),
+        # A value holding U+FFFD came from bytes the decoder couldn't read (DuckDB refuses those rows),
+        # unless every byte of the file is valid: then it is a real U+FFFD character, and lands.
+        garbled = (
+            F.lit(False)
+            if not positional or decodes_cleanly(f.path, o)
+            else F.array_contains(
+                F.transform(
+                    F.array(*[F.col(p) for p in positional]),
+                    lambda v: F.coalesce(v.contains(REPLACEMENT_CHAR), F.lit(False)),
+                ),
+                True,
+            )
+        )
+        # The header line again mid-file (concatenated exports): rejected, so it types nothing.
+        repeated = (
+            F.array(
+                # the first field may carry the byte-order mark of a concatenated file's own header
+                F.regexp_replace(F.coalesce(F.col(positional[0]), F.lit("")), "^\ufeff", ""),
+                *[F.coalesce(F.col(p), F.lit("")) for p in positional[1:]],
+            )
+            == F.array(*[F.lit(n) for n in raw_names])
+            if o.header and positional
+            else F.lit(False)
         )
         if o.multiline and unbalanced_quotes(f.path, o):
             # Spark reads an unclosed quote to the end of the file without complaint; DuckDB refuses the
@@ -294,24 +333,45 @@ class _SparkCsv:
             df = df.withColumn(
                 CORRUPT, F.when(F.col(RECORD) == F.lit(last), F.lit(UNCLOSED)).otherwise(F.col(CORRUPT))
             )
+        # DuckDB refuses a record longer than MAX_LINE_BYTES (line_too_long); Spark reads it: flag it.
+        record_text = F.coalesce(F.col(CORRUPT), F.concat_ws(o.delimiter, *[F.col(p) for p in positional]))
+        too_long = F.octet_length(record_text) > F.lit(MAX_LINE_BYTES)
         df = df.select(
             *cols,
             F.lit(f.relpath).alias(SOURCE_FILE),
             F.col(RECORD),
             F.col(CORRUPT),
             garbled.alias("_garbled"),
+            F.coalesce(repeated, F.lit(False)).alias("_header"),
+            too_long.alias("_long"),
         ).persist()
+        # Only a capped prefix of a too-long record reaches the driver.
+        capped = [
+            F.when(F.col("_long"), F.substring(F.col(c), 1, RAW_LIMIT)).otherwise(F.col(c)).alias(c)
+            for c in [CORRUPT, *names]
+        ]
         bad = (
-            df.where(F.col(CORRUPT).isNotNull() | F.col("_garbled"))
-            .select(RECORD, CORRUPT, "_garbled", *names)
+            df.where(F.col(CORRUPT).isNotNull() | F.col("_garbled") | F.col("_header") | F.col("_long"))
+            .select(RECORD, "_garbled", "_header", "_long", *capped)
             .collect()
         )
-        rejects = []
+        rejects, tolerated = [], []
         for row in bad:
             raw = row[CORRUPT]
+            if row["_long"]:
+                raw = raw or o.delimiter.join("" if row[c] is None else row[c] for c in names)
+                code, reason = LINE_TOO_LONG, f"record longer than {MAX_LINE_BYTES} bytes"
+                rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw[:RAW_LIMIT]))
+                continue
+            if raw not in (None, UNCLOSED) and not row["_garbled"] and trailing_delimiter(raw, len(names), o):
+                tolerated.append(int(row[RECORD]))  # DuckDB reads `1,a,` under `id,name` as `1,a`
+                continue
             if raw is None:
                 raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
-            if row["_garbled"]:
+            if row["_header"] and row[CORRUPT] is None:
+                code, reason = REPEATED_HEADER, "the header line repeated as a data row"
+                raw = o.delimiter.join(raw_names)
+            elif row["_garbled"]:
                 code, reason = INVALID_ENCODING, "bytes that are not valid in the file's encoding"
             elif raw == UNCLOSED:
                 raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
@@ -322,7 +382,10 @@ class _SparkCsv:
         # Record indexes need the per-partition counts of every row, rejected ones included.
         self.cached[f.relpath] = df
         rejects = [replace(r, record=self.record_index(f.relpath, r.record)) for r in rejects]
-        good = df.where(F.col(CORRUPT).isNull() & ~F.col("_garbled")).drop(CORRUPT, "_garbled")
+        ok = F.col(CORRUPT).isNull() & ~F.col("_garbled") & ~F.col("_header") & ~F.col("_long")
+        good = df.where(ok | F.col(RECORD).isin(tolerated) if tolerated else ok).drop(
+            CORRUPT, "_garbled", "_header", "_long"
+        )
         self.frames[f.relpath], self.names[f.relpath] = good, names
         self.accepted[f.relpath] = good.count()
         return FileRead(self.accepted[f.relpath], tuple(rejects))
@@ -335,32 +398,31 @@ class _SparkCsv:
         if self.accepted[f.relpath] <= SAMPLE_ROWS:
             return _rule_counts(df, every)
         sample = _rule_counts(df.limit(SAMPLE_ROWS), every)
-        return with_lower_bounds(_rule_counts(df, candidate_rules(sample, rules)), rules)
+        exact = [self.batch.cursor] if self.batch.cursor else []
+        return with_lower_bounds(_rule_counts(df, candidate_rules(sample, rules, exact)), rules)
 
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
         from pyspark.sql import functions as F
 
         names, df = self.names[f.relpath], self.frames[f.relpath]
-        by_name = {r.name: r for r in rules}
-        fits = {c: fits_col(c, plan.types[c], by_name) for c in names}
-        first_bad = F.coalesce(*[F.when(~fits[c], F.lit(c)) for c in names], F.lit(None).cast("string"))
-        all_fit = reduce(lambda a, b: a & b, fits.values())
+        keys, cursor = self.batch.primary_key, self.batch.cursor
+        fits = {
+            c: fits_col(c, plan.types[c], fit_rules(rules, declared=c in self.batch.declared), key=c in keys)
+            for c in names
+        }
+        order = check_order(names, keys, cursor)
+        first_bad = F.coalesce(*[F.when(~fits[c], F.lit(c)) for c in order], F.lit(None).cast("string"))
+        # A flat coalesce, not a chain of ANDs: expression depth must not grow with the column count.
         marked = df.withColumn("_bad_column", first_bad)
-        bad = marked.where(~all_fit).orderBy(RECORD).collect()
-        self.frames[f.relpath] = df.where(all_fit)
+        bad = marked.where(F.col("_bad_column").isNotNull()).orderBy(RECORD).collect()
+        self.frames[f.relpath] = marked.where(F.col("_bad_column").isNull()).drop("_bad_column")
         out = []
         for row in bad:
             col = row["_bad_column"]
             raw = self.batch.options.delimiter.join("" if row[c] is None else row[c] for c in names)
+            code, reason = value_reject(col, row[col], plan.types[col], keys=keys, cursor=cursor)
             out.append(
-                Reject(
-                    f.relpath,
-                    self.record_index(f.relpath, int(row[RECORD])),
-                    TYPE_MISMATCH,
-                    type_reason(col, row[col], plan.types[col]),
-                    col,
-                    raw,
-                )
+                Reject(f.relpath, self.record_index(f.relpath, int(row[RECORD])), code, reason, col, raw)
             )
         return out
 
@@ -417,16 +479,21 @@ def unbalanced_quotes(path: str, options: CsvOptions) -> bool:
 
 
 def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[str, ColumnStats]:
-    """One scan of `df`: per column, its non-null values and the values satisfying each of its rules."""
+    """Per column, its non-null values and the values satisfying each of its rules: one scan per
+    `COLUMN_BATCH` columns, so a wide file's plan stays small (cost linear in the columns)."""
     from pyspark.sql import functions as F
 
-    aggs = []
-    for c, col_rules in rules.items():
-        aggs.append(F.count(F.col(quote_spark(c))))
-        aggs += [F.count(F.when(rule_ok_col(c, rule), F.lit(1))) for rule in col_rules]
-    row = df.agg(*aggs).first()
-    assert row is not None
-    return unpack_rule_counts(rules, row)
+    out: dict[str, ColumnStats] = {}
+    for part in column_batches(rules):
+        aggs = []
+        for c, col_rules in part.items():
+            aggs.append(F.count(F.when(F.col(quote_spark(c)) != F.lit(""), F.lit(1))))  # "" is no value
+            aggs.append(F.count(F.when(F.col(quote_spark(c)) == F.lit(""), F.lit(1))))
+            aggs += [F.count(F.when(rule_ok_col(c, rule), F.lit(1))) for rule in col_rules]
+        row = df.agg(*aggs).first()
+        assert row is not None
+        out.update(unpack_rule_counts(part, row))
+    return out
 
 
 def _partition_starts(df: DataFrame) -> dict[int, int]:

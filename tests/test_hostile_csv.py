@@ -1,0 +1,200 @@
+"""Hostile CSV input across runs: what a bad value in one run must not do to the next (issue 15).
+
+The corpus (test_csv_corpus.py) checks single runs; these check the state a run commits: the watermark
+stays a typed time, a column empty in the first run is typed by the values of a later one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from ingestion.config import parse_config
+from ingestion.engines.duckdb.engine import DuckDBEngine
+from ingestion.lake.state import StateStore
+from ingestion.run.pipeline import run_pipeline
+
+ENGINES = ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+
+
+def _engine(name: str, request):
+    if name == "duckdb":
+        return DuckDBEngine()
+    from ingestion.config import SparkConfig
+    from ingestion.engines.spark.engine import SparkEngine
+
+    return SparkEngine(SparkConfig(), spark=request.getfixturevalue("spark"))
+
+
+def _doc(inbox: Path, lake: Path, **table: Any) -> dict[str, Any]:
+    return {
+        "pipeline": "hostile",
+        "lake": {"root": str(lake)},
+        "sources": [
+            {
+                "name": "drops",
+                "kind": "csv",
+                "path": str(inbox),
+                "archive": {"enabled": True},
+                "tables": [{"name": "t", "pattern": "t_*.csv", **table}],
+            }
+        ],
+    }
+
+
+def _types(lake: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for f in sorted((lake / "landing" / "drops" / "t").glob("**/*.parquet")):
+        for field in pq.read_schema(f):
+            out[field.name] = str(field.type)
+    return out
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_an_unparseable_cursor_value_never_poisons_the_watermark(tmp_path, request, engine_name):
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    rows = [f"{i},2026-01-{i:02d} 10:00:00" for i in range(1, 20)]
+    rows.insert(5, "99,yesterday")
+    (inbox / "t_1.csv").write_text("id,updated_at\n" + "\n".join(rows) + "\n")
+    cfg = parse_config(_doc(inbox, lake, primary_key=["id"], cursor="updated_at", cursor_timezone="UTC"))
+    first = run_pipeline(cfg, engine=_engine(engine_name, request))
+    assert first.ok and first.tables[0].rows_landed == 19 and first.tables[0].rows_rejected == 1
+    state = StateStore(str(lake), "hostile").read("drops", "t")
+    assert state is not None and state.watermark is not None
+    assert (state.watermark.type, state.watermark.value) == ("timestamp", "2026-01-19T10:00:00.000000+00:00")
+    assert state.columns["updated_at"] == "timestamp"
+    # The next file's rows are newer than the real maximum: they land, none is filtered.
+    (inbox / "t_2.csv").write_text("id,updated_at\n20,2026-01-20 10:00:00\n21,2026-01-21 10:00:00\n")
+    second = run_pipeline(cfg, engine=_engine(engine_name, request))
+    t = second.tables[0]
+    assert (t.status, t.rows_landed, t.rows_filtered) == ("landed", 2, 0)
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_a_column_empty_in_the_first_run_is_typed_by_later_values(tmp_path, request, engine_name):
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_text("id,score\n1,\n2,\n")
+    cfg = parse_config(_doc(inbox, lake, primary_key=["id"]))
+    assert run_pipeline(cfg, engine=_engine(engine_name, request)).ok
+    state = StateStore(str(lake), "hostile").read("drops", "t")
+    assert state is not None and "score" not in state.columns  # no values yet: no type yet
+    assert "score" not in _types(lake)  # nor a column in the lake
+    (inbox / "t_2.csv").write_text("id,score\n3,17\n4,18\n")
+    second = run_pipeline(cfg, engine=_engine(engine_name, request))
+    assert second.ok and second.tables[0].rows_landed == 2
+    state = StateStore(str(lake), "hostile").read("drops", "t")
+    assert state is not None and state.columns["score"] == "bigint"
+    assert _types(lake)["score"] == "int64"
+
+
+def test_a_file_two_tables_match_is_refused_naming_both_and_defaults_that_overlap_warn(tmp_path, caplog):
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    (inbox / "order_1.csv").write_text("id\n1\n")
+    (inbox / "orders_1.csv").write_text("id\n2\n")
+    doc = _doc(inbox, lake)
+    doc["sources"][0]["tables"] = [{"name": "order"}, {"name": "orders"}]
+    with caplog.at_level("WARNING", logger="tidemark"):
+        cfg = parse_config(doc)
+    assert "'order*.csv' also matches table orders" in caplog.text
+    report = run_pipeline(cfg, engine=DuckDBEngine())
+    assert not report.ok
+    for t in report.tables:  # neither lands it, both say why
+        assert t.status == "failed"
+        assert "orders_1.csv" in (t.error or "") and "drops.order " in t.error and "drops.orders " in t.error
+    assert (inbox / "orders_1.csv").exists()
+    assert not (lake / "landing" / "drops" / "order").exists()
+    # Explicit patterns that don't overlap: each file lands once, in its own table.
+    doc["sources"][0]["tables"] = [
+        {"name": "order", "pattern": "order_*.csv"},
+        {"name": "orders", "pattern": "orders_*.csv"},
+    ]
+    report = run_pipeline(parse_config(doc), engine=DuckDBEngine())
+    assert report.ok and [t.rows_landed for t in report.tables] == [1, 1]
+
+
+def test_a_symlink_out_of_the_inbox_is_neither_landed_nor_moved(tmp_path):
+    inbox, lake, outside = tmp_path / "inbox", tmp_path / "lake", tmp_path / "elsewhere"
+    inbox.mkdir()
+    outside.mkdir()
+    (outside / "secret.csv").write_text("id\n99\n")
+    (inbox / "t_1.csv").write_text("id\n1\n")
+    (inbox / "t_2.csv").symlink_to(outside / "secret.csv")
+    (inbox / "sub").symlink_to(outside, target_is_directory=True)
+    doc = _doc(inbox, lake)
+    doc["sources"][0]["tables"][0]["pattern"] = "**/*.csv"
+    report = run_pipeline(parse_config(doc), engine=DuckDBEngine())
+    assert report.ok and report.tables[0].rows_landed == 1
+    assert (outside / "secret.csv").read_text() == "id\n99\n"  # still where it was
+    assert (inbox / "t_2.csv").is_symlink() and not (inbox / "t_1.csv").exists()
+    archived = [p.name for p in (inbox / "archive").rglob("*.csv")]
+    assert archived == ["t_1.csv"]
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_an_undecodable_row_keeps_its_bytes_and_a_refused_file_keeps_its_rows(tmp_path, request, engine_name):
+    import duckdb
+
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_bytes(
+        b"id,city\n1,Bern\n2,Z\xfcrich\n" + b"".join(b"%d,x\n" % i for i in range(3, 12))
+    )
+    (inbox / "t_2.csv").write_text("id,city\n1\n2\n3,ok\n")  # mostly ragged: refused whole
+    cfg = parse_config(_doc(inbox, lake))
+    report = run_pipeline(cfg, engine=_engine(engine_name, request))
+    t = report.tables[0]
+    assert t.rows_landed == 10 and t.rows_rejected == 1
+    why = t.files_refused["t_2.csv"]
+    assert "2 of 3 rows rejected" in why and "missing_columns: 2" in why
+    rows = duckdb.sql(
+        f"select _source_file, _line, _reason_code, _raw from read_parquet('{lake}/_rejected/**/*.parquet') "
+        "order by all"
+    ).fetchall()
+    assert rows == [
+        ("t_1.csv", 3, "invalid_encoding", "2,Z\\xfcrich"),
+        ("t_2.csv", 2, "missing_columns", "1"),
+        ("t_2.csv", 3, "missing_columns", "2"),
+    ]
+
+
+def test_with_archiving_off_a_refused_file_is_said_to_stay_in_the_inbox(tmp_path):
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    doc = _doc(inbox, lake)
+    doc["sources"][0]["archive"] = {"enabled": False}
+    t = run_pipeline(parse_config(doc), engine=DuckDBEngine()).tables[0]
+    assert "not_text" in t.files_refused["t_1.csv"]
+    assert t.refused_to.startswith("left in the inbox") and (inbox / "t_1.csv").exists()
+    doc["sources"][0]["archive"] = {"enabled": True}
+    (inbox / "t_1.csv").unlink()
+    (inbox / "t_2.csv").write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip archive
+    t = run_pipeline(parse_config(doc), engine=DuckDBEngine()).tables[0]
+    assert "not_text: a zip archive with 0 files" in t.files_refused["t_2.csv"]
+    assert t.refused_to == "moved to unprocessed/" and not (inbox / "t_2.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_a_line_over_the_limit_refuses_its_file_as_line_too_long_on_both_engines(
+    tmp_path, request, engine_name
+):
+    from ingestion.plan.rejects import MAX_LINE_BYTES
+
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    with open(inbox / "t_1.csv", "w") as f:
+        f.write("id,note\n" + "".join(f"{i},n\n" for i in range(1, 20)))
+        f.write("20," + "x" * (MAX_LINE_BYTES + 6 * 1024 * 1024) + "\n21,c\n")
+    (inbox / "t_2.csv").write_text("id,note\n22,d\n")
+    report = run_pipeline(parse_config(_doc(inbox, lake)), engine=_engine(engine_name, request))
+    t = report.tables[0]
+    assert t.status == "landed" and t.rows_landed == 1  # the other file lands
+    assert "line 21 is longer than" in t.files_refused["t_1.csv"]
+    assert "line_too_long" in t.files_refused["t_1.csv"]
