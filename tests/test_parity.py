@@ -118,13 +118,14 @@ def test_edge_cases_land_identically(tmp_path, spark, monkeypatch):
         "placed_at": "timestamp[us]",
         "placed_at_tz": "timestamp[us, tz=UTC]",
         "note": "string",
-        "empty": "string",
         "mixed": "string",
         "_run_id": "string",
         "_ingested_at": "timestamp[us, tz=UTC]",
         "_source_file": "string",
         "_op": "string",
     }
+    # `empty` has no value yet, so it has no type yet and is not written (it comes with its first values).
+    assert "empty" not in schema
     got = rows(duck, "orders")
     assert got == rows(spk, "orders")
     header, *data = got
