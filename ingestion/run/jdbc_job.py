@@ -144,7 +144,9 @@ class JdbcJob:
                     ingested_at=ctx.now,
                     target=target,
                     lake_root=ctx.cfg.lake_root,
-                    has_landed=state.has_data or bool(batch.files_written),
+                    # Committed runs, not a watermark or file ledger: a table without a cursor keeps
+                    # neither, and emptying it must still tombstone every key.
+                    has_landed=bool(state.committed_runs) or bool(batch.files_written),
                 )
             )
         out = Extracted(
