@@ -212,6 +212,20 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
             con.close()
         assert col_types["quantity"] == "BIGINT"
 
+    # Round 4, no edit of any model: a new source column (`channel`) and a dropped one (`note`) arrive.
+    # The new column flows through staging, the CDC table and the view; the dropped one stays, NULL in
+    # the versions landed after the drop.
+    newer = usage([(2, "api_calls", 6, "", "2026-01-04 10:00:00")], pa.int64()).drop_columns(["note"])
+    newer = newer.add_column(2, "channel", pa.array(["web"], pa.string()))
+    land_rows(lake, "billing_demo", "billing", "usage", newer, columns={"channel": "string"})
+    got = build()
+    assert got[(2, "api_calls")]["channel"] == "web" and got[(2, "api_calls")]["note"] is None
+    assert got[(2, "api_calls")]["quantity"] == 6
+    assert got[(1, "api_calls")]["channel"] is None and got[(1, "api_calls")]["note"] == long_note
+    live = {(r["account_id"], r["metric"]): (r["channel"], r["note"]) for r in rows("vw_usage")}
+    assert live == {(1, "api_calls"): (None, long_note), (2, "api_calls"): ("web", None)}
+    assert [r["channel"] for r in rows("stg_billing__usage") if r["quantity"] == 6] == ["web"]
+
 
 def test_scaffold_writes_the_consumer_view_and_follows_the_yaml_convention(tmp_path: Path) -> None:
     """The view models/views/<source>/vw_<table>.sql hides deleted rows, like the hand-written ones; each

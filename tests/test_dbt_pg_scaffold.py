@@ -1,0 +1,102 @@
+"""A discovered PostgreSQL table, scaffolded once, follows its source through schema changes and deletes
+with no edit of any model: a new column, a dropped one, an emptied table; curated table and view are
+compared with the source by key and every column (the oracle pattern)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestion.dbt_gen import generate_source_files, scaffold
+from ingestion.run.pipeline import run_pipeline
+
+from .dbt_support import FastDbt, read_duckdb
+from .helpers import DBT
+from .pg_fixtures import PgDb, jdbc_source, pipeline_doc
+from .test_dbt_scaffold import copy_project
+
+pytestmark = pytest.mark.slow
+
+
+def _source(db: PgDb) -> dict[int, dict[str, Any]]:
+    cur = db.con.execute("select * from orders")
+    names = [d.name for d in cur.description]
+    return {r[names.index("id")]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+
+
+def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_and_deletes(
+    pg_db: PgDb, tmp_path: Path, write_config, monkeypatch
+) -> None:
+    if not DBT.exists():
+        pytest.skip(f"dbt is not installed next to {sys.executable}")
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    db = pg_db
+    # The key is not the first column: generated models keep the source's column order.
+    db.con.execute(
+        "create table orders (note text, id int primary key, amount numeric(12,2), "
+        "updated_at timestamptz not null default now())"
+    )
+    db.con.execute(
+        "insert into orders (note, id, amount) select 'n' || g, g, g * 1.25 from generate_series(1, 3) g"
+    )
+    lake = tmp_path / "lake"
+    cfg = write_config(pipeline_doc(lake, jdbc_source(db, detect_deletes=True)))  # tables: "*" (discovered)
+
+    def run() -> None:
+        report = run_pipeline(cfg)
+        assert report.ok, [(t.name, t.error) for t in report.tables]
+
+    run()
+    project = copy_project(tmp_path / "project")
+    files, specs = generate_source_files(cfg, project)
+    for f in files:
+        f.path.parent.mkdir(parents=True, exist_ok=True)
+        f.path.write_text(f.text)
+    sources_text = next(f.text for f in files if f.path.name == "_pg__sources.yml")
+    written = scaffold(specs, sources_text, project, ["pg.orders"])
+    assert {s for t, p, s in written} == {"written"}, written
+    staging = (project / "models/staging/pg/stg_pg__orders.sql").read_text()
+    order = [staging.index(f"        {c},\n") for c in ("note", "id", "amount", "updated_at")]
+    assert order == sorted(order), staging
+    dbt = FastDbt(tmp_path, lake, tmp_path / "wh.duckdb", project=project)
+
+    def check(gone: set[int], dropped: dict[str, set[int]] | None = None) -> None:
+        """Curated = source by key and every column; `gone` keys deleted; dropped columns NULL for keys
+        whose current version landed after the drop."""
+        dbt("build", "--select", "stg_pg__orders+")
+        truth = _source(db)
+        got = {r["id"]: r for r in read_duckdb(tmp_path / "wh.duckdb", "main.orders")}
+        assert {k for k, r in got.items() if not r["_is_deleted"]} == set(truth)
+        assert {k for k, r in got.items() if r["_is_deleted"]} == gone
+        for key, row in truth.items():
+            for col, want in row.items():
+                assert got[key][col] == want, (key, col, got[key][col], want)
+        for col, keys in (dropped or {}).items():
+            assert all(got[k][col] is None for k in keys), (col, keys)
+        view = {r["id"]: r for r in read_duckdb(tmp_path / "wh.duckdb", "main.vw_orders")}
+        assert set(view) == set(truth)
+        for key, row in truth.items():
+            assert {c: view[key][c] for c in row} == row, key
+
+    check(set())
+
+    # A new column, an update, a delete: no model is edited.
+    db.con.execute("alter table orders add column channel text")
+    db.con.execute("update orders set channel = 'web', updated_at = now() where id = 1")
+    db.con.execute("delete from orders where id = 2")
+    run()
+    check({2})
+
+    # A column dropped at the source stays in the curated table, NULL in versions landed after the drop.
+    db.con.execute("alter table orders drop column note")
+    db.con.execute("update orders set amount = 9.99, updated_at = now() where id = 3")
+    run()
+    check({2}, {"note": {3}})
+
+    # Emptied at the source: every key is deleted in the curated table, the view is empty.
+    db.con.execute("delete from orders")
+    run()
+    check({1, 2, 3})
