@@ -158,7 +158,7 @@ def backend(request, tmp_path: Path, monkeypatch) -> Backend:
     return Backend(request.param, tmp_path, tmp_path / "lake", dbname)
 
 
-def test_cdc_tables_and_snapshots_follow_the_source(backend: Backend, tmp_path: Path) -> None:
+def test_cdc_tables_and_snapshots_follow_the_source(backend: Backend, tmp_path: Path, caplog) -> None:
     inbox, lake = tmp_path / "inbox", backend.lake
     oracle = Oracle()
     doc = demo_config_doc(inbox, lake)
@@ -225,7 +225,9 @@ def test_cdc_tables_and_snapshots_follow_the_source(backend: Backend, tmp_path: 
     fresh = {**changed, "subscription_id": "99999", "channel": "partner"}
     lines = [",".join(header)] + [",".join(r[c] for c in header) for r in (changed, fresh)]
     (inbox / SOURCE / "subscriptions_2026-01-04.csv").write_text("\n".join(lines) + "\n")
+    caplog.clear()
     ingest()
+    assert any("columns gone from the source" in r.getMessage() for r in caplog.records), caplog.text
     for row in (changed, fresh):
         oracle.upsert("subscriptions", {**row, "product": ""})
     build()

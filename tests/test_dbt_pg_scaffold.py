@@ -28,7 +28,7 @@ def _source(db: PgDb) -> dict[int, dict[str, Any]]:
 
 
 def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_and_deletes(
-    pg_db: PgDb, tmp_path: Path, write_config, monkeypatch
+    pg_db: PgDb, tmp_path: Path, write_config, monkeypatch, caplog
 ) -> None:
     if not DBT.exists():
         pytest.skip(f"dbt is not installed next to {sys.executable}")
@@ -93,7 +93,9 @@ def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_an
     # A column dropped at the source stays in the curated table, NULL in versions landed after the drop.
     db.con.execute("alter table orders drop column note")
     db.con.execute("update orders set amount = 9.99, updated_at = now() where id = 3")
+    caplog.clear()
     run()
+    assert any("columns gone from the source" in r.getMessage() for r in caplog.records), caplog.text
     check({2}, {"note": {3}})
 
     # Emptied at the source: every key is deleted in the curated table, the view is empty.

@@ -30,7 +30,7 @@ from ingestion.plan.jdbc import (
 from ingestion.records import TableOutcome
 from ingestion.redact import error_text
 from ingestion.run.context import RunContext, utcnow
-from ingestion.run.protocol import Extracted, Look
+from ingestion.run.protocol import Extracted, Look, warn_dropped_columns
 from ingestion.sources.jdbc import (
     PgConnection,
     connect,
@@ -133,6 +133,8 @@ class JdbcJob:
                 fetchsize=table.fetchsize,
             )
         )
+        if batch.rows_landed:
+            warn_dropped_columns(f"{self.source}.{self.table}", state.columns, batch.columns)
         tombstones = 0
         if table.detect_deletes:
             tombstones = ctx.get_engine().land_tombstones(
