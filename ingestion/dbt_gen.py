@@ -510,7 +510,7 @@ def scaffold(
 
     SQL files are new files; YAML entries are appended to the folder's `_<source>__models.yml`.
     Returns (table, path, status) with status `written` (new file), `added` (entry appended to a YAML
-    file), `kept` (the file or entry exists) or `has models`.
+    file), `kept` (the file or entry exists), `has models`, or `no primary key` (skipped unless named).
     """
     sources = yaml.safe_load(sources_text) or {}
     models = existing_models(project_dir)
@@ -522,6 +522,10 @@ def scaffold(
             continue
         if f"stg_{spec.source}__{spec.table}" in models:
             out.append((name, project_dir / "models", "has models"))
+            continue
+        if not spec.primary_key and not wanted:
+            # A discovered table without a key can't be merged; scaffolding the others goes on.
+            out.append((name, project_dir / "models", "no primary key"))
             continue
         # dbt model names are global: a second source's table of the same name gets the source prefix.
         cdc_name = spec.table if spec.table not in models else f"{spec.source}__{spec.table}"

@@ -56,8 +56,13 @@ def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_an
         f.path.parent.mkdir(parents=True, exist_ok=True)
         f.path.write_text(f.text)
     sources_text = next(f.text for f in files if f.path.name == "_pg__sources.yml")
-    written = scaffold(specs, sources_text, project, ["pg.orders"])
-    assert {s for t, p, s in written} == {"written"}, written
+    db.con.execute("create table keyless (v text)")  # discovered too: no key, no CDC model
+    run()
+    files, specs = generate_source_files(cfg, project)
+    assert {s.table for s in specs} == {"orders", "keyless"}
+    written = scaffold(specs, sources_text, project)
+    assert {s for t, p, s in written if t == "pg.orders"} == {"written"}, written
+    assert [s for t, p, s in written if t == "pg.keyless"] == ["no primary key"]
     staging = (project / "models/staging/pg/stg_pg__orders.sql").read_text()
     order = [staging.index(f"        {c},\n") for c in ("note", "id", "amount", "updated_at")]
     assert order == sorted(order), staging
