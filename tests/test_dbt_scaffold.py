@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import shutil
 import sys
-from datetime import datetime
+from datetime import date, datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,68 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
     live = {(r["account_id"], r["metric"]): (r["channel"], r["note"]) for r in rows("vw_usage")}
     assert live == {(1, "api_calls"): (None, long_note), (2, "api_calls"): ("web", None)}
     assert [r["channel"] for r in rows("stg_billing__usage") if r["quantity"] == 6] == ["web"]
+
+    # Rounds 5 and 6: every widening the lake can do reaches the CDC table exactly (issue 16):
+    # bigint → decimal(18,4), decimal(12,2) → decimal(18,4), decimal → double, date → timestamp,
+    # timestamp → timestamptz. Values compared at full precision (Decimal, microseconds).
+    def typed(values: dict[str, tuple[Any, pa.DataType]], when: str) -> pa.Table:
+        base = usage([(3, "api_calls", 0, "w", when)], pa.int64()).drop_columns(["quantity", "note"])
+        for name, (value, kind) in values.items():
+            base = base.append_column(name, pa.array([value], kind))
+        return base
+
+    first = {
+        "quantity": (Decimal("12.3456"), pa.decimal128(18, 4)),
+        "price": (Decimal("1.25"), pa.decimal128(12, 2)),
+        "ratio": (Decimal("0.50"), pa.decimal128(12, 2)),
+        "day": (date(2026, 1, 1), pa.date32()),
+        "seen": (datetime(2026, 1, 1, 10, 0, 0, 123456), pa.timestamp("us")),
+    }
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        typed(first, "2026-01-05 10:00:00"),
+        columns={
+            "quantity": "decimal(18,4)",
+            "price": "decimal(12,2)",
+            "ratio": "decimal(12,2)",
+            "day": "date",
+            "seen": "timestamp",
+        },
+    )
+    got = build()
+    row = got[(3, "api_calls")]
+    assert (row["quantity"], row["price"], row["day"]) == (
+        Decimal("12.3456"),
+        Decimal("1.25"),
+        date(2026, 1, 1),
+    )
+    assert got[(2, "api_calls")]["quantity"] == 6  # the bigint values kept exactly
+    second = {
+        "quantity": (Decimal("99999999999999.9999"), pa.decimal128(18, 4)),
+        "price": (Decimal("12345678901234.5678"), pa.decimal128(18, 4)),
+        "ratio": (1.0e-300, pa.float64()),
+        "day": (datetime(2026, 1, 1, 15, 30, 0), pa.timestamp("us")),
+        "seen": (datetime(2026, 1, 2, 10, 0, 0, 654321, tzinfo=timezone.utc), pa.timestamp("us", tz="UTC")),
+    }
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        typed(second, "2026-01-06 10:00:00"),
+        columns={"price": "decimal(18,4)", "ratio": "double", "day": "timestamp", "seen": "timestamptz"},
+    )
+    got = build()
+    row = got[(3, "api_calls")]
+    assert row["quantity"] == Decimal("99999999999999.9999")
+    assert row["price"] == Decimal("12345678901234.5678")
+    assert row["ratio"] == 1.0e-300
+    assert row["day"].replace(tzinfo=None) == datetime(2026, 1, 1, 15, 30, 0)
+    assert row["seen"].astimezone(timezone.utc) == datetime(2026, 1, 2, 10, 0, 0, 654321, tzinfo=timezone.utc)
+    assert got[(2, "api_calls")]["quantity"] == 6 and got[(1, "api_calls")]["quantity"] == 40_000
 
 
 def test_scaffold_writes_the_consumer_view_and_follows_the_yaml_convention(tmp_path: Path) -> None:
