@@ -15,6 +15,7 @@ from ingestion.config import JdbcSourceConfig, PipelineConfig
 from ingestion.engines import JdbcBatch, TombstoneBatch
 from ingestion.lake.layout import table_dir
 from ingestion.lake.model import TableState
+from ingestion.observe.faults import checkpoint
 from ingestion.observe.logs import event
 from ingestion.plan.csv import next_state
 from ingestion.plan.jdbc import (
@@ -133,6 +134,7 @@ class JdbcJob:
                 fetchsize=table.fetchsize,
             )
         )
+        checkpoint("rows_landed", self.table)
         if batch.rows_landed:
             warn_dropped_columns(f"{self.source}.{self.table}", state.columns, batch.columns)
         tombstones = 0
