@@ -238,6 +238,20 @@ def test_cdc_tables_and_snapshots_follow_the_source(backend: Backend, tmp_path: 
     }
     assert snap[key] == "web" and snap[99999] == "partner"
 
+    # Round 5: a file brings a time of day in `started_on`: the lake widens date → timestamp, and so do
+    # the CDC table, the view and the snapshot (issue 16) — 15:30 is not truncated to the date.
+    for row in oracle.rows["subscriptions"].values():
+        row["started_on"] = f"{row['started_on']} 00:00:00" if row["started_on"] else ""
+    later = {**changed, "updated_at": "2026-01-05 09:00:00", "started_on": "2026-01-05 15:30:00"}
+    lines = [",".join(header), ",".join(later[c] for c in header)]
+    (inbox / SOURCE / "subscriptions_2026-01-05.csv").write_text("\n".join(lines) + "\n")
+    ingest()
+    oracle.upsert("subscriptions", {**later, "product": ""})
+    build()
+    snap_rows = [r for r in backend.rows("subscriptions_snapshot") if r["dbt_valid_to"] is None]
+    current = next(r for r in snap_rows if r["subscription_id"] == key)
+    assert as_source_text(current["started_on"]) == "2026-01-05 15:30:00"
+
 
 def assert_docs_describe_every_column(backend: Backend) -> None:
     """`dbt docs generate` works (no network needed) and every model, snapshot and source column the
