@@ -13,12 +13,13 @@ import pytest
 from ingestion.dbt_gen import generate_source_files, scaffold
 from ingestion.run.pipeline import run_pipeline
 
-from .dbt_support import FastDbt, read_duckdb
+from .dbt_support import FastDbt, pg_database, postgres_env, read_duckdb, read_postgres
 from .helpers import DBT
 from .pg_fixtures import PgDb, jdbc_source, pipeline_doc
 from .test_dbt_scaffold import copy_project
 
 pytestmark = pytest.mark.slow
+__all__ = ["pg_database"]
 
 
 def _source(db: PgDb) -> dict[int, dict[str, Any]]:
@@ -27,11 +28,13 @@ def _source(db: PgDb) -> dict[int, dict[str, Any]]:
     return {r[names.index("id")]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
 
 
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
 def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_and_deletes(
-    pg_db: PgDb, tmp_path: Path, write_config, monkeypatch, caplog
+    kind: str, pg_db: PgDb, tmp_path: Path, write_config, monkeypatch, caplog, request: pytest.FixtureRequest
 ) -> None:
     if not DBT.exists():
         pytest.skip(f"dbt is not installed next to {sys.executable}")
+    dbname = request.getfixturevalue("pg_database") if kind == "postgres" else None
     monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
     db = pg_db
     # The key is not the first column: generated models keep the source's column order.
@@ -66,14 +69,32 @@ def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_an
     staging = (project / "models/staging/pg/stg_pg__orders.sql").read_text()
     order = [staging.index(f"        {c},\n") for c in ("note", "id", "amount", "updated_at")]
     assert order == sorted(order), staging
-    dbt = FastDbt(tmp_path, lake, tmp_path / "wh.duckdb", project=project)
+    env = postgres_env(dbname) if dbname else None
+    dbt = FastDbt(tmp_path, lake, tmp_path / "wh.duckdb", env, project=project)
+
+    def rows(relation: str) -> list[dict[str, Any]]:
+        if dbname:
+            return read_postgres(dbname, f"tidemark.{relation}")
+        return read_duckdb(tmp_path / "wh.duckdb", f"main.{relation}")
+
+    def load() -> None:
+        if not dbname:
+            return  # DuckDB reads the lake directly
+        from ingestion.warehouse.loader import PostgresLoader, load_warehouse
+
+        loader = PostgresLoader(f"host=127.0.0.1 user=postgres dbname={dbname}")
+        try:
+            load_warehouse(cfg, loader, [("pg", "orders")])
+        finally:
+            loader.close()
 
     def check(gone: set[int], dropped: dict[str, set[int]] | None = None) -> None:
         """Curated = source by key and every column; `gone` keys deleted; dropped columns NULL for keys
         whose current version landed after the drop."""
+        load()
         dbt("build", "--select", "stg_pg__orders+")
         truth = _source(db)
-        got = {r["id"]: r for r in read_duckdb(tmp_path / "wh.duckdb", "main.orders")}
+        got = {r["id"]: r for r in rows("orders")}
         assert {k for k, r in got.items() if not r["_is_deleted"]} == set(truth)
         assert {k for k, r in got.items() if r["_is_deleted"]} == gone
         for key, row in truth.items():
@@ -81,7 +102,7 @@ def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_an
                 assert got[key][col] == want, (key, col, got[key][col], want)
         for col, keys in (dropped or {}).items():
             assert all(got[k][col] is None for k in keys), (col, keys)
-        view = {r["id"]: r for r in read_duckdb(tmp_path / "wh.duckdb", "main.vw_orders")}
+        view = {r["id"]: r for r in rows("vw_orders")}
         assert set(view) == set(truth)
         for key, row in truth.items():
             assert {c: view[key][c] for c in row} == row, key
