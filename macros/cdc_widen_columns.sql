@@ -25,7 +25,10 @@
             {%- elif old_kind[0] in ["integer", "decimal"] and new_kind[0] in ["integer", "decimal"] -%}
                 {%- set digits = [old_kind[1] - old_kind[2], new_kind[1] - new_kind[2]] | max -%}
                 {%- set scale = [old_kind[2], new_kind[2]] | max -%}
-                {%- set precision = [digits + scale, 38] | min -%}
+                {%- set precision = digits + scale -%}
+                {%- if precision > 38 -%}
+                    {{ tidemark.cdc_cannot_widen(relation, old, new, "no decimal holds " ~ digits ~ " integer digits and scale " ~ scale) }}
+                {%- endif -%}
                 {%- if old_kind[0] == "integer" or precision != old_kind[1] or scale != old_kind[2] -%}
                     {%- set wider = "numeric(" ~ precision ~ "," ~ scale ~ ")" -%}
                 {%- endif -%}
@@ -35,10 +38,13 @@
                 {%- set wider = new.data_type -%}
             {%- elif old_kind[0] == "timestamp" and new_kind[0] == "timestamptz" -%}
                 {%- set wider = new.data_type -%}
-            {%- elif old.is_string() and new.is_string() and old.char_size is not none -%}
-                {%- if new.char_size is none or new.char_size > old.char_size -%}
+            {%- elif old.is_string() and new.is_string() -%}
+                {%- if old.char_size is not none and (new.char_size is none or new.char_size > old.char_size) -%}
                     {%- set wider = new.data_type -%}
                 {%- endif -%}
+            {%- elif old_kind[0] != "other" and new.is_string() -%}
+                {#- Text arriving in a typed column: a cast could fail or change values, never widen. -#}
+                {{ tidemark.cdc_cannot_widen(relation, old, new, "text does not fit a " ~ old_kind[0] ~ " column") }}
             {%- endif -%}
             {%- if wider is not none -%}
                 {{ log("cdc: widening " ~ relation ~ "." ~ old.name ~ " from " ~ old.data_type ~ " to " ~ wider, info=true) }}
@@ -48,6 +54,16 @@
         {%- endif -%}
     {%- endfor -%}
     {{ return(widened) }}
+{%- endmacro %}
+
+
+{% macro cdc_cannot_widen(relation, old, new, why) -%}
+    {#- Fail the model (never merge a rounded or truncated value) and say what to run. -#}
+    {{ exceptions.raise_compiler_error(
+        "cdc: " ~ relation ~ "." ~ old.name ~ " is " ~ old.data_type ~ " but the landed rows now hold "
+        ~ new.data_type ~ " (" ~ why ~ "), which cannot be widened in place. Rebuild the table: "
+        ~ "dbt build --full-refresh --select " ~ relation.identifier
+    ) }}
 {%- endmacro %}
 
 

@@ -1,5 +1,6 @@
 """A table added to ingestion.yml and scaffolded builds and tests with no hand edits, on DuckDB and
-PostgreSQL; its composite key merges, and its columns widen (varchar, smallint → integer → bigint)."""
+PostgreSQL; its composite key merges, its columns widen (varchar, integers, decimals, dates, times) and new
+columns flow through with no model edit; a change no ALTER can make fails the model with what to run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from ingestion.config import parse_config
 from ingestion.dbt_gen import generate_sources, scaffold
+from ingestion.errors import SchemaError
 
 from .conftest import demo_config_doc
 from .dbt_support import (
@@ -288,6 +290,26 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
     assert row["day"].replace(tzinfo=None) == datetime(2026, 1, 1, 15, 30, 0)
     assert row["seen"].astimezone(timezone.utc) == datetime(2026, 1, 2, 10, 0, 0, 654321, tzinfo=timezone.utc)
     assert got[(2, "api_calls")]["quantity"] == 6 and got[(1, "api_calls")]["quantity"] == 40_000
+
+    # Round 7: text arrives in the decimal column: no ALTER can hold it without failing or changing
+    # values, so the CDC model fails and says what to run; the curated rows stay as they were.
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        typed({"price": ("n/a", pa.string())}, "2026-01-07 10:00:00"),
+        columns={"price": "string"},
+    )
+    # (On PostgreSQL, load-warehouse refuses the raw table's change first, with its own hint.)
+    refused = (
+        (SchemaError, "cannot widen")
+        if kind == "postgres"
+        else (AssertionError, "full-refresh --select usage")
+    )
+    with pytest.raises(refused[0], match=refused[1]):
+        build()
+    assert rows("usage") and {(r["account_id"], r["metric"]): r for r in rows("usage")} == got
 
 
 def test_scaffold_writes_the_consumer_view_and_follows_the_yaml_convention(tmp_path: Path) -> None:
