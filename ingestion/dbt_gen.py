@@ -114,9 +114,8 @@ def table_specs(
         known = existing.column_names(ref.source, ref.table)
         landed = state_columns(ref.source, ref.table)
         if landed:
-            # Keep the file's order for columns it lists; new ones follow (keys first, the cursor last).
+            # Keep the file's order for columns it lists; new ones follow in the source's order.
             fresh = [c for c in landed if c not in known]
-            fresh.sort(key=lambda c: (c not in pk, c == cursor))
             columns = [c for c in known if c in landed] + fresh
         else:
             columns = known or []
@@ -177,8 +176,14 @@ def external_location(source: str) -> str:
     )
 
 
-def sources_doc(specs: Sequence[TableSpec], existing: Existing) -> dict[str, Any]:
-    """The sources YAML document: generated structure, existing descriptions and additions kept."""
+def sources_doc(
+    specs: Sequence[TableSpec], existing: Existing, written: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """The sources YAML document: generated structure, existing descriptions and additions kept.
+
+    `written` is what the file held: tables (and sources) the pipeline does not define are a user's
+    own entries and are kept as they are, and tables keep the file's order (new ones follow).
+    """
     sources: dict[str, dict[str, Any]] = {}
     for spec in specs:
         if spec.source not in sources:
@@ -210,7 +215,23 @@ def sources_doc(specs: Sequence[TableSpec], existing: Existing) -> dict[str, Any
             "columns": columns,
         }
         sources[spec.source]["tables"].append(table)
-    return {"version": 2, "sources": list(sources.values())}
+    generated = {(spec.source, spec.table) for spec in specs}
+    out: list[dict[str, Any]] = []
+    for old_src in written:
+        src_name = str(old_src.get("name"))
+        if src_name not in sources:
+            out.append(old_src)  # a source the pipeline does not define: the user's own
+            continue
+        src = sources.pop(src_name)
+        by_name = {t["name"]: t for t in src["tables"]}
+        tables = []
+        for old_tbl in old_src.get("tables") or []:
+            if (src_name, old_tbl.get("name")) in generated:
+                tables.append(by_name.pop(old_tbl["name"]))
+            else:
+                tables.append(old_tbl)  # a table the pipeline does not define: kept as written
+        out.append({**src, "tables": [*tables, *by_name.values()]})
+    return {"version": 2, "sources": [*out, *sources.values()]}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -265,15 +286,21 @@ def generate_source_files(
     refs = inventory(cfg, store)
     names = list(dict.fromkeys(r.source for r in refs))
     existing = Existing()
+    written: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         path = project_dir / sources_file(name)
         if path.exists():
-            existing.add(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            existing.add(text)
+            written[name] = list((yaml.safe_load(text) or {}).get("sources") or [])
     columns = state_columns_from_lake(cfg) if use_state else (lambda s, t: None)
     states = {(s.source, s.table): s for s in store.tables()} if store else {}
     specs = table_specs(cfg, columns, existing, refs, states)
     files = [
-        DbtFile(project_dir / sources_file(name), render(sources_doc(list(group), existing)))
+        DbtFile(
+            project_dir / sources_file(name),
+            render(sources_doc(list(group), existing, written.get(name, ()))),
+        )
         for name, group in groupby(specs, key=lambda s: s.source)
     ]
     return files, specs
@@ -339,17 +366,27 @@ def scaffold_files(
     table_desc, col_desc = _descriptions(sources, spec)
     columns = [*spec.columns, *STAGING_METADATA]
 
-    def select(cols: Sequence[str]) -> str:
-        return ",\n".join(f"        {c}" for c in cols)
+    def select(relation: str, exclude: Sequence[str] = ()) -> str:
+        # Explicit columns, then any the relation gained since (new_landed_columns), then the metadata:
+        # a column that appears at the source flows through with no hand edit of this file.
+        data = [f"        {c}," for c in spec.columns]
+        known = _wrapped_list([*spec.columns, *STAGING_METADATA])
+        skip = _wrapped_list(["_ingest_date", *exclude])
+        new = f"        {{{{ new_landed_columns(\n            {relation},\n{known},\n{skip}\n        ) }}}}"
+        meta = ",\n".join(f"        {c}" for c in STAGING_METADATA)
+        return "\n".join([*data, new, meta])
 
+    source_rel = f"source('{spec.source}', '{spec.table}')"
     staging_sql = (
-        f"with\n\nsource as (\n\n    select * from {{{{ source('{spec.source}', '{spec.table}') }}}}\n\n),\n\n"
-        f"renamed as (\n\n    select\n{select(columns)}\n\n    from source\n\n)\n\nselect * from renamed\n"
+        f"with\n\nsource as (\n\n    select * from {{{{ {source_rel} }}}}\n\n),\n\n"
+        f"renamed as (\n\n    select\n{select(source_rel)}\n\n    from source\n\n)\n\nselect * from renamed\n"
     )
+    current = [*DELETE_COLUMNS, *STAMP_COLUMNS]
+    cdc_rel = f"ref('{cdc_name}')"
     view_sql = (
         f"with\n\ncurrent_rows as (\n\n    select * from {{{{ ref('{cdc_name}') }}}}\n\n),\n\n"
-        f"live as (\n\n    select\n{select(columns)}\n\n    from current_rows\n    where not _is_deleted\n\n)\n\n"
-        "select * from live\n"
+        f"live as (\n\n    select\n{select(cdc_rel, current)}\n\n"
+        "    from current_rows\n    where not _is_deleted\n\n)\n\nselect * from live\n"
     )
 
     def col(name: str, tests: list[Any] | None = None, current: bool = False) -> dict[str, Any]:
@@ -415,6 +452,12 @@ def scaffold_files(
     ]
 
 
+def _wrapped_list(names: Sequence[str]) -> str:
+    """A Jinja list literal of names, one item per line (SQL lint keeps lines short)."""
+    items = "".join(f"                '{n}',\n" for n in names)
+    return f"            [\n{items}            ]"
+
+
 def add_model_entry(text: str | None, model: dict[str, Any]) -> str:
     """The YAML text with `model` appended to its `models:` list; what is there (comments, quoting,
     order) is kept as written."""
@@ -467,7 +510,7 @@ def scaffold(
 
     SQL files are new files; YAML entries are appended to the folder's `_<source>__models.yml`.
     Returns (table, path, status) with status `written` (new file), `added` (entry appended to a YAML
-    file), `kept` (the file or entry exists) or `has models`.
+    file), `kept` (the file or entry exists), `has models`, or `no primary key` (skipped unless named).
     """
     sources = yaml.safe_load(sources_text) or {}
     models = existing_models(project_dir)
@@ -479,6 +522,10 @@ def scaffold(
             continue
         if f"stg_{spec.source}__{spec.table}" in models:
             out.append((name, project_dir / "models", "has models"))
+            continue
+        if not spec.primary_key and not wanted:
+            # A discovered table without a key can't be merged; scaffolding the others goes on.
+            out.append((name, project_dir / "models", "no primary key"))
             continue
         # dbt model names are global: a second source's table of the same name gets the source prefix.
         cdc_name = spec.table if spec.table not in models else f"{spec.source}__{spec.table}"

@@ -7,7 +7,8 @@
         - versions: one per key, the latest cursor, then latest `_ingested_at`, `_run_id`, `_source_file`;
         - no regression: a batch version older (by cursor) than the row the model holds never replaces it;
         - tombstones are ordered by landing time: the row is deleted when the newest tombstone for its key
-          landed after the version it holds; a newer version landed after the tombstone revives it.
+          landed with or after the version it holds (a run reads its rows before the source's key set, so
+          a tombstone of the same run is the later fact); a newer version landed later revives it.
       Before the statement, columns whose landed type grew (varchar length, smallint→integer→bigint) are
       widened in the model's table (cdc_widen_columns): append_new_columns only adds columns. -#}
     {#- dbt unit tests don't pass the model's config or columns: their YAML sets the vars
@@ -171,9 +172,11 @@ select
     {%- for name in names %}
     winners.{{ adapter.quote(name) }},
     {%- endfor %}
-    coalesce(last_tombstone.tombstoned_at > winners._ingested_at, false) as _is_deleted,
+    {#- A tombstone landed with the version it deletes (same run: the key set is read after the rows)
+        is the later fact, so equal landing times delete. #}
+    coalesce(last_tombstone.tombstoned_at >= winners._ingested_at, false) as _is_deleted,
     case
-        when last_tombstone.tombstoned_at > winners._ingested_at then last_tombstone.tombstoned_at
+        when last_tombstone.tombstoned_at >= winners._ingested_at then last_tombstone.tombstoned_at
     end as _deleted_at
     {#- run stamps for the audit's inserted/updated counts (audit_cdc_stamps) #}
     {{ audit_cdc_stamps("current_row" if incremental else none, "winners") }}

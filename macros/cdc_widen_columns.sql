@@ -1,7 +1,10 @@
 {% macro cdc_widen_columns(source_columns, target_columns, relation) -%}
-    {#- Widen columns of `relation` whose type in the batch is wider: varchar(n) → varchar(m > n) or
-        unbounded, and integer promotion (tinyint → smallint → integer → bigint → hugeint). Returns the
-        widened column names. dbt's on_schema_change adds columns but never widens them. -#}
+    {#- Widen columns of `relation` whose type in the batch is wider, so the merge never rounds or
+        truncates a landed value: varchar(n) → varchar(m > n) or unbounded; integer promotion (tinyint →
+        smallint → integer → bigint → hugeint); integer → decimal and decimal(p,s) → decimal with room for
+        both (integer digits and scale each the larger, precision at most 38); integer or decimal →
+        double; date → timestamp; timestamp → timestamptz. Returns the widened column names. dbt's
+        on_schema_change adds columns but never widens them. -#}
     {%- set int_rank = {"tinyint": 1, "int1": 1, "smallint": 2, "int2": 2, "integer": 4, "int": 4, "int4": 4,
                         "bigint": 8, "int8": 8, "hugeint": 16} -%}
     {%- set target_by_name = {} -%}
@@ -12,13 +15,36 @@
         {%- if old is not none -%}
             {%- set old_type = old.dtype | lower -%}
             {%- set new_type = new.dtype | lower -%}
+            {%- set old_kind = tidemark.cdc_type_kind(old) -%}
+            {%- set new_kind = tidemark.cdc_type_kind(new) -%}
             {%- set wider = none -%}
-            {%- if old_type in int_rank and new_type in int_rank and int_rank[new_type] > int_rank[old_type] -%}
-                {%- set wider = new.data_type -%}
-            {%- elif old.is_string() and new.is_string() and old.char_size is not none -%}
-                {%- if new.char_size is none or new.char_size > old.char_size -%}
+            {%- if old_type in int_rank and new_type in int_rank -%}
+                {%- if int_rank[new_type] > int_rank[old_type] -%}
                     {%- set wider = new.data_type -%}
                 {%- endif -%}
+            {%- elif old_kind[0] in ["integer", "decimal"] and new_kind[0] in ["integer", "decimal"] -%}
+                {%- set digits = [old_kind[1] - old_kind[2], new_kind[1] - new_kind[2]] | max -%}
+                {%- set scale = [old_kind[2], new_kind[2]] | max -%}
+                {%- set precision = digits + scale -%}
+                {%- if precision > 38 -%}
+                    {{ tidemark.cdc_cannot_widen(relation, old, new, "no decimal holds " ~ digits ~ " integer digits and scale " ~ scale) }}
+                {%- endif -%}
+                {%- if old_kind[0] == "integer" or precision != old_kind[1] or scale != old_kind[2] -%}
+                    {%- set wider = "numeric(" ~ precision ~ "," ~ scale ~ ")" -%}
+                {%- endif -%}
+            {%- elif old_kind[0] in ["integer", "decimal"] and new_kind[0] == "float" -%}
+                {%- set wider = new.data_type -%}
+            {%- elif old_kind[0] == "date" and new_kind[0] in ["timestamp", "timestamptz"] -%}
+                {%- set wider = new.data_type -%}
+            {%- elif old_kind[0] == "timestamp" and new_kind[0] == "timestamptz" -%}
+                {%- set wider = new.data_type -%}
+            {%- elif old.is_string() and new.is_string() -%}
+                {%- if old.char_size is not none and (new.char_size is none or new.char_size > old.char_size) -%}
+                    {%- set wider = new.data_type -%}
+                {%- endif -%}
+            {%- elif old_kind[0] != "other" and new.is_string() -%}
+                {#- Text arriving in a typed column: a cast could fail or change values, never widen. -#}
+                {{ tidemark.cdc_cannot_widen(relation, old, new, "text does not fit a " ~ old_kind[0] ~ " column") }}
             {%- endif -%}
             {%- if wider is not none -%}
                 {{ log("cdc: widening " ~ relation ~ "." ~ old.name ~ " from " ~ old.data_type ~ " to " ~ wider, info=true) }}
@@ -28,6 +54,46 @@
         {%- endif -%}
     {%- endfor -%}
     {{ return(widened) }}
+{%- endmacro %}
+
+
+{% macro cdc_cannot_widen(relation, old, new, why) -%}
+    {#- Fail the model (never merge a rounded or truncated value) and say what to run. -#}
+    {{ exceptions.raise_compiler_error(
+        "cdc: " ~ relation ~ "." ~ old.name ~ " is " ~ old.data_type ~ " but the landed rows now hold "
+        ~ new.data_type ~ " (" ~ why ~ "), which cannot be widened in place. Rebuild the table: "
+        ~ "dbt build --full-refresh --select " ~ relation.identifier
+    ) }}
+{%- endmacro %}
+
+
+{% macro cdc_type_kind(column) -%}
+    {#- (kind, precision, scale) of a column: kind is integer (precision = its decimal digits), decimal,
+        float, date, timestamp, timestamptz or other. DuckDB reports `DECIMAL(18,4)` as the type
+        string only; PostgreSQL and Redshift `numeric` with precision and scale apart. -#}
+    {%- set t = column.dtype | lower | trim -%}
+    {%- set digits = {"tinyint": 3, "int1": 3, "smallint": 5, "int2": 5, "integer": 10, "int": 10, "int4": 10,
+                      "bigint": 19, "int8": 19, "hugeint": 38} -%}
+    {%- if t in digits -%}
+        {{ return(("integer", digits[t], 0)) }}
+    {%- elif t.startswith("decimal") or t.startswith("numeric") -%}
+        {%- set found = modules.re.search("\\(\\s*(\\d+)\\s*,\\s*(\\d+)\\s*\\)", column.data_type) -%}
+        {%- if found -%}
+            {{ return(("decimal", found.group(1) | int, found.group(2) | int)) }}
+        {%- elif column.numeric_precision is not none -%}
+            {{ return(("decimal", column.numeric_precision | int, (column.numeric_scale or 0) | int)) }}
+        {%- endif -%}
+        {{ return(("other", 0, 0)) }}
+    {%- elif t in ["double", "double precision", "float8", "float", "real", "float4"] -%}
+        {{ return(("float", 0, 0)) }}
+    {%- elif t == "date" -%}
+        {{ return(("date", 0, 0)) }}
+    {%- elif t in ["timestamp", "timestamp without time zone", "datetime"] -%}
+        {{ return(("timestamp", 0, 0)) }}
+    {%- elif t in ["timestamptz", "timestamp with time zone"] -%}
+        {{ return(("timestamptz", 0, 0)) }}
+    {%- endif -%}
+    {{ return(("other", 0, 0)) }}
 {%- endmacro %}
 
 

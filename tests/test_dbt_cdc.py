@@ -43,8 +43,10 @@ class Oracle:
         self.deleted: dict[str, set[int]] = {t: set() for t in TABLES}
         self.rounds: list[dict[str, dict[int, tuple[str, ...]]]] = []
 
+        self.added: dict[str, list[str]] = {t: [] for t in TABLES}  # columns new at the source
+
     def columns(self, table: str) -> list[str]:
-        return COLUMNS[table] + (["segment"] if table == "accounts" else [])
+        return COLUMNS[table] + (["segment"] if table == "accounts" else []) + self.added[table]
 
     def set_day(self, day: int) -> None:
         for table, rows in truth(day).items():
@@ -156,7 +158,7 @@ def backend(request, tmp_path: Path, monkeypatch) -> Backend:
     return Backend(request.param, tmp_path, tmp_path / "lake", dbname)
 
 
-def test_cdc_tables_and_snapshots_follow_the_source(backend: Backend, tmp_path: Path) -> None:
+def test_cdc_tables_and_snapshots_follow_the_source(backend: Backend, tmp_path: Path, caplog) -> None:
     inbox, lake = tmp_path / "inbox", backend.lake
     oracle = Oracle()
     doc = demo_config_doc(inbox, lake)
@@ -209,6 +211,46 @@ def test_cdc_tables_and_snapshots_follow_the_source(backend: Backend, tmp_path: 
     assert_cdc_matches(backend, oracle)
     if backend.kind == "duckdb":
         assert_docs_describe_every_column(backend)
+
+    # Round 4, no edit of any model: subscriptions gain `channel` and lose `product` at the source. The
+    # new column reaches staging, the CDC table, the view and the snapshot; the dropped one stays,
+    # empty (NULL) in the versions landed after the drop, its older values kept.
+    key = min(oracle.rows["subscriptions"])
+    old_row = oracle.rows["subscriptions"][key]
+    oracle.added["subscriptions"].append("channel")
+    for row in oracle.rows["subscriptions"].values():
+        row["channel"] = ""
+    header = [c for c in COLUMNS["subscriptions"] if c != "product"] + ["channel"]
+    changed = {**old_row, "status": "cancelled", "updated_at": "2026-01-04 09:00:00", "channel": "web"}
+    fresh = {**changed, "subscription_id": "99999", "channel": "partner"}
+    lines = [",".join(header)] + [",".join(r[c] for c in header) for r in (changed, fresh)]
+    (inbox / SOURCE / "subscriptions_2026-01-04.csv").write_text("\n".join(lines) + "\n")
+    caplog.clear()
+    ingest()
+    assert any("columns gone from the source" in r.getMessage() for r in caplog.records), caplog.text
+    for row in (changed, fresh):
+        oracle.upsert("subscriptions", {**row, "product": ""})
+    build()
+    snap = {
+        r["subscription_id"]: r["channel"]
+        for r in backend.rows("subscriptions_snapshot")
+        if r["dbt_valid_to"] is None
+    }
+    assert snap[key] == "web" and snap[99999] == "partner"
+
+    # Round 5: a file brings a time of day in `started_on`: the lake widens date → timestamp, and so do
+    # the CDC table, the view and the snapshot (issue 16) — 15:30 is not truncated to the date.
+    for row in oracle.rows["subscriptions"].values():
+        row["started_on"] = f"{row['started_on']} 00:00:00" if row["started_on"] else ""
+    later = {**changed, "updated_at": "2026-01-05 09:00:00", "started_on": "2026-01-05 15:30:00"}
+    lines = [",".join(header), ",".join(later[c] for c in header)]
+    (inbox / SOURCE / "subscriptions_2026-01-05.csv").write_text("\n".join(lines) + "\n")
+    ingest()
+    oracle.upsert("subscriptions", {**later, "product": ""})
+    build()
+    snap_rows = [r for r in backend.rows("subscriptions_snapshot") if r["dbt_valid_to"] is None]
+    current = next(r for r in snap_rows if r["subscription_id"] == key)
+    assert as_source_text(current["started_on"]) == "2026-01-05 15:30:00"
 
 
 def assert_docs_describe_every_column(backend: Backend) -> None:

@@ -173,3 +173,46 @@ def test_each_source_has_its_sources_file_next_to_its_staging_models(tmp_path: P
     # Metadata columns are described by the shared docs blocks (models/docs.md).
     contacts = {c["name"]: c["description"] for c in crm_doc[0]["tables"][0]["columns"]}
     assert contacts["_run_id"] == "{{ doc('_run_id') }}"
+
+
+def test_hand_written_entries_are_kept_and_are_not_drift(tmp_path: Path) -> None:
+    """A user's own table and source entries (not in the config) survive regeneration, in the file's
+    order, with their tests and meta; `--check` then finds nothing to report."""
+    from typer.testing import CliRunner
+
+    from ingestion.cli import app
+
+    project = tmp_path / "project"
+    args = [
+        "dbt-sources",
+        "--no-state",
+        "--config",
+        str(REPO / "ingestion.yml"),
+        "--project-dir",
+        str(project),
+    ]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    path = project / sources_file("billing")
+    doc = yaml.safe_load(path.read_text())
+    tables = doc["sources"][0]["tables"]
+    legacy = {
+        "name": "legacy_refunds",
+        "description": "Loaded by the old Glue job, by hand.",
+        "meta": {"owner": "finance"},
+        "columns": [{"name": "refund_id", "description": "The key.", "data_tests": ["unique"]}],
+    }
+    tables.insert(1, legacy)
+    tables[0]["columns"][0]["description"] = "Edited by hand."
+    other = {"name": "erp", "schema": "erp_raw", "tables": [{"name": "ledger", "description": "By hand."}]}
+    doc["sources"].append(other)
+    path.write_text(render(doc))
+    res = runner.invoke(app, [*args, "--check"])
+    assert res.exit_code == 0, res.output
+    assert runner.invoke(app, args).exit_code == 0
+    kept = yaml.safe_load(path.read_text())
+    assert kept["sources"][1] == other
+    names = [t["name"] for t in kept["sources"][0]["tables"]]
+    assert names == ["accounts", "legacy_refunds", "customers", "subscriptions", "invoices"]
+    assert kept["sources"][0]["tables"][1] == legacy
+    assert kept["sources"][0]["tables"][0]["columns"][0]["description"] == "Edited by hand."

@@ -1,11 +1,13 @@
 """A table added to ingestion.yml and scaffolded builds and tests with no hand edits, on DuckDB and
-PostgreSQL; its composite key merges, and its columns widen (varchar, smallint → integer → bigint)."""
+PostgreSQL; its composite key merges, its columns widen (varchar, integers, decimals, dates, times) and new
+columns flow through with no model edit; a change no ALTER can make fails the model with what to run."""
 
 from __future__ import annotations
 
 import shutil
 import sys
-from datetime import datetime
+from datetime import date, datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 
 from ingestion.config import parse_config
 from ingestion.dbt_gen import generate_sources, scaffold
+from ingestion.errors import SchemaError
 
 from .conftest import demo_config_doc
 from .dbt_support import (
@@ -211,6 +214,102 @@ def test_a_scaffolded_table_builds_merges_and_widens(tmp_path: Path, target, mon
         finally:
             con.close()
         assert col_types["quantity"] == "BIGINT"
+
+    # Round 4, no edit of any model: a new source column (`channel`) and a dropped one (`note`) arrive.
+    # The new column flows through staging, the CDC table and the view; the dropped one stays, NULL in
+    # the versions landed after the drop.
+    newer = usage([(2, "api_calls", 6, "", "2026-01-04 10:00:00")], pa.int64()).drop_columns(["note"])
+    newer = newer.add_column(2, "channel", pa.array(["web"], pa.string()))
+    land_rows(lake, "billing_demo", "billing", "usage", newer, columns={"channel": "string"})
+    got = build()
+    assert got[(2, "api_calls")]["channel"] == "web" and got[(2, "api_calls")]["note"] is None
+    assert got[(2, "api_calls")]["quantity"] == 6
+    assert got[(1, "api_calls")]["channel"] is None and got[(1, "api_calls")]["note"] == long_note
+    live = {(r["account_id"], r["metric"]): (r["channel"], r["note"]) for r in rows("vw_usage")}
+    assert live == {(1, "api_calls"): (None, long_note), (2, "api_calls"): ("web", None)}
+    assert [r["channel"] for r in rows("stg_billing__usage") if r["quantity"] == 6] == ["web"]
+
+    # Rounds 5 and 6: every widening the lake can do reaches the CDC table exactly (issue 16):
+    # bigint → decimal(18,4), decimal(12,2) → decimal(18,4), decimal → double, date → timestamp,
+    # timestamp → timestamptz. Values compared at full precision (Decimal, microseconds).
+    def typed(values: dict[str, tuple[Any, pa.DataType]], when: str) -> pa.Table:
+        base = usage([(3, "api_calls", 0, "w", when)], pa.int64()).drop_columns(["quantity", "note"])
+        for name, (value, kind) in values.items():
+            base = base.append_column(name, pa.array([value], kind))
+        return base
+
+    first = {
+        "quantity": (Decimal("12.3456"), pa.decimal128(18, 4)),
+        "price": (Decimal("1.25"), pa.decimal128(12, 2)),
+        "ratio": (Decimal("0.50"), pa.decimal128(12, 2)),
+        "day": (date(2026, 1, 1), pa.date32()),
+        "seen": (datetime(2026, 1, 1, 10, 0, 0, 123456), pa.timestamp("us")),
+    }
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        typed(first, "2026-01-05 10:00:00"),
+        columns={
+            "quantity": "decimal(18,4)",
+            "price": "decimal(12,2)",
+            "ratio": "decimal(12,2)",
+            "day": "date",
+            "seen": "timestamp",
+        },
+    )
+    got = build()
+    row = got[(3, "api_calls")]
+    assert (row["quantity"], row["price"], row["day"]) == (
+        Decimal("12.3456"),
+        Decimal("1.25"),
+        date(2026, 1, 1),
+    )
+    assert got[(2, "api_calls")]["quantity"] == 6  # the bigint values kept exactly
+    second = {
+        "quantity": (Decimal("99999999999999.9999"), pa.decimal128(18, 4)),
+        "price": (Decimal("12345678901234.5678"), pa.decimal128(18, 4)),
+        "ratio": (1.0e-300, pa.float64()),
+        "day": (datetime(2026, 1, 1, 15, 30, 0), pa.timestamp("us")),
+        "seen": (datetime(2026, 1, 2, 10, 0, 0, 654321, tzinfo=timezone.utc), pa.timestamp("us", tz="UTC")),
+    }
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        typed(second, "2026-01-06 10:00:00"),
+        columns={"price": "decimal(18,4)", "ratio": "double", "day": "timestamp", "seen": "timestamptz"},
+    )
+    got = build()
+    row = got[(3, "api_calls")]
+    assert row["quantity"] == Decimal("99999999999999.9999")
+    assert row["price"] == Decimal("12345678901234.5678")
+    assert row["ratio"] == 1.0e-300
+    assert row["day"].replace(tzinfo=None) == datetime(2026, 1, 1, 15, 30, 0)
+    assert row["seen"].astimezone(timezone.utc) == datetime(2026, 1, 2, 10, 0, 0, 654321, tzinfo=timezone.utc)
+    assert got[(2, "api_calls")]["quantity"] == 6 and got[(1, "api_calls")]["quantity"] == 40_000
+
+    # Round 7: text arrives in the decimal column: no ALTER can hold it without failing or changing
+    # values, so the CDC model fails and says what to run; the curated rows stay as they were.
+    land_rows(
+        lake,
+        "billing_demo",
+        "billing",
+        "usage",
+        typed({"price": ("n/a", pa.string())}, "2026-01-07 10:00:00"),
+        columns={"price": "string"},
+    )
+    # (On PostgreSQL, load-warehouse refuses the raw table's change first, with its own hint.)
+    refused = (
+        (SchemaError, "cannot widen")
+        if kind == "postgres"
+        else (AssertionError, "full-refresh --select usage")
+    )
+    with pytest.raises(refused[0], match=refused[1]):
+        build()
+    assert rows("usage") and {(r["account_id"], r["metric"]): r for r in rows("usage")} == got
 
 
 def test_scaffold_writes_the_consumer_view_and_follows_the_yaml_convention(tmp_path: Path) -> None:

@@ -181,11 +181,16 @@ def test_oracle_inserts_updates_deletes_ties_late_commit_schema_changes(
 
     # 3. the late row, a new column, widened types, more deletes
     db.con.execute("alter table orders add column channel text")
-    db.con.execute("alter table orders alter column id type bigint, alter column note type varchar(50)")
+    db.con.execute(
+        "alter table orders alter column id type bigint, alter column note type varchar(50), "
+        "alter column amount type numeric(18,4)"
+    )
     db.con.execute(
         "update orders set note = 'a note longer than ten characters', channel = 'web', updated_at = now() "
         "where id = 2"
     )
+    # A widened numeric: the curated column widens too, never rounds 12.3456 to 12.35.
+    db.con.execute("update orders set amount = 12.3456, updated_at = now() where id = 4")
     db.con.execute("delete from orders where id = 1")
     db.con.execute("delete from events where id = 2")
     run()

@@ -39,6 +39,13 @@ def test_types_widen_never_narrow() -> None:
     assert wider_type("timestamp with time zone", "timestamptz") is None
     with pytest.raises(SchemaError, match="cannot widen a bigint"):
         wider_type("bigint", "varchar(32)")
+    # The lake's other widenings: room for the integer digits and the scale of both, never rounding.
+    assert wider_type("bigint", "numeric(18,4)") == "numeric(23,4)"
+    assert wider_type("numeric(12,2)", "numeric(18,4)") == "numeric(18,4)"
+    assert wider_type("numeric(23,4)", "numeric(18,4)") is None
+    assert wider_type("numeric(12,2)", "double precision") == "double precision"
+    assert wider_type("date", "timestamp") == "timestamp"
+    assert wider_type("timestamp without time zone", "timestamptz") == "timestamptz"
 
 
 def test_plan_columns_adds_and_widens() -> None:

@@ -19,6 +19,7 @@ POINTS = (
     "run_started",
     "lease_acquired",
     "orphans_removed",
+    "rows_landed",  # PostgreSQL: the rows are landed, the key set for delete detection not read yet
     "batch_written",
     "state_committed",
     "files_archived",

@@ -359,6 +359,65 @@ def select_sql(table: JdbcTable, where: str | None, columns: Sequence[str] | Non
     return f"select {projection} from {table.relation}" + (f" where {where}" if where else "")
 
 
+# Rows holding a value the lake has no exact equivalent for are rejected with this code and a reason.
+UNREPRESENTABLE = "unrepresentable_value"
+
+
+def unrepresentable_checks(table: JdbcTable) -> list[tuple[str, str, str]]:
+    """(landed column, PostgreSQL condition, what) for values no landed type holds exactly on both
+    engines: ±infinity and BC (or year ≥ 10000) dates and timestamps, NaN/±Infinity in a decimal."""
+    out = []
+    for col in table.columns:
+        c = quote_ident(col.source_name)
+        if col.type in ("date", "timestamp", "timestamptz"):
+            lo, hi = {
+                "date": ("date '0001-01-01'", "date '10000-01-01'"),
+                "timestamp": ("timestamp '0001-01-01'", "timestamp '10000-01-01'"),
+                "timestamptz": (
+                    "timestamptz '0001-01-01 00:00:00+00'",
+                    "timestamptz '10000-01-01 00:00:00+00'",
+                ),
+            }[col.type]
+            cond = f"(not isfinite({c}) or {c} < {lo} or {c} >= {hi})"
+            out.append((col.name, cond, f"an infinite, BC or year-10000+ {col.type}"))
+        elif col.type.startswith("decimal("):
+            out.append(
+                (col.name, f"({c}::text in ('NaN', 'Infinity', '-Infinity'))", "a NaN or infinite numeric")
+            )
+    return out
+
+
+def unrepresentable_predicate(table: JdbcTable) -> str | None:
+    """True for a row holding any value of `unrepresentable_checks` (None: the table can't have one)."""
+    checks = unrepresentable_checks(table)
+    return " or ".join(f"coalesce({cond}, false)" for _, cond, _ in checks) or None
+
+
+def landable_where(table: JdbcTable, where: str | None) -> str | None:
+    """`where` restricted to rows every value of which lands exactly (the others are rejected)."""
+    bad = unrepresentable_predicate(table)
+    if bad is None:
+        return where
+    keep = f"not ({bad})"
+    return f"({where}) and {keep}" if where else keep
+
+
+def rejects_sql(table: JdbcTable, where: str | None) -> str | None:
+    """The rows `where` selects that hold an unrepresentable value: the first such column, what it is,
+    its original text, and the whole row as JSON (None when the table can't have one)."""
+    checks = unrepresentable_checks(table)
+    bad = unrepresentable_predicate(table)
+    if not checks or bad is None:
+        return None
+    cases = " ".join(
+        f"when coalesce({cond}, false) then array[{sql_string(name)}, {sql_string(what)}, "
+        f"{quote_ident(table.column(name).source_name)}::text]"
+        for name, cond, what in checks
+    )
+    cond = f"({where}) and ({bad})" if where else bad
+    return f"select case {cases} end, row_to_json(t)::text from {table.relation} as t where {cond}"
+
+
 def partition_ranges(lo: int, hi: int, n: int) -> list[tuple[int | None, int | None]]:
     """Split [lo, hi] into at most n half-open ranges; the first is open below, the last open above."""
     n = max(1, min(n, hi - lo + 1))

@@ -13,7 +13,7 @@ from ingestion.lake.model import TableState
 from ingestion.observe.logs import event
 from ingestion.plan.csv import FileFacts, TablePlan, next_state, plan_csv_table, settle_fetched
 from ingestion.run.context import RunContext
-from ingestion.run.protocol import Extracted, Look
+from ingestion.run.protocol import Extracted, Look, warn_dropped_columns
 from ingestion.sources.csv import (
     ARCHIVE_DIR,
     UNPROCESSED_DIR,
@@ -126,6 +126,8 @@ class CsvJob:
                 decimal_keys=t.decimal_keys,
             )
         )
+        if batch.rows_landed:
+            warn_dropped_columns(f"{self.source}.{self.table}", state.columns, batch.columns)
         q = batch.quarantine
         new = next_state(
             state, plan, batch, ctx.run_id, ctx.now, cursor_timezone=t.cursor_timezone, pause=ctx.pause

@@ -15,22 +15,27 @@ from ingestion.config import JdbcSourceConfig, PipelineConfig
 from ingestion.engines import JdbcBatch, TombstoneBatch
 from ingestion.lake.layout import table_dir
 from ingestion.lake.model import TableState
+from ingestion.observe.faults import checkpoint
 from ingestion.observe.logs import event
 from ingestion.plan.csv import next_state
 from ingestion.plan.jdbc import (
+    UNREPRESENTABLE,
     JdbcPlan,
     JdbcTable,
     cap_watermark,
+    landable_where,
     plan_jdbc_table,
+    rejects_sql,
     resolve_tables,
     safe_horizon,
     select_sql,
     where_clause,
 )
+from ingestion.plan.rejects import Reject
 from ingestion.records import TableOutcome
 from ingestion.redact import error_text
 from ingestion.run.context import RunContext, utcnow
-from ingestion.run.protocol import Extracted, Look
+from ingestion.run.protocol import Extracted, Look, warn_dropped_columns
 from ingestion.sources.jdbc import (
     PgConnection,
     connect,
@@ -119,7 +124,7 @@ class JdbcJob:
                 source=self.source,
                 table=self.table,
                 connection=self.connection,
-                query=select_sql(table, planned.where),
+                query=select_sql(table, landable_where(table, planned.where)),
                 columns=table.types,
                 primary_key=table.primary_key,
                 cursor=table.cursor,
@@ -133,6 +138,9 @@ class JdbcJob:
                 fetchsize=table.fetchsize,
             )
         )
+        checkpoint("rows_landed", self.table)
+        if batch.rows_landed:
+            warn_dropped_columns(f"{self.source}.{self.table}", state.columns, batch.columns)
         tombstones = 0
         if table.detect_deletes:
             tombstones = ctx.get_engine().land_tombstones(
@@ -144,17 +152,22 @@ class JdbcJob:
                     ingested_at=ctx.now,
                     target=target,
                     lake_root=ctx.cfg.lake_root,
-                    has_landed=state.has_data or bool(batch.files_written),
+                    # Committed runs, not a watermark or file ledger: a table without a cursor keeps
+                    # neither, and emptying it must still tombstone every key.
+                    has_landed=bool(state.committed_runs) or bool(batch.files_written),
                 )
             )
+        rejects = self._rejects(planned.where)
         out = Extracted(
             load_type=plan.load_type,
             files=len(batch.files_written) + (1 if tombstones else 0),
-            rows_read=batch.rows_read,
+            rows_read=batch.rows_read + len(rejects),
             rows_landed=batch.rows_landed + tombstones,
             rows_deduplicated=batch.rows_deduplicated,
+            rows_rejected=len(rejects),
+            rejects=rejects,
         )
-        if batch.files_written or tombstones:
+        if batch.files_written or tombstones or rejects:
             new = next_state(
                 state,
                 plan.table_plan(),
@@ -166,6 +179,29 @@ class JdbcJob:
             )
             new = replace(new, primary_key=tuple(table.primary_key), cursor=table.cursor)
             out.commit = new if ctx.pause else cap_watermark(new, plan)
+        return out
+
+    def _rejects(self, where: str | None) -> list[Reject]:
+        """Rows holding a value the lake can't hold exactly (±infinity, BC dates, NaN numerics): rejected
+        row by row with the column, the original text and the row as JSON, never landed changed."""
+        sql = rejects_sql(self.jdbc_table, where)
+        if sql is None:
+            return []
+        with connect(self.connection) as pg:
+            rows = query(self.connection, pg, sql)
+        out = []
+        for i, (found, raw) in enumerate(rows):
+            column, what, text = found
+            reason = f"{column} holds {text!r}, {what}: no landed type holds it exactly"
+            out.append(Reject(self.jdbc_table.relation, i, UNREPRESENTABLE, reason, column=column, raw=raw))
+        if out:
+            event(
+                "rows rejected: values with no exact equivalent in the lake",
+                logging.WARNING,
+                table=f"{self.source}.{self.table}",
+                rows=len(out),
+                first=out[0].reason,
+            )
         return out
 
     def after_commit(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -94,6 +95,19 @@ class TableJob(Protocol, Generic[P]):
     def after_commit(self, ctx: RunContext, state: TableState, plan: P, extracted: Extracted | None) -> None:
         """Harmless to repeat: archive processed inputs (CSV)."""
         ...
+
+
+def warn_dropped_columns(name: str, committed: Mapping[str, str], landed: Mapping[str, str]) -> None:
+    """Log the committed columns a batch no longer has (dropped at the source): the curated tables keep
+    them, NULL in the versions landed from now on."""
+    dropped = [c for c in committed if c not in landed]
+    if dropped:
+        event(
+            "columns gone from the source: kept in the lake and the curated tables, null in new versions",
+            logging.WARNING,
+            table=name,
+            dropped_columns=dropped,
+        )
 
 
 def land_table(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:

@@ -26,6 +26,7 @@ MIN_VARCHAR = 32
 MAX_VARCHAR = 65535
 INT_RANK = {"smallint": 2, "integer": 4, "bigint": 8}
 _VARCHAR = re.compile(r"^(?:varchar|character varying)\((\d+)\)$")
+_NUMERIC = re.compile(r"^(?:numeric|decimal)\((\d+),\s*(\d+)\)$")
 
 
 def raw_schema(source: str) -> str:
@@ -212,10 +213,33 @@ def wider_type(old: str, new: str) -> str | None:
         return None
     if old == "timestamptz" and new == "timestamp":
         return None
+    # The lake's other widenings (issue 16): integer → decimal, decimal precision/scale, → double,
+    # date → timestamp, timestamp → timestamptz; never a rounded or truncated value.
+    old_num, new_num = _exact_numeric(old), _exact_numeric(new)
+    if old_num and new_num:
+        digits = max(old_num[0] - old_num[1], new_num[0] - new_num[1])
+        scale = max(old_num[1], new_num[1])
+        wider = f"numeric({min(digits + scale, 38)},{scale})"
+        return None if wider == old else wider
+    if old_num and new == "double precision":
+        return new
+    if old == "date" and new in ("timestamp", "timestamptz"):
+        return new
+    if old == "timestamp" and new == "timestamptz":
+        return new
     raise SchemaError(
         f"cannot widen a {old} column to hold {new} values",
         hint="the landed type changed incompatibly: add a new column in the source, or reload the table",
     )
+
+
+def _exact_numeric(sql_type: str) -> tuple[int, int] | None:
+    """(precision, scale) of an integer or numeric(p,s) type; integers count their decimal digits."""
+    digits = {"smallint": 5, "integer": 10, "bigint": 19}
+    if sql_type in digits:
+        return digits[sql_type], 0
+    found = _NUMERIC.match(sql_type)
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def plan_columns(existing: dict[str, str], incoming: dict[str, str]) -> ColumnPlan:

@@ -82,12 +82,16 @@ def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
             typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
         out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
         out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
-        landed = spark.read.parquet(staging)
-        rows_landed, max_cursor = count_and_max(
-            landed, batch.cursor, batch.columns.get(batch.cursor, "") if batch.cursor else ""
-        )
         rows_read = int(observed.get["rows"])
-        files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
+        rows_landed, max_cursor, files = 0, None, list[str]()
+        # An empty read writes no Parquet file, and Spark cannot read back a folder without one
+        # (UNABLE_TO_INFER_SCHEMA): nothing to count, nothing to publish.
+        if rows_read:
+            landed = spark.read.parquet(staging)
+            rows_landed, max_cursor = count_and_max(
+                landed, batch.cursor, batch.columns.get(batch.cursor, "") if batch.cursor else ""
+            )
+            files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
     except Exception as exc:
         if type(exc).__module__.startswith(("pyspark", "py4j")):
             # Py4J texts carry the JDBC options' stack; mask secrets and drop the chained Java error.

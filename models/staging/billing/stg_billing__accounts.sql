@@ -16,6 +16,25 @@ renamed as (
         created_at,
         updated_at,
         {{ column_or_null(source('billing', 'accounts'), 'segment', dbt.type_string()) }},
+        {{ new_landed_columns(
+            source('billing', 'accounts'),
+            [
+                'account_id',
+                'account_name',
+                'plan_tier',
+                'country',
+                'created_at',
+                'updated_at',
+                'segment',
+                '_op',
+                '_source_file',
+                '_run_id',
+                '_ingested_at',
+            ],
+            [
+                '_ingest_date',
+            ]
+        ) }}
         _op,
         _source_file,
         _run_id,

@@ -16,6 +16,29 @@ live as (
         monthly_amount,
         started_on,
         updated_at,
+        {{ new_landed_columns(
+            ref('subscriptions'),
+            [
+                'subscription_id',
+                'account_id',
+                'product',
+                'status',
+                'monthly_amount',
+                'started_on',
+                'updated_at',
+                '_op',
+                '_source_file',
+                '_run_id',
+                '_ingested_at',
+            ],
+            [
+                '_ingest_date',
+                '_is_deleted',
+                '_deleted_at',
+                '_dbt_invocation_id',
+                '_dbt_first_invocation_id',
+            ]
+        ) }}
         _op,
         _source_file,
         _run_id,
