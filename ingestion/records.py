@@ -51,6 +51,7 @@ class TableOutcome:
     error: str | None = None
     error_class: str | None = None
     failed_step: Step | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. columns gone from the source
     # The Parquet files the committed run landed (full lake paths), as its commit recorded them; None when
     # nothing was committed. Not a ledger column: the catalog registration reads it.
     landed_files: tuple[str, ...] | None = None

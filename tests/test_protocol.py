@@ -312,3 +312,21 @@ def test_a_read_only_lake_is_a_message_not_a_traceback(tmp_path: Path) -> None:
             assert proc.returncode == 0, (proc.stdout, proc.stderr)
             assert "s.t" in proc.stdout and "landed" in proc.stdout
     assert (inbox / "t_2.csv").exists()  # nothing was moved or lost
+
+
+def test_a_column_gone_from_the_source_is_a_warning_in_the_ledger(tmp_path: Path, write_config) -> None:
+    inbox, lake = tmp_path / "in", tmp_path / "lake"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_text(GOOD)
+    cfg = write_config(csv_doc(inbox, lake, ["t"]))
+    first = run_pipeline(cfg)
+    assert first.ok and first.tables[0].warnings == []
+    (inbox / "t_2.csv").write_text("id,updated_at\n3,2026-01-03 10:00:00\n")  # `name` is gone
+    second = run_pipeline(cfg)
+    assert second.ok and second.tables[0].rows_landed == 1
+    rows = {r.run_id: r for r in latest(Ledger(str(lake)).read())}
+    assert rows[first.run_id].warnings is None
+    assert (
+        "columns gone from the source" in rows[second.run_id].warnings
+        and "name" in rows[second.run_id].warnings
+    )

@@ -77,6 +77,7 @@ class LedgerRow:
     pid: int = 0
     files_refused: int = 0  # files moved to unprocessed/ (status `refused`)
     failed_step: str | None = None  # the protocol step a failed table stopped in
+    warnings: str | None = None  # what the run noticed but did not fail for (columns gone from the source)
 
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -110,6 +111,7 @@ SCHEMA = pa.schema(
         ("pid", pa.int64()),
         ("files_refused", pa.int64()),
         ("failed_step", pa.string()),
+        ("warnings", pa.string()),
     ]
 )
 # Parquet column names differ from the fields only where SQL would need quotes (`table` is reserved).
@@ -193,6 +195,7 @@ def outcome_row(opened: LedgerRow, outcome: TableOutcome, now: datetime) -> Ledg
         error_message=redact(message),
         files_refused=len(outcome.files_refused),
         failed_step=outcome.failed_step,
+        warnings="; ".join(outcome.warnings) or None,
     )
 
 

@@ -126,8 +126,11 @@ class CsvJob:
                 decimal_keys=t.decimal_keys,
             )
         )
-        if batch.rows_landed:
+        dropped = (
             warn_dropped_columns(f"{self.source}.{self.table}", state.columns, batch.columns)
+            if batch.rows_landed
+            else []
+        )
         q = batch.quarantine
         new = next_state(
             state, plan, batch, ctx.run_id, ctx.now, cursor_timezone=t.cursor_timezone, pause=ctx.pause
@@ -137,6 +140,7 @@ class CsvJob:
         out.rows_deduplicated, out.rows_filtered = batch.rows_deduplicated, batch.rows_filtered
         out.rows_rejected = batch.rows_rejected
         out.rejects = list(q.rejects) if q else []
+        out.warnings = dropped
         out.files_refused = q.refused if q else {}
         if not self.config.archive.enabled:
             out.refused_to = "left in the inbox (archiving is off; the ledger skips it)"

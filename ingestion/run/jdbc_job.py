@@ -139,8 +139,11 @@ class JdbcJob:
             )
         )
         checkpoint("rows_landed", self.table)
-        if batch.rows_landed:
+        dropped = (
             warn_dropped_columns(f"{self.source}.{self.table}", state.columns, batch.columns)
+            if batch.rows_landed
+            else []
+        )
         tombstones = 0
         if table.detect_deletes:
             tombstones = ctx.get_engine().land_tombstones(
@@ -166,6 +169,7 @@ class JdbcJob:
             rows_deduplicated=batch.rows_deduplicated,
             rows_rejected=len(rejects),
             rejects=rejects,
+            warnings=dropped,
         )
         if batch.files_written or tombstones or rejects:
             new = next_state(

@@ -66,6 +66,7 @@ class Extracted:
     rows_rejected: int = 0
     rejects: list[Reject] = field(default_factory=list)
     files_refused: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the ledger and the log should say (not errors)
     refused_to: str = "moved to unprocessed/"  # what happens to a refused file, in the user's words
 
 
@@ -97,9 +98,9 @@ class TableJob(Protocol, Generic[P]):
         ...
 
 
-def warn_dropped_columns(name: str, committed: Mapping[str, str], landed: Mapping[str, str]) -> None:
+def warn_dropped_columns(name: str, committed: Mapping[str, str], landed: Mapping[str, str]) -> list[str]:
     """Log the committed columns a batch no longer has (dropped at the source): the curated tables keep
-    them, NULL in the versions landed from now on."""
+    them, NULL in the versions landed from now on. Returns the warning for the ledger (none: empty)."""
     dropped = [c for c in committed if c not in landed]
     if dropped:
         event(
@@ -108,6 +109,8 @@ def warn_dropped_columns(name: str, committed: Mapping[str, str], landed: Mappin
             table=name,
             dropped_columns=dropped,
         )
+        return [f"columns gone from the source (null in new versions): {', '.join(dropped)}"]
+    return []
 
 
 def land_table(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
@@ -173,6 +176,7 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
         step = "extract"
         extracted = job.extract(ctx, state, plan)
         outcome.load_type, outcome.files = extracted.load_type, extracted.files
+        outcome.warnings = list(extracted.warnings)
         outcome.rows_read, outcome.rows_landed = extracted.rows_read, extracted.rows_landed
         outcome.rows_deduplicated, outcome.rows_filtered = (
             extracted.rows_deduplicated,
