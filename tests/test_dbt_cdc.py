@@ -252,6 +252,23 @@ def test_cdc_tables_and_snapshots_follow_the_source(backend: Backend, tmp_path: 
     current = next(r for r in snap_rows if r["subscription_id"] == key)
     assert as_source_text(current["started_on"]) == "2026-01-05 15:30:00"
 
+    # Round 6: a rename at the source is a drop and an add, with no model edit: `channel` becomes
+    # `sales_channel`. The old name keeps its history, NULL in versions landed after the rename; the new
+    # name arrives with its values in the CDC table, the view and the snapshot.
+    oracle.added["subscriptions"].append("sales_channel")
+    for row in oracle.rows["subscriptions"].values():
+        row["sales_channel"] = ""
+    renamed_header = [c for c in header if c != "channel"] + ["sales_channel"]
+    renamed = {**later, "updated_at": "2026-01-06 09:00:00", "sales_channel": "web"}
+    lines = [",".join(renamed_header), ",".join(renamed[c] for c in renamed_header)]
+    (inbox / SOURCE / "subscriptions_2026-01-06.csv").write_text("\n".join(lines) + "\n")
+    ingest()
+    oracle.upsert("subscriptions", {**renamed, "product": "", "channel": ""})
+    build()
+    snap_rows = [r for r in backend.rows("subscriptions_snapshot") if r["dbt_valid_to"] is None]
+    current = next(r for r in snap_rows if r["subscription_id"] == key)
+    assert (current["sales_channel"], current["channel"]) == ("web", None)
+
 
 def assert_docs_describe_every_column(backend: Backend) -> None:
     """`dbt docs generate` works (no network needed) and every model, snapshot and source column the

@@ -124,6 +124,13 @@ def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_an
     assert any("columns gone from the source" in r.getMessage() for r in caplog.records), caplog.text
     check({2}, {"note": {3}})
 
+    # A renamed column is a drop and an add: the old name keeps its history, NULL in versions landed
+    # after the rename; the new name arrives with its values. Still no model edit.
+    db.con.execute("alter table orders rename column channel to sales_channel")
+    db.con.execute("update orders set updated_at = now() where id = 1")
+    run()
+    check({2}, {"note": {1, 3}, "channel": {1}})
+
     # Emptied at the source: every key is deleted in the curated table, the view is empty.
     db.con.execute("delete from orders")
     run()
