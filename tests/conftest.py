@@ -79,15 +79,31 @@ def demo_inbox(tmp_path: Path) -> Path:
 def spark() -> Iterator[Any]:
     """One local Spark session for the whole test session; skips when pyspark or Java is missing."""
     pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'tidemark[spark]')")
-    from ingestion.config import SparkConfig
+    from ingestion.config import DEFAULT_DRIVER_JAR, SparkConfig
     from ingestion.engines.spark.engine import get_spark, java_available
+    from tests.spark_cluster import s3a_jars
 
     if not java_available():
         pytest.skip("no Java runtime: the Spark engine needs Java 17 or 21")
-    session = get_spark(SparkConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "4"}))
+    conf = {"spark.sql.shuffle.partitions": "4"}
+    jars = s3a_jars()  # hadoop-aws for s3:// against moto (fetched once; see tests/spark_cluster.py)
+    if jars:
+        conf["spark.jars"] = ",".join(
+            [*jars, *([DEFAULT_DRIVER_JAR] if Path(DEFAULT_DRIVER_JAR).is_file() else [])]
+        )
+    session = get_spark(SparkConfig(master="local[2]", conf=conf))
+    session.tidemark_s3a = bool(jars)
     yield session
     session.stop()
     shutil.rmtree(REPO / "spark-warehouse", ignore_errors=True)
+
+
+@pytest.fixture
+def s3a_spark(spark: Any) -> Any:
+    """The session Spark, able to read and write `s3://` (S3A) on moto; skips without the S3A jars."""
+    if not getattr(spark, "tidemark_s3a", False):
+        pytest.skip("the S3A jars (hadoop-aws 3.3.1, from sagemaker-pyspark==1.4.5) could not be fetched")
+    return spark
 
 
 def _free_port() -> int:

@@ -187,11 +187,9 @@ def test_unsupported_lake_scheme_is_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.spark
-def test_spark_engine_in_local_mode_lands_to_an_s3_lake(s3_lake, spark):
-    """Spark (local mode, the driver's scratch) lands the same rows to S3; a rerun lands nothing.
-
-    On a multi-worker cluster the staging must be shared storage: see docs/aws.md.
-    """
+def test_spark_engine_in_local_mode_lands_to_an_s3_lake(s3_lake, s3a_spark):
+    """Spark reads the S3 inbox and writes the S3 lake through S3A (`s3://` mapped to it, as EMRFS on
+    Glue): the same rows land; a rerun lands nothing; no staging is left under the lake's _tmp/."""
     bucket = s3_lake
     cfg = parse_config({**doc(f"s3://{bucket}/drops", f"s3://{bucket}/lake"), "engine": "spark"})
     first = run_pipeline(cfg)
@@ -199,6 +197,7 @@ def test_spark_engine_in_local_mode_lands_to_an_s3_lake(s3_lake, spark):
     assert sorted(r["id"] for r in landed_rows(bucket)) == [1, 2, 3, 5, 6]
     assert keys(bucket, "lake/_rejected/s/t/") == {f"lake/_rejected/s/t/run_id={first.run_id}/part-0.parquet"}
     assert run_pipeline(cfg).tables[0].status == "up_to_date"
+    assert keys(bucket, "lake/_tmp/") == set()
 
 
 def test_delete_detection_with_an_s3_lake_is_refused_before_anything_runs(tmp_path, monkeypatch):

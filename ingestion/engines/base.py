@@ -16,7 +16,8 @@ from typing import Protocol
 
 from ingestion.config import CsvOptions
 from ingestion.errors import SchemaError, SourceError
-from ingestion.lake.layout import scratch_dir
+from ingestion.lake import fs as lakefs
+from ingestion.lake.layout import lake_scratch, scratch_dir
 from ingestion.lake.model import Watermark
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.jdbc import JdbcPlan, JdbcTable
@@ -38,7 +39,7 @@ log = logging.getLogger("tidemark")
 
 @dataclass(frozen=True)
 class CsvBatch:
-    """Everything an engine needs to land one table's new CSV files (local paths, fetched)."""
+    """Everything an engine needs to land one table's new CSV files (local paths or `s3://` URLs)."""
 
     source: str
     table: str
@@ -62,6 +63,17 @@ class CsvBatch:
     def staging(self) -> str:
         """A scratch folder for this batch outside `landing/`, so dbt never sees half-written files."""
         return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
+
+    @property
+    def lake_staging(self) -> str:
+        """The batch's scratch folder on the lake's own filesystem (`<lake>/_tmp/<run_id>/…`, an `s3://`
+        prefix for an S3 lake): where executors on other machines can write (the Spark engine)."""
+        return lakefs.join(lake_scratch(self.lake_root, self.run_id), self.source, self.table)
+
+    @property
+    def lake_text_copies(self) -> str:
+        """Decompressed copies of compressed drops on the lake's own filesystem (the Spark engine)."""
+        return lakefs.join(lake_scratch(self.lake_root, self.run_id), "_text", self.source, self.table)
 
     @property
     def text_copies(self) -> str:
@@ -147,6 +159,11 @@ class JdbcBatch:
         """The batch's scratch folder outside `landing/`."""
         return os.path.join(scratch_dir(self.lake_root, self.run_id), self.source, self.table)
 
+    @property
+    def lake_staging(self) -> str:
+        """The batch's scratch folder on the lake's own filesystem (see `CsvBatch.lake_staging`)."""
+        return lakefs.join(lake_scratch(self.lake_root, self.run_id), self.source, self.table)
+
 
 @dataclass(frozen=True)
 class TombstoneBatch:
@@ -214,14 +231,18 @@ def check_bound_type(batch: CsvBatch, types: dict[str, str]) -> None:
         )
 
 
-def land_csv_files(batch: CsvBatch, ops: CsvOps) -> LandedBatch:
-    """The CSV landing flow shared by both engines (see the module docstring)."""
+def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) -> LandedBatch:
+    """The CSV landing flow shared by both engines (see the module docstring).
+
+    Compressed drops are decompressed into `text_dir` (default: the run's local scratch folder; the
+    Spark engine passes one on the lake's filesystem, where its executors can read them).
+    """
     q = Quarantine()
     readable: list[tuple[FileFacts, list[str]]] = []
     for f in batch.files:
         counts = q.files[f.relpath] = FileCounts(f.relpath)
         try:
-            f = as_text_file(f, batch.text_copies, batch.options)  # the text copy from here on
+            f = as_text_file(f, text_dir or batch.text_copies, batch.options)  # the text copy from here on
             raw_names = read_header(f.path, batch.options)
             if raw_names is None:
                 continue  # an empty file: nothing to read, nothing lost

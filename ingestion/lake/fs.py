@@ -3,20 +3,23 @@
 Landing, quarantine and logs call these functions with plain path strings; a path that starts with
 `s3://` goes through pyarrow's S3 filesystem (credentials, region and endpoint from the AWS environment
 as `lake/s3` reads them: `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` is how tests reach moto), any other
-path through the local filesystem exactly as before (renames are atomic there). Engines always write to
-a local scratch folder; `place` then renames (local lake) or uploads (S3 lake) each file.
+path through the local filesystem exactly as before (renames are atomic there). The DuckDB engine writes
+to a local scratch folder and `place` renames (local lake) or uploads (S3 lake) each file; the Spark
+engine writes on the lake's own filesystem (`<lake>/_tmp/<run_id>/`) and `move` publishes server-side
+(a rename locally, a copy inside S3), so nothing in its data path touches the driver's disk.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ingestion.lake.s3 import S3, aws_region, s3_client, s3_endpoint, s3_retry
 
@@ -146,6 +149,99 @@ def place(local: str, dest: str) -> None:
     with open(local, "rb") as src, fs.open_output_stream(key) as out:
         shutil.copyfileobj(src, out, 8 << 20)
     os.unlink(local)
+
+
+def move(src: str, dest: str) -> None:
+    """Move a finished file to its lake path on the same filesystem: a rename locally, a server-side copy
+    then delete on S3 (no byte passes through this process). A local source for an S3 dest is uploaded."""
+    if not is_remote(src):
+        place(src, dest)
+        return
+    src_bucket, _, src_key = filesystem(src)[1].partition("/")
+    dst_bucket, _, dst_key = filesystem(dest)[1].partition("/")
+    client = s3_client()
+    s3_retry(client.copy_object)(
+        Bucket=dst_bucket, Key=dst_key, CopySource={"Bucket": src_bucket, "Key": src_key}
+    )
+    s3_retry(client.delete_object)(Bucket=src_bucket, Key=src_key)
+
+
+def move_all(pairs: list[tuple[str, str]], workers: int = 8) -> None:
+    """`move` each (src, dest) pair, several at a time (S3 copies are one request each)."""
+    if len(pairs) <= 1 or not any(is_remote(s) for s, _ in pairs):
+        for src, dest in pairs:
+            move(src, dest)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(pairs))) as pool:
+        for _ in pool.map(lambda pair: move(*pair), pairs):
+            pass
+
+
+def files_under(root: str, suffix: str = "") -> list[str]:
+    """Every file below `root` (any depth) whose name ends with `suffix`, as full paths, sorted."""
+    if not is_remote(root):
+        return sorted(str(p) for p in Path(root).rglob(f"*{suffix}") if p.is_file())
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem(root)
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    return sorted(S3 + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+
+
+def size(path: str) -> int:
+    """A file's size in bytes (a HEAD request on S3)."""
+    if not is_remote(path):
+        return os.path.getsize(path)
+    fs, key = filesystem(path)
+    return int(fs.get_file_info(key).size or 0)
+
+
+class _Stream(io.RawIOBase):
+    """A pyarrow input file as a Python raw stream (for `io.BufferedReader`, `TextIOWrapper`, `zipfile`)."""
+
+    def __init__(self, native: Any) -> None:
+        self._f = native
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._f.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._f.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._f.tell())
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def open_input(path: str) -> BinaryIO:
+    """A file of the lake or an inbox opened for reading as bytes: local, or streamed from S3 by ranged
+    GETs (seekable, buffered), never downloaded to the local disk."""
+    if not is_remote(path):
+        return open(path, "rb")
+    fs, key = filesystem(path)
+    return io.BufferedReader(_Stream(fs.open_input_file(key)), buffer_size=8 << 20)
+
+
+def open_output(path: str) -> BinaryIO:
+    """A new file of the lake opened for writing as bytes (on S3 a streamed multipart upload)."""
+    if not is_remote(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+    fs, key = filesystem(path)
+    return fs.open_output_stream(key)
 
 
 def write_parquet(table: pa.Table, dest: str) -> None:

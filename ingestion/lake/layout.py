@@ -30,6 +30,13 @@ def scratch_dir(lake_root: str, run_id: str) -> str:
     return os.path.join(lakefs.scratch_root(lake_root), "_tmp", run_id)
 
 
+def lake_scratch(lake_root: str, run_id: str) -> str:
+    """`<lake>/_tmp/<run_id>` on the lake's own filesystem (an `s3://` prefix for an S3 lake): where the
+    Spark engine's executors stage files, so no step needs the driver's disk. Same as `scratch_dir` for a
+    local lake."""
+    return lakefs.join(lake_root, "_tmp", run_id)
+
+
 def partition_value(ingested_at: datetime) -> str:
     """The `_ingest_date=` partition a run writes to: the run's UTC date."""
     return ingested_at.strftime("%Y-%m-%d")
@@ -91,10 +98,16 @@ def remove_orphans(target: str, committed: set[str]) -> list[str]:
 
 
 def remove_stale_scratch(lake_root: str, source: str, table: str, run_id: str) -> None:
-    """Remove other runs' scratch folders for a table (only while holding its lease)."""
+    """Remove other runs' scratch folders for a table (only while holding its lease): the local ones and,
+    for an S3 lake, the ones under `<lake>/_tmp/` that the Spark engine stages in."""
     for d in Path(lakefs.scratch_root(lake_root), "_tmp").glob(f"*/{source}/{table}"):
         if d.parent.parent.name != run_id:
             shutil.rmtree(d, ignore_errors=True)
+    if lakefs.is_remote(lake_root):
+        for run_dir in lakefs.children(lakefs.join(lake_root, "_tmp")):
+            if run_dir.rstrip("/").rsplit("/", 1)[-1] != run_id:
+                for sub in (lakefs.join(run_dir, source, table), lakefs.join(run_dir, "_text", source, table)):
+                    lakefs.remove_tree(sub)
 
 
 def remove_run_files(target: str, run_id: str) -> int:
@@ -108,14 +121,16 @@ def remove_run_files(target: str, run_id: str) -> int:
 def publish_staged(staging: str, target: str, run_id: str) -> list[str]:
     """Move Parquet files an engine wrote under `staging` into `target`, named `part-<run_id>-<n>.parquet`.
 
-    For engines that cannot choose their file names (Spark); partition folders are kept. `staging` is
-    local; `target` may be `s3://…` (files are uploaded: see `lakefs.place`).
+    For engines that cannot choose their file names (Spark); partition folders are kept. `staging` is a
+    local folder (uploaded to an S3 `target`) or a folder on the lake's own filesystem (renamed locally,
+    copied server-side on S3, several files at a time).
     """
-    published: list[str] = []
-    for n, src in enumerate(sorted(Path(staging).rglob("*.parquet"))):
-        rel_dir = src.parent.relative_to(staging)
-        dest = lakefs.join(target, *rel_dir.parts, f"part-{run_id}-{n}.parquet")
-        lakefs.place(str(src), dest)
-        published.append(dest)
-    shutil.rmtree(staging, ignore_errors=True)
-    return published
+    staged = lakefs.files_under(staging, ".parquet")
+    base = staging.rstrip("/\\")
+    pairs = []
+    for n, src in enumerate(staged):
+        rel_dir = [p for p in src[len(base) + 1 :].replace("\\", "/").split("/")[:-1] if p]
+        pairs.append((src, lakefs.join(target, *rel_dir, f"part-{run_id}-{n}.parquet")))
+    lakefs.move_all(pairs)
+    lakefs.remove_tree(staging)
+    return [dest for _, dest in pairs]

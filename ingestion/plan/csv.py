@@ -160,7 +160,7 @@ def plan_csv_table(
             seen.append(f.relpath)
             leftovers.append(f)
         else:
-            todo.append(f)  # its checksum decides, once fetched: see settle_fetched
+            todo.append(f)  # its checksum decides: see settle_checksums
             changed.append(f.relpath)
     bound = None
     if effective == "incremental" and has_cursor and state and state.watermark:
@@ -177,16 +177,20 @@ def same_file(entry: FileEntry, f: FileFacts) -> bool:
     return (entry.size, entry.mtime_ns) == (f.size, f.mtime_ns)
 
 
-def settle_fetched(plan: TablePlan, fetched: Sequence[FileFacts], state: TableState | None) -> TablePlan:
-    """Drop fetched files whose bytes were already landed: touched but unchanged, or re-delivered under
+def settle_checksums(plan: TablePlan, fetched: Sequence[FileFacts], state: TableState | None) -> TablePlan:
+    """Drop checksummed files whose bytes were already landed: touched but unchanged, or re-delivered under
     another name. A file whose bytes changed stays in the plan (landed again, flagged as changed).
+
+    An S3 object whose ETag and size are those the ledger recorded is unchanged too (ledgers written
+    before S3 files were identified by ETag hold a sha256 checksum for them).
     """
     ledger = state.files if state and plan.load_type == "incremental" else {}
     by_checksum = {e.checksum: name for name, e in ledger.items() if e.checksum and e.status == "landed"}
     keep, seen, leftovers, dupes, changed = [], list(plan.already_landed), list(plan.leftovers), [], []
     for f in fetched:
         entry = ledger.get(f.relpath)
-        if entry is not None and entry.checksum and entry.checksum == f.checksum:
+        same_object = entry is not None and bool(entry.etag) and entry.etag == f.etag and entry.size == f.size
+        if entry is not None and ((entry.checksum and entry.checksum == f.checksum) or same_object):
             seen.append(f.relpath)
             leftovers.append(f)
         elif entry is None and f.checksum in by_checksum:
@@ -274,7 +278,8 @@ class FileFacts:
     """A source file as listed at plan time.
 
     Its ledger identity is (relpath, size, mtime_ns, etag); `checksum` (sha256 of the bytes) is filled in
-    when the file is fetched, and tells a touched-but-identical file from a changed one.
+    when the file is planned (a local file's sha256, an S3 object's `etag:<ETag>`), and tells a
+    touched-but-identical file from a changed one.
     """
 
     relpath: str
@@ -283,7 +288,7 @@ class FileFacts:
     mtime_ns: int
     etag: str | None = None
     checksum: str | None = None
-    origin: str | None = None  # the S3 URL of a downloaded copy
+    origin: str | None = None  # the inbox path of a copy (a download, or a decompressed text copy)
 
     @property
     def is_s3(self) -> bool:

@@ -1,4 +1,4 @@
-"""The CSV steps the protocol calls: list + plan, fetch + settle, land, archive."""
+"""The CSV steps the protocol calls: list + plan, checksum + settle, land, archive."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 from ingestion.config import CsvSourceConfig, CsvTableConfig
 from ingestion.engines import CsvBatch
 from ingestion.errors import SourceError
-from ingestion.lake.layout import scratch_dir, table_dir
+from ingestion.lake.layout import table_dir
 from ingestion.lake.model import TableState
 from ingestion.observe.logs import event
-from ingestion.plan.csv import FileFacts, TablePlan, next_state, plan_csv_table, settle_fetched
+from ingestion.plan.csv import FileFacts, TablePlan, next_state, plan_csv_table, settle_checksums
 from ingestion.run.context import RunContext
 from ingestion.run.protocol import Extracted, Look, warn_dropped_columns
 from ingestion.sources.csv import (
@@ -19,7 +19,7 @@ from ingestion.sources.csv import (
     UNPROCESSED_DIR,
     Move,
     claimed_by,
-    fetch,
+    fingerprint,
     list_files,
     move_files,
 )
@@ -77,8 +77,7 @@ class CsvJob:
         plan = self._plan(ctx, state)
         if plan.has_work:
             # Checksums settle files whose size or mtime changed: same bytes are not landed again.
-            fetched = fetch(plan.files, scratch_dir(ctx.cfg.lake_root, ctx.run_id))
-            plan = settle_fetched(plan, fetched, state)
+            plan = settle_checksums(plan, fingerprint(plan.files), state)
         if plan.changed:
             event(
                 "files changed since they were landed; landing them again",

@@ -15,8 +15,9 @@ from typing import Any
 from ingestion.config import LoadType, PipelineConfig
 from ingestion.engines import Engine
 from ingestion.inventory import select
+from ingestion.lake import fs as lakefs
 from ingestion.lake.fs import check_lake
-from ingestion.lake.layout import new_run_id, scratch_dir
+from ingestion.lake.layout import lake_scratch, new_run_id, scratch_dir
 from ingestion.observe.audit import Ledger, RunLedger
 from ingestion.observe.faults import checkpoint
 from ingestion.observe.logs import event
@@ -122,6 +123,8 @@ def run_pipeline(
         if engine is None and ctx.engine is not None:
             ctx.engine.close()
         shutil.rmtree(scratch_dir(lake, ctx.run_id), ignore_errors=True)
+        if lakefs.is_remote(lake) and (ctx.engine is not None and ctx.engine.name == "spark"):
+            lakefs.remove_tree(lake_scratch(lake, ctx.run_id))  # the Spark engine's staging on S3
         event(
             "run finished",
             run_id=ctx.run_id,

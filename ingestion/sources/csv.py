@@ -1,8 +1,10 @@
 """CSV sources: list a table's files (local folder or S3 prefix), read headers, stage, archive.
 
-Everything here is I/O at the edge: the planner gets `FileFacts`, engines get local paths. S3 files are
-downloaded into the run's scratch folder before an engine reads them (engines read local files only, so
-both engines see the same bytes), and archived with copy + delete after the commit.
+Everything here is I/O at the edge: the planner gets `FileFacts`. An S3 file is identified by its ETag,
+size and last-modified time (never downloaded to plan); the Spark engine's executors read it where it is
+(`s3://`), the DuckDB engine reads a local copy (`download`). The driver-side checks (header, long
+lines, encoding, line numbers of rejects) stream the bytes through `lake.fs.open_input`. Files are
+archived with copy + delete after the commit.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from ingestion.config import CsvOptions
 from ingestion.errors import SourceError
+from ingestion.lake import fs as lakefs
 from ingestion.lake.s3 import s3_client, split_s3
 from ingestion.plan.csv import FileFacts
 from ingestion.plan.rejects import INVALID_ENCODING, Reject, csv_dialect
@@ -134,25 +137,34 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def fetch(files: Sequence[FileFacts], scratch: str) -> list[FileFacts]:
-    """Local, checksummed copies of `files`: S3 objects are downloaded under `scratch`, local files stay."""
+def fingerprint(files: Sequence[FileFacts]) -> list[FileFacts]:
+    """`files` with the checksum that tells a touched-but-identical file from a changed one, read without
+    moving a byte of an S3 object: a local file's sha256, an S3 object's ETag (S3's own content hash)."""
+    out = []
+    for f in files:
+        checksum = (f"etag:{f.etag}" if f.etag else None) if f.is_s3 else sha256_file(f.path)
+        out.append(replace(f, checksum=checksum))
+    return out
+
+
+def download(files: Sequence[FileFacts], scratch: str) -> list[FileFacts]:
+    """Local copies of the S3 files among `files` under `scratch` (local files stay where they are), for
+    an engine that reads local files only (DuckDB). Each copy remembers its S3 URL (`origin`)."""
     out = []
     client = None
     for f in files:
-        if f.is_s3:
-            client = client or s3_client()
-            bucket, key = split_s3(f.path)
-            local = Path(scratch, "inbox", f.relpath)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                client.download_file(bucket, key, str(local))
-            except Exception as exc:
-                raise SourceError(f"cannot download {f.path}: {exc}", hint="check s3:GetObject") from None
-            out.append(
-                FileFacts(f.relpath, str(local), f.size, f.mtime_ns, f.etag, sha256_file(str(local)), f.path)
-            )
-        else:
-            out.append(FileFacts(f.relpath, f.path, f.size, f.mtime_ns, f.etag, sha256_file(f.path)))
+        if not f.is_s3:
+            out.append(f)
+            continue
+        client = client or s3_client()
+        bucket, key = split_s3(f.path)
+        local = Path(scratch, f.relpath)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            client.download_file(bucket, key, str(local))
+        except Exception as exc:
+            raise SourceError(f"cannot download {f.path}: {exc}", hint="check s3:GetObject") from None
+        out.append(replace(f, path=str(local), origin=f.path))
     return out
 
 
@@ -162,7 +174,9 @@ def _decoder_name(options: CsvOptions) -> str:
 
 def open_text(path: str, options: CsvOptions) -> io.TextIOWrapper:
     """The file as text in its declared encoding (a UTF-8 BOM dropped); bad bytes become U+FFFD."""
-    return open(path, encoding=_decoder_name(options), errors="replace", newline="")
+    return io.TextIOWrapper(
+        lakefs.open_input(path), encoding=_decoder_name(options), errors="replace", newline=""
+    )
 
 
 class NotText(SourceError):
@@ -178,26 +192,31 @@ def as_text_file(f: FileFacts, scratch: str, options: CsvOptions) -> FileFacts:
 
     The copy keeps the file's relpath, so its rows still name the file as it was dropped.
     """
-    with open(f.path, "rb") as fh:
+    with lakefs.open_input(f.path) as fh:
         head = fh.read(4)
     kind = next((k for magic, k in _MAGIC.items() if head.startswith(magic)), None)
     out = f
     if kind is not None:
-        target = Path(scratch, f.relpath + ".text")  # no .gz/.zst suffix: readers must not decompress again
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # No .gz/.zst suffix: readers must not decompress again. `scratch` is on the lake's filesystem
+        # for the Spark engine (its executors read the copy), a local folder for DuckDB.
+        target = lakefs.join(scratch, f.relpath + ".text")
         if kind == "zip":
             _unzip_one(f, target)
         else:
             import pyarrow as pa
 
             try:
-                with pa.input_stream(f.path, compression=kind) as src, open(target, "wb") as dst:
+                with (
+                    lakefs.open_input(f.path) as raw,
+                    pa.input_stream(raw, compression=kind) as src,
+                    lakefs.open_output(target) as dst,
+                ):
                     while chunk := src.read(_CHUNK):
                         dst.write(chunk)
             except (OSError, pa.ArrowException) as exc:
                 raise NotText(f"{f.relpath}: not_text: a damaged {kind} file ({exc})") from None
-        out = FileFacts(f.relpath, str(target), f.size, f.mtime_ns, f.etag, f.checksum, f.source_path)
-    with open(out.path, "rb") as fh:
+        out = FileFacts(f.relpath, target, f.size, f.mtime_ns, f.etag, f.checksum, f.source_path)
+    with lakefs.open_input(out.path) as fh:
         sample = fh.read(8192)
     # NUL bytes never occur in CSV text (UTF-16 aside): an image, a spreadsheet, a nested archive.
     if b"\x00" in sample and options.encoding != "utf-16":
@@ -206,11 +225,11 @@ def as_text_file(f: FileFacts, scratch: str, options: CsvOptions) -> FileFacts:
     return out
 
 
-def _unzip_one(f: FileFacts, target: Path) -> None:
+def _unzip_one(f: FileFacts, target: str) -> None:
     import zipfile
 
     try:
-        with zipfile.ZipFile(f.path) as z:
+        with lakefs.open_input(f.path) as raw, zipfile.ZipFile(raw) as z:
             members = [
                 m for m in z.infolist() if not m.is_dir() and not m.filename.startswith(("__MACOSX/", "."))
             ]
@@ -220,7 +239,7 @@ def _unzip_one(f: FileFacts, target: Path) -> None:
                     f"({', '.join(m.filename for m in members[:5])}); tidemark reads a zip holding one CSV",
                     hint="drop the CSV files one by one, or one zip per file",
                 )
-            with z.open(members[0]) as src, open(target, "wb") as dst:
+            with z.open(members[0]) as src, lakefs.open_output(target) as dst:
                 shutil.copyfileobj(src, dst, _CHUNK)
     except zipfile.BadZipFile as exc:
         raise NotText(f"{f.relpath}: not_text: a damaged zip archive ({exc})") from None
@@ -228,9 +247,9 @@ def _unzip_one(f: FileFacts, target: Path) -> None:
 
 def first_long_line(path: str, limit: int) -> int | None:
     """The first physical line (1-based) longer than `limit` bytes, or None; free for smaller files."""
-    if os.path.getsize(path) <= limit:
+    if lakefs.size(path) <= limit:
         return None
-    with open(path, "rb") as fh:
+    with lakefs.open_input(path) as fh:
         n = 0
         while line := fh.readline(limit + 1):
             n += 1
@@ -243,7 +262,7 @@ def decodes_cleanly(path: str, options: CsvOptions) -> bool:
     """Are all of a file's bytes valid in its encoding? (Then a U+FFFD in it is a real character.)"""
     decoder = codecs.getincrementaldecoder(_decoder_name(options))(errors="strict")
     try:
-        with open(path, "rb") as fh:
+        with lakefs.open_input(path) as fh:
             while chunk := fh.read(_CHUNK):
                 decoder.decode(chunk)
         decoder.decode(b"", final=True)
@@ -311,7 +330,7 @@ def lines_at_offsets(path: str, offsets: Iterable[int]) -> dict[int, int]:
     out: dict[int, int] = {}
     if not wanted:
         return out
-    with open(path, "rb") as f:
+    with lakefs.open_input(path) as f:
         data = f.read(wanted[-1] + 3)
     line, pos = 1, 0
     for off in wanted:
@@ -393,10 +412,6 @@ def move_files(
 
 def locate(path: str, options: CsvOptions, rejects: Sequence[Reject]) -> list[Reject]:
     """Fill in physical line numbers: from byte offsets when the engine gave them, else by a file scan."""
-    from dataclasses import replace
-
-    from ingestion.sources.csv import lines_at_offsets
-
     by_offset = lines_at_offsets(path, [r.offset for r in rejects if r.offset is not None])
     scan = record_lines(path, options, [r.record for r in rejects if r.offset is None])
     located = [
@@ -414,7 +429,7 @@ def raw_lines(path: str, options: CsvOptions, lines: set[int]) -> dict[int | Non
     """Physical lines (1-based) of a file, decoded with undecodable bytes escaped as `\\xNN`."""
     out: dict[int | None, str] = {}
     last = max(lines)
-    with open(path, "rb") as fh:
+    with lakefs.open_input(path) as fh:
         for n, data in enumerate(fh, start=1):
             if n in lines:
                 out[n] = data.rstrip(b"\r\n").decode(_decoder_name(options), errors="backslashreplace")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -28,7 +30,7 @@ from ingestion.engines.duckdb.common import (
 from ingestion.engines.duckdb.jdbc import land_jdbc
 from ingestion.engines.duckdb.tombstones import land_tombstones
 from ingestion.errors import EngineError
-from ingestion.lake.layout import publish_staged
+from ingestion.lake.layout import publish_staged, scratch_dir
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
     SAMPLE_ROWS,
@@ -54,6 +56,7 @@ from ingestion.plan.rejects import (
     classify_structural,
     value_reject,
 )
+from ingestion.sources.csv import download
 from ingestion.sqltext import quote_ident, sql_string
 
 _batch_ids = itertools.count()
@@ -123,7 +126,12 @@ class DuckDBEngine:
         self.db.close()
 
     def land_csv(self, batch: CsvBatch) -> LandedBatch:
-        """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`."""
+        """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`.
+
+        DuckDB reads local files: S3 drops are downloaded into the run's local scratch folder first.
+        """
+        local = os.path.join(scratch_dir(batch.lake_root, batch.run_id), "_inbox", batch.source, batch.table)
+        batch = replace(batch, files=tuple(download(batch.files, local)))
         ops = _DuckDBCsv(self.db.cursor(), batch)  # a connection of its own: temp tables stay per batch
         try:
             return land_csv_files(batch, ops)

@@ -1,15 +1,25 @@
-"""What the Spark engine's CSV and PostgreSQL paths share: types, the dedup window, count and max cursor.
+"""What the Spark engine's CSV and PostgreSQL paths share: types, URIs, the dedup window, the observed
+write (count and max cursor in the write's own job) and the check that the files are where the lake looks.
 
 pyspark is imported inside functions: the Spark engine is loaded only when a run asks for it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ingestion.contract import INGESTED_AT, OP, RUN_ID, SOURCE_FILE, UPSERT, batch_dedup_order
+from ingestion.contract import (
+    INGESTED_AT,
+    OP,
+    PARTITION_COLUMN,
+    RUN_ID,
+    SOURCE_FILE,
+    UPSERT,
+    batch_dedup_order,
+)
 from ingestion.lake.model import Watermark
 from ingestion.plan.normalize import DECIMAL, DECIMAL_PRECISION, DECIMAL_SCALE, STRING
 from ingestion.sqltext import quote_spark
@@ -35,16 +45,51 @@ _CURSOR_FORMAT = {
 }
 
 
-def count_and_max(landed: DataFrame, cursor: str | None, ctype: str) -> tuple[int, Watermark | None]:
-    """One scan of what was written: its row count and the max cursor in canonical text."""
+def spark_uri(path: str) -> str:
+    """A lake or inbox path as the URI Spark's executors open: `s3://…` as is (EMRFS on Glue/EMR, S3A
+    elsewhere: see `engines.spark.engine.use_s3a`), a local path as `file:///abs/path`, so that a cluster
+    whose default filesystem is HDFS or viewfs never resolves it somewhere else."""
+    if "://" in path:
+        return path
+    return "file://" + os.path.abspath(path)
+
+
+def write_observed(
+    out: DataFrame, uri: str, cursor: str | None, ctype: str, name: str
+) -> tuple[int, Watermark | None]:
+    """Write `out` as Parquet partitioned by `_ingest_date` under `uri`, counting the rows written and
+    taking the max cursor (canonical text) in the same job: no second read of what was written."""
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    if not cursor:
-        return landed.count(), None
-    agg = F.max(F.col(quote_spark(cursor)))
-    expr = F.date_format(agg, _CURSOR_FORMAT[ctype]) if ctype in _CURSOR_FORMAT else agg.cast("string")
-    count, value = landed.agg(F.count(F.lit(1)), expr).first()  # type: ignore[misc]
-    return int(count), None if value is None else Watermark(value=str(value), type=ctype)
+    observed = Observation(name)
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    if cursor:
+        agg = F.max(F.col(quote_spark(cursor)))
+        top = F.date_format(agg, _CURSOR_FORMAT[ctype]) if ctype in _CURSOR_FORMAT else agg.cast("string")
+        aggs.append(top.alias("top"))
+    out.observe(observed, *aggs).write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(uri)
+    got = observed.get
+    value = got.get("top")
+    return int(got["rows"]), None if value is None else Watermark(value=str(value), type=ctype)
+
+
+def staged_files(staging: str, rows: int, what: str) -> list[str]:
+    """The Parquet files a Spark write left under `staging`, listed through the lake's own file
+    operations. Rows written but no file found means Spark wrote somewhere the lake cannot see (another
+    default filesystem, a mis-mapped scheme): that fails loudly instead of committing nothing."""
+    from ingestion.errors import EngineError
+    from ingestion.lake import fs as lakefs
+
+    files = lakefs.files_under(staging, ".parquet")
+    if rows and not files:
+        raise EngineError(
+            f"{what}: Spark reports {rows} rows written to {spark_uri(staging)}, but no Parquet file is "
+            "there: the write went to another filesystem than the lake's",
+            hint="give lake.root as an absolute local path on a filesystem every executor mounts, or as "
+            "s3://bucket/prefix; check fs.defaultFS and fs.s3.impl in the cluster's Hadoop settings",
+        )
+    return files
 
 
 def spark_type(ltype: str) -> str:

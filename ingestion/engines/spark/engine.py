@@ -10,8 +10,7 @@ import os
 import shutil
 from dataclasses import replace
 from functools import reduce
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ingestion.config import CsvOptions, SparkConfig
 from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
@@ -24,10 +23,18 @@ from ingestion.engines.base import (
     land_csv_files,
     landed_type,
 )
-from ingestion.engines.spark.common import SQL_TYPES, count_and_max, dedup_window, metadata_columns
+from ingestion.engines.spark.common import (
+    SQL_TYPES,
+    dedup_window,
+    metadata_columns,
+    spark_uri,
+    staged_files,
+    write_observed,
+)
 from ingestion.engines.spark.jdbc import driver_conf, land_jdbc
 from ingestion.errors import EngineError
 from ingestion.formats import to_java_pattern
+from ingestion.lake import fs as lakefs
 from ingestion.lake.layout import partition_value, publish_staged
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
@@ -138,6 +145,40 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
     return spark
 
 
+S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+
+
+def use_s3a(spark: SparkSession) -> bool:
+    """Let `s3://` URIs work where the cluster has no S3 filesystem of its own: through Hadoop's S3A.
+
+    On Glue and EMR `s3://` is EMRFS (`fs.s3.impl` is set by the platform) and nothing is changed. With
+    hadoop-aws on the classpath and no `fs.s3.impl`, `s3://` is mapped to S3A; an endpoint override in the
+    environment (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`: MinIO, moto) is passed to S3A with path-style
+    access and, for such stores, the environment's access keys. Returns whether `s3://` is readable.
+    """
+    from ingestion.lake.s3 import s3_endpoint
+
+    sc: Any = spark.sparkContext
+    hconf = sc._jsc.hadoopConfiguration()
+    if hconf.get("fs.s3.impl") is None:
+        try:
+            sc._jvm.org.apache.spark.util.Utils.classForName(S3A, True, False)
+        except Exception:
+            return False  # no hadoop-aws: an S3 lake or inbox fails with Spark's own "No FileSystem" error
+        hconf.set("fs.s3.impl", S3A)
+    endpoint = s3_endpoint()
+    chosen = sc.getConf()  # what the job's own settings say wins over the environment
+    if endpoint and not chosen.contains("spark.hadoop.fs.s3a.endpoint"):
+        hconf.set("fs.s3a.endpoint", endpoint)
+        hconf.set("fs.s3a.path.style.access", "true")
+        hconf.set("fs.s3a.connection.ssl.enabled", str(endpoint.startswith("https")).lower())
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if key and secret and not chosen.contains("spark.hadoop.fs.s3a.access.key"):
+            hconf.set("fs.s3a.access.key", key)
+            hconf.set("fs.s3a.secret.key", secret)
+    return True
+
+
 class SparkEngine:
     """Lands batches with Spark DataFrames; files are staged, then renamed to the run-id layout."""
 
@@ -152,6 +193,7 @@ class SparkEngine:
             "spark.sql.legacy.timeParserPolicy",
         ):
             self.spark.conf.set(key, BASE_CONF[key])
+        use_s3a(self.spark)
 
     def close(self) -> None:
         # The session is shared (tests, Glue); stopping it is the caller's business.
@@ -161,7 +203,7 @@ class SparkEngine:
         """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`."""
         ops = _SparkCsv(self.spark, batch)
         try:
-            return land_csv_files(batch, ops)
+            return land_csv_files(batch, ops, text_dir=batch.lake_text_copies)
         except EngineError:
             raise
         except Exception as exc:
@@ -259,7 +301,8 @@ class _SparkCsv:
     def close(self) -> None:
         for df in self.cached.values():
             df.unpersist()
-        shutil.rmtree(self.batch.staging, ignore_errors=True)
+        lakefs.remove_tree(self.batch.lake_staging)
+        lakefs.remove_tree(self.batch.lake_text_copies)
 
     def record_index(self, relpath: str, mono_id: int) -> int:
         """The 0-based record index in the file of a row's monotonically increasing id."""
@@ -290,7 +333,7 @@ class _SparkCsv:
             # PostgreSQL COPY: an unquoted empty field is null, a quoted "" the empty string.
             .option("nullValue", NO_NULL)
             .option("emptyValue", "")
-            .csv(f.path)
+            .csv(spark_uri(f.path))
         )
         # File order survives in the monotonically increasing id: (partition << 33) + row in partition,
         # partitions ordered by file offset. Record indexes are worked out from it only for rejects.
@@ -449,13 +492,14 @@ class _SparkCsv:
             w = dedup_window(batch.primary_key, batch.cursor, columns)
             typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
         out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
-        out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(batch.staging)
-        if any(Path(batch.staging).rglob("*.parquet")):
-            landed = self.spark.read.parquet(batch.staging)
-            rows_landed, max_cursor = count_and_max(landed, batch.cursor, ctype)
-        else:  # nothing survived filtering: Spark writes no file at all
-            rows_landed, max_cursor = 0, None
-        files_out = publish_staged(batch.staging, batch.target, batch.run_id)
+        # Executors write on the lake's filesystem; the files are then renamed (or copied server-side)
+        # into landing/: no byte passes through the driver.
+        staging = batch.lake_staging
+        rows_landed, max_cursor = write_observed(
+            out, spark_uri(staging), batch.cursor, ctype, f"tidemark_written_{batch.run_id}_{batch.table}"
+        )
+        staged_files(staging, rows_landed, batch.name)
+        files_out = publish_staged(staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, max_cursor, tuple(files_out))
 
 
@@ -472,7 +516,7 @@ def unbalanced_quotes(path: str, options: CsvOptions) -> bool:
         return False
     quote = options.quote.encode("latin-1" if options.encoding == "latin-1" else "utf-8")
     count = 0
-    with open(path, "rb") as fh:
+    with lakefs.open_input(path) as fh:
         while chunk := fh.read(1 << 24):
             count += chunk.count(quote)
     return count % 2 == 1

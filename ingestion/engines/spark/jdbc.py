@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
-import shutil
 from typing import TYPE_CHECKING
 
 from ingestion.config import PipelineConfig, SparkConfig
 from ingestion.contract import PARTITION_COLUMN
 from ingestion.engines.base import JdbcBatch
-from ingestion.engines.spark.common import count_and_max, dedup_window, metadata_columns, spark_type
+from ingestion.engines.spark.common import (
+    dedup_window,
+    metadata_columns,
+    spark_type,
+    spark_uri,
+    staged_files,
+    write_observed,
+)
 from ingestion.errors import EngineError
+from ingestion.lake import fs as lakefs
 from ingestion.lake.layout import partition_value, publish_staged
 from ingestion.plan.csv import LandedBatch
 from ingestion.redact import redact
@@ -68,7 +75,7 @@ def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
             .option("numPartitions", str(batch.partitions))
         )
     columns = list(batch.columns)
-    staging = batch.staging
+    staging = batch.lake_staging  # on the lake's filesystem: every executor writes there
     try:
         # Count what PostgreSQL returned during the write itself: a second JDBC read could see other rows.
         observed = Observation("tidemark_rows_read")
@@ -81,17 +88,13 @@ def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
             w = dedup_window(batch.primary_key, batch.cursor, columns)
             typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
         out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
-        out.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
+        ctype = batch.columns.get(batch.cursor, "") if batch.cursor else ""
+        rows_landed, max_cursor = write_observed(
+            out, spark_uri(staging), batch.cursor, ctype, f"tidemark_written_{batch.run_id}_{batch.table}"
+        )
         rows_read = int(observed.get["rows"])
-        rows_landed, max_cursor, files = 0, None, list[str]()
-        # An empty read writes no Parquet file, and Spark cannot read back a folder without one
-        # (UNABLE_TO_INFER_SCHEMA): nothing to count, nothing to publish.
-        if rows_read:
-            landed = spark.read.parquet(staging)
-            rows_landed, max_cursor = count_and_max(
-                landed, batch.cursor, batch.columns.get(batch.cursor, "") if batch.cursor else ""
-            )
-            files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
+        staged_files(staging, rows_landed, f"{batch.source}.{batch.table}")
+        files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
     except Exception as exc:
         if type(exc).__module__.startswith(("pyspark", "py4j")):
             # Py4J texts carry the JDBC options' stack; mask secrets and drop the chained Java error.
@@ -99,7 +102,7 @@ def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
             raise EngineError(f"{batch.source}.{batch.table}: Spark JDBC failed: {' '.join(first)}") from None
         raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        lakefs.remove_tree(staging)
     return LandedBatch(
         rows_read=rows_read,
         rows_landed=rows_landed,
