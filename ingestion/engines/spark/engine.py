@@ -138,7 +138,12 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
     if not master_chosen_by_launcher():
         builder = builder.master(cfg.master)
     # The PostgreSQL driver is put on the classpath whenever it is installed: jars can't be added later.
-    for key, value in {**BASE_CONF, **driver_conf(DEFAULT_DRIVER_JAR), **cfg.conf}.items():
+    # Jars the config lists are added to it, not put in its place.
+    conf = {**BASE_CONF, **cfg.conf}
+    for key, value in driver_conf(DEFAULT_DRIVER_JAR).items():
+        listed = [j for j in conf.get(key, "").split(",") if j]
+        conf[key] = ",".join(listed if value in listed else [*listed, value])
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
