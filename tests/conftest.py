@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """moto's S3 server as a separate process on 127.0.0.1; skips when it can't be started."""
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto S3 server as a separate process on 127.0.0.1 (its endpoint URL); skips when it can't start."""
     exe = Path(sys.executable).parent / "moto_server"
     if not exe.exists():
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
@@ -132,9 +133,18 @@ def moto_endpoint() -> Iterator[str]:
                 proc.kill()
                 pytest.skip(f"moto_server did not start on 127.0.0.1:{port}")
             time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 server as a separate process on 127.0.0.1; skips when it can't be started."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

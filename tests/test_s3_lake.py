@@ -187,6 +187,40 @@ def test_unsupported_lake_scheme_is_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.spark
+def test_a_spark_write_that_lands_on_another_filesystem_fails_loudly(
+    s3_bucket, s3a_spark, tmp_path, monkeypatch
+):
+    """Spark's S3 settings point somewhere else than the lake's (here: another S3 endpoint for this bucket,
+    as an EMR default filesystem or a mis-mapped scheme would): the write "succeeds" there, the lake
+    finds no file where it looks, and the run fails loudly instead of committing rows that aren't there."""
+    from .conftest import moto_server
+
+    monkeypatch.setenv("TIDEMARK_SCRATCH", str(tmp_path / "scratch"))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_text(GOOD)
+    hconf = s3a_spark.sparkContext._jsc.hadoopConfiguration()
+    with moto_server() as other:
+        boto3.client("s3", endpoint_url=other).create_bucket(Bucket=s3_bucket)
+        hconf.set(f"fs.s3a.bucket.{s3_bucket}.endpoint", other)  # per bucket: no other test sees it
+        try:
+            cfg = parse_config({**doc(str(inbox), f"s3://{s3_bucket}/lake"), "engine": "spark"})
+            report = run_pipeline(cfg)
+        finally:
+            hconf.unset(f"fs.s3a.bucket.{s3_bucket}.endpoint")
+        elsewhere = (
+            boto3.client("s3", endpoint_url=other).list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+        )
+    outcome = report.tables[0]
+    assert not report.ok and outcome.status == "failed"
+    assert "no Parquet file is there" in (outcome.error or ""), outcome.error
+    assert any(o["Key"].endswith(".parquet") for o in elsewhere), "the files went to the other endpoint"
+    assert not [k for k in keys(s3_bucket, "lake/landing/") if k.endswith(".parquet")]
+    state = StateStore(f"s3://{s3_bucket}/lake", "p").read("s", "t")
+    assert state is None or not state.committed_runs
+    assert (inbox / "t_1.csv").exists(), "a failed run archives nothing"
+
+
 def test_spark_engine_in_local_mode_lands_to_an_s3_lake(s3_lake, s3a_spark):
     """Spark reads the S3 inbox and writes the S3 lake through S3A (`s3://` mapped to it, as EMRFS on
     Glue): the same rows land; a rerun lands nothing; no staging is left under the lake's _tmp/."""
