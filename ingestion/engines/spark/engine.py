@@ -351,10 +351,11 @@ class _SparkCsv:
                 col = F.when(col.isin(tokens), F.lit(None).cast("string")).otherwise(col)
             cols.append(col.alias(c))
         # A value holding U+FFFD came from bytes the decoder couldn't read (DuckDB refuses those rows),
-        # unless every byte of the file is valid: then it is a real U+FFFD character, and lands.
+        # unless every byte of the file is valid: then it is a real U+FFFD character, and lands. Which of
+        # the two is decided below, only for a file where such a value turns up.
         garbled = (
             F.lit(False)
-            if not positional or decodes_cleanly(f.path, o)
+            if not positional
             else F.array_contains(
                 F.transform(
                     F.array(*[F.col(p) for p in positional]),
@@ -374,7 +375,7 @@ class _SparkCsv:
             if o.header and positional
             else F.lit(False)
         )
-        if o.multiline and unbalanced_quotes(f.path, o):
+        if o.multiline and unbalanced_quotes(self.spark, f.path, o):
             # Spark reads an unclosed quote to the end of the file without complaint; DuckDB refuses the
             # record that opened it. That record is the file's last one: it swallowed the rest.
             last = df.agg(F.max(RECORD)).first()[0]  # type: ignore[index]
@@ -393,16 +394,26 @@ class _SparkCsv:
             F.coalesce(repeated, F.lit(False)).alias("_header"),
             too_long.alias("_long"),
         ).persist()
+        self.cached[f.relpath] = df  # unpersisted when the batch is done
         # Only a capped prefix of a too-long record reaches the driver.
         capped = [
             F.when(F.col("_long"), F.substring(F.col(c), 1, RAW_LIMIT)).otherwise(F.col(c)).alias(c)
             for c in [CORRUPT, *names]
         ]
-        bad = (
+        bad_rows = (
             df.where(F.col(CORRUPT).isNotNull() | F.col("_garbled") | F.col("_header") | F.col("_long"))
             .select(RECORD, "_garbled", "_header", "_long", *capped)
             .collect()
         )
+        bad = [row.asDict() for row in bad_rows]
+        if any(row["_garbled"] for row in bad) and decodes_cleanly(f.path, o):
+            # Every byte is valid: the U+FFFD values are real characters, and their rows are not garbled.
+            df = df.withColumn("_garbled", F.lit(False))
+            bad = [
+                {**row, "_garbled": False}
+                for row in bad
+                if row[CORRUPT] is not None or row["_header"] or row["_long"]
+            ]
         rejects, tolerated = [], []
         for row in bad:
             raw = row[CORRUPT]
@@ -427,8 +438,7 @@ class _SparkCsv:
             else:
                 code, reason = classify_structural(raw, len(names), o)
             rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw))
-        # Record indexes need the per-partition counts of every row, rejected ones included.
-        self.cached[f.relpath] = df
+        # Record indexes need the per-partition counts of every row, rejected ones included (the cache).
         rejects = [replace(r, record=self.record_index(f.relpath, r.record)) for r in rejects]
         ok = F.col(CORRUPT).isNull() & ~F.col("_garbled") & ~F.col("_header") & ~F.col("_long")
         good = df.where(ok | F.col(RECORD).isin(tolerated) if tolerated else ok).drop(
@@ -511,20 +521,21 @@ class _SparkCsv:
 UNCLOSED = "\x00unclosed quote"
 
 
-def unbalanced_quotes(path: str, options: CsvOptions) -> bool:
+def unbalanced_quotes(spark: SparkSession, path: str, options: CsvOptions) -> bool:
     """Does the file hold an odd number of quote characters (so a quote is never closed)?
 
     Only decidable this cheaply when quotes are escaped by doubling: every well-formed field then adds an
-    even number. The count runs at memory speed over the raw bytes.
+    even number. The executors count them over the file's lines (line breaks hold no quote; the quote is
+    ASCII, so reading Latin-1 text as UTF-8 changes no count); only the total reaches the driver.
     """
+    from pyspark.sql import functions as F
+
     if options.escape != options.quote or options.encoding == "utf-16":
         return False
-    quote = options.quote.encode("latin-1" if options.encoding == "latin-1" else "utf-8")
-    count = 0
-    with lakefs.open_input(path) as fh:
-        while chunk := fh.read(1 << 24):
-            count += chunk.count(quote)
-    return count % 2 == 1
+    value = F.col("value")
+    quotes = F.length(value) - F.length(F.translate(value, options.quote, ""))
+    total = spark.read.text(spark_uri(path)).agg(F.sum(quotes)).first()[0]  # type: ignore[index]
+    return int(total or 0) % 2 == 1
 
 
 def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[str, ColumnStats]:
