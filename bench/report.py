@@ -11,6 +11,7 @@ SCENARIOS = {
     "3": "JDBC full extract of the PostgreSQL orders table",
     "4": "JDBC incremental pull of a 1 % delta (upserted rows with a later updated_at)",
     "5": "dbt CDC merge of a 1 % delta into the curated DuckDB table vs --full-refresh",
+    "6": "Spark on local-cluster[2,1,1024] (two executor JVMs): full CSV load, tidemark vs raw Spark",
 }
 
 # (scenario, what, numerator tool, denominator tool, target: the ratio should be at most this)
@@ -76,6 +77,13 @@ RATIOS: list[tuple[str, str, str, str, float | None]] = [
         "dbt: CDC merge of 1 % / --full-refresh",
         "dbt CDC merge of a 1 % delta",
         "dbt --full-refresh",
+        None,
+    ),
+    (
+        "6",
+        "tidemark Spark / raw Spark dedup, both on local-cluster",
+        "tidemark (spark)",
+        "Spark dedup (raw)",
         None,
     ),
 ]

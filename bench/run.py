@@ -118,11 +118,19 @@ class Failed(RuntimeError):
     pass
 
 
-def measure(cmd: list[str], *, cwd: Path | None = None) -> tuple[float, float, str]:
+def measure(
+    cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float, str]:
     """Run one whole process: (wall seconds, peak tree RSS in MB, its stdout). A failure raises Failed."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+        cmd,
+        cwd=cwd,
+        env={**ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
     )
     peak = [0.0]
     done = threading.Event()
@@ -162,11 +170,11 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def tidemark_csv_config(work: Path, engine: str, inbox: Path, lake: Path) -> Path:
+def tidemark_csv_config(work: Path, engine: str, inbox: Path, lake: Path, master: str = "local[2]") -> Path:
     cfg = work / f"csv-{engine}.yml"
     cfg.write_text(
         f"pipeline: bench\nengine: {engine}\nlake: {{root: '{lake}'}}\n"
-        "spark:\n  master: local[2]\n  conf: {spark.driver.memory: 4g, spark.ui.enabled: 'false'}\n"
+        f"spark:\n  master: '{master}'\n  conf: {{spark.driver.memory: 4g, spark.ui.enabled: 'false'}}\n"
         f"sources:\n  - name: bench\n    kind: csv\n    path: '{inbox}'\n    archive: {{enabled: false}}\n"
         "    tables:\n      - name: orders\n        pattern: 'orders_*.csv'\n        primary_key: [order_id]\n"
         "        cursor: updated_at\n        cursor_timezone: UTC\n"
@@ -291,6 +299,37 @@ def csv_scenarios(res: Results, files: dict[str, Path], work: Path, args: argpar
                 res,
                 work,
             )
+
+
+CLUSTER = "local-cluster[2,1,1024]"
+
+
+def cluster_scenario(res: Results, files: dict[str, Path], work: Path, args: argparse.Namespace) -> None:
+    """Scenario 6: the full CSV load on a Spark cluster of two executor JVMs (1 core, 1 GB each): raw
+    Spark dedup and the tidemark Spark engine, which stages on the lake's filesystem and publishes."""
+    if "spark" in res.skipped:
+        return
+    dups = files["orders_dups"]
+    expect = int(res.rows * 0.9)
+    for rep in range(1, args.reps + 1):
+        out = fresh(work / "out") / "data"
+        say(f"scenario 6 rep {rep}: raw Spark dedup on {CLUSTER}")
+        secs, peak, stdout = measure(
+            [PY, str(BENCH / "tasks.py"), "spark-dedup", str(dups), str(out)],
+            env={"BENCH_SPARK_MASTER": CLUSTER},
+        )
+        if rows_of(stdout) != expect:
+            raise Failed(f"raw Spark on {CLUSTER} kept {rows_of(stdout)} rows, expected {expect}")
+        res.add("6", "Spark dedup (raw)", secs, peak, expect)
+        inbox, lake = fresh(work / "inbox-cluster"), fresh(work / "lake-cluster")
+        os.link(dups, inbox / "orders_0000.csv")
+        cfg = tidemark_csv_config(work, "spark", inbox, lake, master=CLUSTER)
+        say(f"scenario 6 rep {rep}: tidemark spark on {CLUSTER}")
+        secs, peak, _ = measure(tidemark(cfg, "spark"))
+        rows = landed_rows(lake, "bench")
+        if rows != expect:
+            raise Failed(f"tidemark spark on {CLUSTER} landed {rows} rows, expected {expect}")
+        res.add("6", "tidemark (spark)", secs, peak, rows)
 
 
 def res_last(res: Results, scenario: str, tool: str) -> tuple[float, float]:
@@ -620,7 +659,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--size", choices=sorted(gen.SIZES), default="1m", help="rows of the orders table (default 1m)"
     )
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per tool (default 3)")
-    parser.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated subset of 1-5")
+    parser.add_argument(
+        "--scenarios", default="1,2,3,4,5,6", help="comma-separated subset of 1-6 (6: Spark on local-cluster)"
+    )
     parser.add_argument("--engines", default="duckdb,spark", help="tidemark engines (default duckdb,spark)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the profiled runs")
     parser.add_argument("--data", type=Path, default=BENCH / "data", help="generated CSVs (reused per size)")
@@ -638,8 +679,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    if not args.scenarios <= {"1", "2", "3", "4", "5"}:
-        parser.error("--scenarios takes numbers 1 to 5")
+    if not args.scenarios <= {"1", "2", "3", "4", "5", "6"}:
+        parser.error("--scenarios takes numbers 1 to 6")
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if args.reps < 1:
         parser.error("--reps must be at least 1")
@@ -676,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         jdbc_scenarios(res, files, work, args)
     if "5" in args.scenarios:
         dbt_scenario(res, files, work, args)
+    if "6" in args.scenarios:
+        cluster_scenario(res, files, work, args)
     res.seconds_total = time.perf_counter() - started
     results_dir = BENCH / "results"
     results_dir.mkdir(exist_ok=True)

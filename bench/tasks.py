@@ -14,11 +14,13 @@ Each prints one line `rows=<n>` so the harness can check that the tool did the w
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 KEY, CURSOR = "order_id", "updated_at"
-SPARK_MASTER = "local[2]"
+# BENCH_SPARK_MASTER=local-cluster[2,1,1024]: scenario 6, two executor JVMs
+SPARK_MASTER = os.environ.get("BENCH_SPARK_MASTER", "local[2]")
 
 
 def duckdb_copy(csv: str, out: str, *, dedup: bool) -> int:

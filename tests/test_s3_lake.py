@@ -293,3 +293,44 @@ def test_postgres_table_lands_to_an_s3_lake_and_registers_its_new_column(
     assert types["order_id"] == "bigint" and types["amount"] == "decimal(10,2)"
     assert types["updated_at"] == "timestamp" and types["channel"] == "string"
     assert [c["Name"] for c in cols][-1] == "channel"  # appended, the others kept in place
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.parametrize("fault", ["batch_written@t=kill", "state_committed@t=kill"])
+def test_spark_on_s3_killed_then_rerun_lands_every_row_once(s3_lake, s3a_spark, tmp_path, fault):
+    """SIGKILL a Spark run on the S3 lake after its files are published (before / after the commit), and
+    plant what a run killed mid-write leaves (staging under _tmp/): a clean rerun lands every row once,
+    removes the dead run's files and staging, and leaves nothing of either behind."""
+    from tests.spark_cluster import s3a_jars
+
+    bucket = s3_lake
+    cfg_doc = {
+        **doc(f"s3://{bucket}/drops", f"s3://{bucket}/lake"),
+        "engine": "spark",
+        "spark": {"master": "local[1]", "conf": {"spark.jars": ",".join(s3a_jars() or [])}},
+    }
+    config = tmp_path / "ingestion.yml"
+    config.write_text(yaml.safe_dump(cfg_doc))
+    s3 = boto3.client("s3")
+    s3.put_object(
+        Bucket=bucket, Key="lake/_tmp/20260101T000000000000Z-dead00/s/t/part-00000-x.parquet", Body=b"x"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TIDEMARK_LAKE", "PYSPARK_SUBMIT_ARGS")}
+    killed = subprocess.run(
+        [sys.executable, "-m", "ingestion", "run", "--config", str(config)],
+        cwd=REPO,
+        env={**env, "TIDEMARK_FAULTS": fault},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    report = run_pipeline(parse_config(cfg_doc))
+    assert report.ok, report.tables[0].error
+    assert sorted(r["id"] for r in landed_rows(bucket)) == [1, 2, 3, 5, 6]
+    state = StateStore(f"s3://{bucket}/lake", "p").read("s", "t")
+    assert state is not None
+    landed = [k for k in keys(bucket, "lake/landing/") if k.endswith(".parquet")]
+    assert landed and all(any(run in k for run in state.committed_runs) for k in landed), landed
+    assert keys(bucket, "lake/_tmp/") == set()
