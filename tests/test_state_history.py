@@ -109,7 +109,9 @@ def test_a_newer_format_is_refused_with_an_upgrade_hint_and_never_reset(root) ->
     assert "newer tidemark" in str(err.value) and "format 4" in str(err.value)
     assert "upgrade tidemark" in str(err.value)
     # `status` still sees the other tables; `reset` does not replace what a newer version wrote.
-    assert [s.table for s in fresh.tables()] == ["u"] and isinstance(fresh.unreadable[("s", "t")], StateFormatTooNew)
+    assert [s.table for s in fresh.tables()] == ["u"] and isinstance(
+        fresh.unreadable[("s", "t")], StateFormatTooNew
+    )
     with pytest.raises(StateFormatTooNew):
         fresh.reset("s", "t", T0 + HOUR)
     assert store.docs.get(store.key("s", "t")).body == newer
@@ -285,7 +287,9 @@ def _run_killed(config: Path, fault: str) -> None:
 
 
 @pytest.mark.parametrize("point", ["history_written", "history_pruning"])
-def test_a_run_killed_while_compacting_leaves_a_readable_state_and_no_lasting_garbage(tmp_path, point) -> None:
+def test_a_run_killed_while_compacting_leaves_a_readable_state_and_no_lasting_garbage(
+    tmp_path, point
+) -> None:
     inbox, lake = tmp_path / "in", tmp_path / "lake"
     inbox.mkdir()
     config = tmp_path / "ingestion.yml"
