@@ -367,14 +367,16 @@ def scaffold_files(
     columns = [*spec.columns, *STAGING_METADATA]
 
     def select(relation: str, exclude: Sequence[str] = ()) -> str:
-        # Explicit columns, then any the relation gained since (new_landed_columns), then the metadata:
-        # a column that appears at the source flows through with no hand edit of this file.
-        data = [f"        {c}," for c in spec.columns]
-        known = _wrapped_list([*spec.columns, *STAGING_METADATA])
-        skip = _wrapped_list(["_ingest_date", *exclude])
-        new = f"        {{{{ new_landed_columns(\n            {relation},\n{known},\n{skip}\n        ) }}}}"
-        meta = ",\n".join(f"        {c}" for c in STAGING_METADATA)
-        return "\n".join([*data, new, meta])
+        # The columns, listed once: landed_columns selects them, then any the relation gained since, then
+        # the metadata; a column that appears at the source flows through with no hand edit of this file,
+        # and a listed one the lake has no values for yet (a table landed empty) is a typed null.
+        known = _wrapped_list(spec.columns)
+        skip = (
+            ""
+            if not exclude
+            else ",\n            exclude=" + _wrapped_list(["_ingest_date", *exclude]).lstrip()
+        )
+        return f"        {{{{ landed_columns(\n            {relation},\n{known}{skip}\n        ) }}}}"
 
     source_rel = f"source('{spec.source}', '{spec.table}')"
     staging_sql = (
@@ -646,7 +648,7 @@ def add_column_entries(text: str, key: str, entry: str, new: Sequence[dict[str, 
 
 def _listed_columns(entry: dict[str, Any]) -> list[str] | None:
     cols = entry.get("columns")
-    return [c.get("name") for c in cols if isinstance(c, dict)] if isinstance(cols, list) else None
+    return [str(c.get("name")) for c in cols if isinstance(c, dict)] if isinstance(cols, list) else None
 
 
 def column_updates(
