@@ -367,14 +367,16 @@ def scaffold_files(
     columns = [*spec.columns, *STAGING_METADATA]
 
     def select(relation: str, exclude: Sequence[str] = ()) -> str:
-        # Explicit columns, then any the relation gained since (new_landed_columns), then the metadata:
-        # a column that appears at the source flows through with no hand edit of this file.
-        data = [f"        {c}," for c in spec.columns]
-        known = _wrapped_list([*spec.columns, *STAGING_METADATA])
-        skip = _wrapped_list(["_ingest_date", *exclude])
-        new = f"        {{{{ new_landed_columns(\n            {relation},\n{known},\n{skip}\n        ) }}}}"
-        meta = ",\n".join(f"        {c}" for c in STAGING_METADATA)
-        return "\n".join([*data, new, meta])
+        # The columns, listed once: landed_columns selects them, then any the relation gained since, then
+        # the metadata; a column that appears at the source flows through with no hand edit of this file,
+        # and a listed one the lake has no values for yet (a table landed empty) is a typed null.
+        known = _wrapped_list(spec.columns)
+        skip = (
+            ""
+            if not exclude
+            else ",\n            exclude=" + _wrapped_list(["_ingest_date", *exclude]).lstrip()
+        )
+        return f"        {{{{ landed_columns(\n            {relation},\n{known}{skip}\n        ) }}}}"
 
     source_rel = f"source('{spec.source}', '{spec.table}')"
     staging_sql = (
@@ -559,3 +561,165 @@ def scaffold(
                 hint="add the table to ingestion.yml first",
             )
     return out
+
+
+# ---- new landed columns in the models' and snapshots' YAML --------------------------------------------
+
+SNAPSHOTS_DIR = Path("snapshots")
+_REF = re.compile(r"""ref\(\s*['"](\w+)['"]\s*\)""")
+
+
+def _shared_column(name: str) -> bool:
+    """Columns every model of a kind carries (metadata, delete flags, run stamps, dbt's snapshot columns)."""
+    return (
+        name in METADATA_COLUMNS or name in DELETE_COLUMNS or name in STAMP_COLUMNS or name.startswith("dbt_")
+    )
+
+
+def _entry_span(lines: list[str], key: str, name: str) -> tuple[int, int, int] | None:
+    """(first line, end line, indent of its keys) of the `- name: <name>` item of the top-level `key:` list."""
+    start = next((i for i, line in enumerate(lines) if re.match(rf"{key}:\s*(#.*)?$", line)), None)
+    if start is None:
+        return None
+    item = re.compile(rf"""(\s*)- name:\s*['"]?{re.escape(name)}['"]?\s*(#.*)?$""")
+    for i in range(start + 1, len(lines)):
+        line = lines[i]
+        if line.strip() and not line.startswith((" ", "\t", "-", "#")):
+            return None  # the next top-level key: not in this list
+        m = item.match(line.rstrip("\n"))
+        if not m:
+            continue
+        dash = len(m.group(1))
+        end = i + 1
+        while end < len(lines):
+            nxt = lines[end]
+            indent = len(nxt) - len(nxt.lstrip())
+            if nxt.strip() and not nxt.lstrip().startswith("#") and indent <= dash:
+                break
+            end += 1
+        return i, end, dash + 2
+    return None
+
+
+def add_column_entries(text: str, key: str, entry: str, new: Sequence[dict[str, Any]]) -> str | None:
+    """The YAML text with `new` column entries added to the `columns:` list of the `entry` item of the
+    top-level `key:` list (models or snapshots), before its shared columns (metadata, dbt_…); everything
+    else is kept as written. None when the file's layout has no place for them (no such entry, no block
+    `columns:` list)."""
+    lines = text.splitlines(keepends=True)
+    if lines and lines[-1][-1:] != "\n":
+        lines[-1] += "\n"
+    span = _entry_span(lines, key, entry)
+    if span is None:
+        return None
+    first, end, indent = span
+    cols = next(
+        (
+            i
+            for i in range(first, end)
+            if re.match(rf"\s{{{indent}}}columns:\s*(#.*)?$", lines[i].rstrip("\n"))
+        ),
+        None,
+    )
+    if cols is None:
+        return None
+    stop, item_indent, at = cols + 1, None, None
+    while stop < end:
+        line = lines[stop]
+        ind = len(line) - len(line.lstrip())
+        if line.strip() and not line.lstrip().startswith("#"):
+            if ind < indent or (ind == indent and not line.lstrip().startswith("- ")):
+                break  # the entry's next key
+            m = re.match(r"""\s*- name:\s*['"]?([^'"#\s]+)""", line)
+            if m and (item_indent is None or ind == item_indent):
+                item_indent = ind
+                if at is None and _shared_column(m.group(1)):
+                    at = stop
+        stop += 1
+    if item_indent is None:
+        return None
+    if at is None:
+        at = stop
+        while at > cols + 1 and not lines[at - 1].strip():
+            at -= 1
+    block = _indent(_yaml(list(new)), item_indent)
+    return "".join([*lines[:at], block, *lines[at:]])
+
+
+def _listed_columns(entry: dict[str, Any]) -> list[str] | None:
+    cols = entry.get("columns")
+    return [str(c.get("name")) for c in cols if isinstance(c, dict)] if isinstance(cols, list) else None
+
+
+def column_updates(
+    specs: Sequence[TableSpec], sources_text: str, project_dir: Path
+) -> tuple[list[DbtFile], list[str]]:
+    """Model and snapshot YAML files with entries for landed columns they don't list yet, and warnings.
+
+    For each table: its staging model, CDC model and consumer view (in the folders' `_<source>__models.yml`)
+    and the snapshots (YAML under snapshots/) whose `relation` refs one of them. A new column gets the
+    sources YAML's description (the user's, or the generated one saying where it came from), placed
+    before the shared columns; entries and descriptions already there are never changed, and an entry
+    without a `columns:` list is left alone (its author chose not to list them).
+    """
+    sources = yaml.safe_load(sources_text) or {}
+    texts: dict[Path, str] = {}
+
+    def read(path: Path) -> str | None:
+        if path not in texts and path.exists():
+            texts[path] = path.read_text(encoding="utf-8")
+        return texts.get(path)
+
+    snapshot_files = sorted((project_dir / SNAPSHOTS_DIR).rglob("*.yml"))
+    warnings: list[str] = []
+    changed: set[Path] = set()
+    for spec in specs:
+        _, col_desc = _descriptions(sources, spec)
+        stg = f"stg_{spec.source}__{spec.table}"
+        cdc_text = read(project_dir / models_file(CDC_DIR, spec.source))
+        cdc_models = _model_names(cdc_text)
+        cdc = next((n for n in (spec.table, f"{spec.source}__{spec.table}") if n in cdc_models), spec.table)
+        targets = [
+            (project_dir / models_file(STAGING_DIR, spec.source), "models", stg),
+            (project_dir / models_file(CDC_DIR, spec.source), "models", cdc),
+            (project_dir / models_file(VIEWS_DIR, spec.source), "models", f"vw_{cdc}"),
+        ]
+        ours = {stg, cdc, f"vw_{cdc}"}
+        for path in snapshot_files:
+            for snap in (yaml.safe_load(read(path) or "") or {}).get("snapshots") or []:
+                if set(_REF.findall(str(snap.get("relation", "")))) & ours:
+                    targets.append((path, "snapshots", snap["name"]))
+        for path, key, name in targets:
+            text = read(path)
+            if text is None:
+                continue
+            entry = next(
+                (e for e in (yaml.safe_load(text) or {}).get(key) or [] if e.get("name") == name), None
+            )
+            listed = _listed_columns(entry) if entry else None
+            if listed is None:
+                continue
+            new = [
+                {"name": c, "description": col_desc.get(c) or _column_description(spec, c)}
+                for c in spec.columns
+                if c not in listed
+            ]
+            if not new:
+                continue
+            out = add_column_entries(text, key, name, new)
+            if out is None or _listed_columns(
+                next(e for e in yaml.safe_load(out)[key] if e.get("name") == name)
+            ) != _with_new(listed, [c["name"] for c in new]):
+                warnings.append(
+                    f"{path}: could not add {', '.join(c['name'] for c in new)} to {name}'s columns; add them by hand"
+                )
+                continue
+            texts[path] = out
+            changed.add(path)
+    return [DbtFile(p, texts[p]) for p in sorted(changed)], warnings
+
+
+def _with_new(listed: list[str], new: list[str]) -> list[str]:
+    """The column list `add_column_entries` makes: the new names before the first shared column."""
+    at = next((i for i, c in enumerate(listed) if _shared_column(c)), len(listed))
+    return [*listed[:at], *new, *listed[at:]]

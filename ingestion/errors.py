@@ -57,3 +57,7 @@ class WarehouseError(TidemarkError):
 
 class StatementFailed(WarehouseError):
     """A Redshift Data API statement ended FAILED or ABORTED, or was cancelled after waiting too long."""
+
+
+class StateFormatTooNew(StateCorrupt):
+    """A state document (or history part) was written by a newer tidemark in a format this one can't read."""

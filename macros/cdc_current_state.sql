@@ -57,6 +57,9 @@ batch as (
         select {{ dbt.dateadd("hour", -lookback, "greatest(max(_ingested_at), coalesce(max(_deleted_at), max(_ingested_at)))") }}
         from {{ this }}
     )
+    {#- A table built while the lake held no rows (files with a header only) has no landing time yet:
+        everything landed is new. -#}
+    or not exists (select 1 from {{ this }})
     {%- endif %}
 
 ),

@@ -3,7 +3,8 @@
         truncates a landed value: varchar(n) → varchar(m > n) or unbounded; integer promotion (tinyint →
         smallint → integer → bigint → hugeint); integer → decimal and decimal(p,s) → decimal with room for
         both (integer digits and scale each the larger, precision at most 38); integer or decimal →
-        double; date → timestamp; timestamp → timestamptz. Returns the widened column names. dbt's
+        double; date → timestamp; timestamp → timestamptz; a text column holding no value yet → any type
+        (landed_columns' placeholder for a table that landed empty). Returns the widened column names. dbt's
         on_schema_change adds columns but never widens them. -#}
     {%- set int_rank = {"tinyint": 1, "int1": 1, "smallint": 2, "int2": 2, "integer": 4, "int": 4, "int4": 4,
                         "bigint": 8, "int8": 8, "hugeint": 16} -%}
@@ -45,6 +46,10 @@
             {%- elif old_kind[0] != "other" and new.is_string() -%}
                 {#- Text arriving in a typed column: a cast could fail or change values, never widen. -#}
                 {{ tidemark.cdc_cannot_widen(relation, old, new, "text does not fit a " ~ old_kind[0] ~ " column") }}
+            {%- elif old.is_string() and not new.is_string() and tidemark.cdc_column_is_empty(relation, old.name) -%}
+                {#- A text column that holds no value yet (landed_columns' typed null: the table landed with
+                    no rows, so the lake had no type) takes the type its first values land with. -#}
+                {%- set wider = new.data_type -%}
             {%- endif -%}
             {%- if wider is not none -%}
                 {{ log("cdc: widening " ~ relation ~ "." ~ old.name ~ " from " ~ old.data_type ~ " to " ~ wider, info=true) }}
@@ -54,6 +59,14 @@
         {%- endif -%}
     {%- endfor -%}
     {{ return(widened) }}
+{%- endmacro %}
+
+
+{% macro cdc_column_is_empty(relation, column_name) -%}
+    {#- Does the column hold no value in any row (or the table no row)? -#}
+    {%- if not execute -%}{{ return(false) }}{%- endif -%}
+    {%- set found = run_query("select count(" ~ adapter.quote(column_name) ~ ") from " ~ relation) -%}
+    {{ return(found.rows[0][0] == 0) }}
 {%- endmacro %}
 
 
@@ -126,7 +139,12 @@
         {%- do adapter.drop_relation(api.Relation.create(
             database=relation.database, schema=row[0], identifier=row[1], type="view")) -%}
     {%- endfor -%}
-    {{ tidemark.default__cdc_alter_column_type(relation, column_name, new_type) }}
+    {#- `using`: a text column that held no value yet changes to a typed one, which PostgreSQL casts only
+        when told to. -#}
+    {%- call statement("cdc_alter_column_type") -%}
+        alter table {{ relation }} alter column {{ adapter.quote(column_name) }} type {{ new_type }}
+        using {{ adapter.quote(column_name) }}::{{ new_type }}
+    {%- endcall -%}
 {%- endmacro %}
 
 

@@ -365,3 +365,81 @@ def test_ledger_reads_from_a_date_on(tmp_path):
         )
     assert [r.run_id for r in ledger.read()] == ["run1", "run5", "run9"]
     assert [r.run_id for r in ledger.read(datetime(2026, 1, 5).date())] == ["run5", "run9"]
+
+
+# Columns a newer ledger added; ledger files written before them lack them.
+NEWER_LEDGER_COLUMNS = ("files_refused", "failed_step", "warnings")
+
+
+def _as_older_ledger(lake: Path) -> list[Path]:
+    """Rewrite the lake's ledger files the way an older tidemark wrote them (without the newer columns)."""
+    import pyarrow.parquet as pq
+
+    files = sorted((lake / "_audit" / "ingestion_runs").glob("run_date=*/*.parquet"))
+    for path in files:
+        old = pq.read_table(path, partitioning=None)
+        pq.write_table(old.drop_columns(list(NEWER_LEDGER_COLUMNS)), path)
+    return files
+
+
+@pytest.mark.slow
+def test_dbt_audit_models_carry_failed_step_and_warnings_over_a_mixed_ledger(
+    tmp_path, write_config, monkeypatch
+):
+    if not DBT.exists():
+        pytest.skip(f"dbt is not installed next to {sys.executable}")
+    from .test_protocol import GOOD, csv_doc
+
+    inbox, lake = tmp_path / "in", tmp_path / "lake"
+    inbox.mkdir()
+    cfg = write_config(csv_doc(inbox, lake, ["t"]))
+    (inbox / "t_1.csv").write_text(GOOD)
+    old_run = run_pipeline(cfg)
+    assert old_run.ok
+    old_files = _as_older_ledger(lake)
+    # An older-only ledger, kept aside: the audit models must build over it too.
+    old_lake = tmp_path / "old_lake"
+    for path in old_files:
+        dest = old_lake / path.relative_to(lake)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+
+    (inbox / "t_2.csv").write_text("id,updated_at\n3,2026-01-03 10:00:00\n")  # `name` is gone: a warning
+    warned = run_pipeline(cfg)
+    assert warned.ok
+    (inbox / "t_3.csv").write_text("id,updated_at\n4,2026-01-04 10:00:00\n")
+    monkeypatch.setenv("TIDEMARK_FAULTS", "batch_written@t=raise")
+    failed = run_pipeline(cfg)
+    monkeypatch.delenv("TIDEMARK_FAULTS")
+    assert not failed.ok
+    assert all(
+        set(NEWER_LEDGER_COLUMNS) <= set(duckdb.sql(f"select * from '{p}'").columns)
+        for p in (lake / "_audit" / "ingestion_runs").glob("run_date=*/*.parquet")
+        if p not in old_files
+    )
+
+    def audit_rows(lake_dir: Path, warehouse: Path) -> dict[str, tuple]:
+        Dbt(tmp_path / warehouse.stem, lake_dir, warehouse)("build", "--select", "+audit_pipeline_runs")
+        con = duckdb.connect(str(warehouse), read_only=True)
+        try:
+            rows = con.sql(
+                "select run_id, ingestion_status, failed_step, files_refused, warnings from audit_pipeline_runs"
+            ).fetchall()
+            staged = con.sql(
+                "select failed_step, files_refused, warnings from stg_audit__ingestion_runs"
+            ).fetchall()
+        finally:
+            con.close()
+        assert len(staged) == len(rows)
+        return {r[0]: r[1:] for r in rows}
+
+    mixed = audit_rows(lake, tmp_path / "mixed.duckdb")
+    assert set(mixed) == {old_run.run_id, warned.run_id, failed.run_id}
+    assert mixed[old_run.run_id] == ("landed", None, None, None)  # older file: the columns read as null
+    status, step, refused, warning = mixed[warned.run_id]
+    assert (status, step, refused) == ("landed", None, 0)
+    assert "columns gone from the source" in warning and "name" in warning
+    assert mixed[failed.run_id][:3] == ("failed", "extract", 0)
+
+    only_old = audit_rows(old_lake, tmp_path / "old.duckdb")
+    assert only_old == {old_run.run_id: ("landed", None, None, None)}

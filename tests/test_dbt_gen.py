@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ingestion.config import load_config, parse_config
@@ -216,3 +217,114 @@ def test_hand_written_entries_are_kept_and_are_not_drift(tmp_path: Path) -> None
     assert names == ["accounts", "legacy_refunds", "customers", "subscriptions", "invoices"]
     assert kept["sources"][0]["tables"][1] == legacy
     assert kept["sources"][0]["tables"][0]["columns"][0]["description"] == "Edited by hand."
+
+
+def _copy_project(dest: Path) -> Path:
+    import shutil
+
+    dest.mkdir(parents=True)
+    for name in ("dbt_project.yml", "models", "snapshots"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    return dest
+
+
+@pytest.mark.parametrize("command", ["dbt-sources", "dbt-scaffold"])
+def test_a_new_column_is_described_in_the_model_and_snapshot_yaml_too(tmp_path: Path, command: str) -> None:
+    """Issue 21: a landed column gets its generated description in the sources YAML and in the YAML of the
+    table's staging model, CDC model, consumer view and snapshot; what a user wrote there is kept."""
+    import pyarrow as pa
+    from typer.testing import CliRunner
+
+    from ingestion.cli import app
+
+    from .dbt_support import land_rows
+
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    list(write_day(1, inbox))
+    list(write_day(2, inbox))
+    doc = demo_config_doc(inbox, lake)
+    assert run_pipeline(parse_config(doc)).ok
+    data = pa.table(
+        {
+            "account_id": pa.array([1], pa.int64()),
+            "region": pa.array(["emea"], pa.string()),
+            "_op": pa.array(["u"], pa.string()),
+            "_source_file": pa.array([None], pa.string()),
+        }
+    )
+    land_rows(lake, "billing_demo", "billing", "accounts", data, columns={"region": "string"})
+    config = tmp_path / "ingestion.yml"
+    config.write_text(yaml.safe_dump(doc))
+    project = _copy_project(tmp_path / "project")
+    staging = project / "models/staging/billing/_billing__models.yml"
+    cdc = project / "models/cdc/billing/_billing__models.yml"
+    views = project / "models/views/billing/_billing__models.yml"
+    snapshots = project / "snapshots/billing.yml"
+    # A user's own words in the model YAML, which regeneration must keep.
+    cdc.write_text(cdc.read_text().replace("Account's display name.", "Display name, edited by hand.", 1))
+    before = {p: p.read_text() for p in (staging, cdc, views, snapshots)}
+
+    args = ["--config", str(config), "--project-dir", str(project)]
+    res = CliRunner().invoke(app, [command, *args])
+    assert res.exit_code == 0, res.output
+    src = yaml.safe_load((project / sources_file("billing")).read_text())
+    accounts = next(t for t in src["sources"][0]["tables"] if t["name"] == "accounts")
+    described = {c["name"]: c["description"] for c in accounts["columns"]}["region"]
+    assert "region as landed from billing.accounts" in described
+
+    for path, key, name in (
+        (staging, "models", "stg_billing__accounts"),
+        (cdc, "models", "accounts"),
+        (views, "models", "vw_accounts"),
+        (snapshots, "snapshots", "accounts_snapshot"),
+    ):
+        text = path.read_text()
+        entries = {e["name"]: e for e in yaml.safe_load(text)[key]}
+        cols = [c["name"] for c in entries[name]["columns"]]
+        assert cols.index("segment") + 1 == cols.index("region") == cols.index("_op") - 1, (path, cols)
+        assert {c["name"]: c for c in entries[name]["columns"]}["region"] == {
+            "name": "region",
+            "description": described,
+        }
+        # Only the new entry was added: comments, quoting and every other entry as written.
+        old = yaml.safe_load(before[path])[key]
+        assert [e for e in yaml.safe_load(text)[key] if e["name"] != name] == [
+            e for e in old if e["name"] != name
+        ]
+        added = [line for line in text.splitlines() if line not in before[path].splitlines()]
+        assert len(added) == 2 and "- name: region" in added[0], added
+        assert text.replace("".join(f"{line}\n" for line in added), "") == before[path]
+    assert "Display name, edited by hand." in cdc.read_text()
+
+    # A description the user then writes for the new column stays; nothing is drift any more.
+    views.write_text(views.read_text().replace(described, "Sales region, by hand.", 1))
+    edited = {p: p.read_text() for p in (staging, cdc, views, snapshots)}
+    assert CliRunner().invoke(app, ["dbt-sources", "--check", *args]).exit_code == 0
+    assert CliRunner().invoke(app, [command, *args]).exit_code == 0
+    assert {p: p.read_text() for p in edited} == edited
+
+
+def test_check_reports_a_model_yaml_missing_a_landed_column(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ingestion.cli import app
+
+    project = _copy_project(tmp_path / "project")
+    views = project / "models/views/billing/_billing__models.yml"
+    lines = views.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if "- name: segment" in line)
+    views.write_text("".join(lines[:at] + lines[at + 2 :]))  # segment's entry gone from vw_accounts
+    args = [
+        "dbt-sources",
+        "--no-state",
+        "--config",
+        str(REPO / "ingestion.yml"),
+        "--project-dir",
+        str(project),
+    ]
+    res = CliRunner().invoke(app, [*args, "--check"])
+    assert res.exit_code == 1 and "_billing__models.yml is out of date" in res.output
+    assert CliRunner().invoke(app, args).exit_code == 0
+    cols = {m["name"]: m for m in yaml.safe_load(views.read_text())["models"]}["vw_accounts"]["columns"]
+    assert "segment" in [c["name"] for c in cols]

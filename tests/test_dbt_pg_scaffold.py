@@ -67,7 +67,7 @@ def test_a_discovered_postgres_table_is_scaffolded_and_follows_schema_changes_an
     assert {s for t, p, s in written if t == "pg.orders"} == {"written"}, written
     assert [s for t, p, s in written if t == "pg.keyless"] == ["no primary key"]
     staging = (project / "models/staging/pg/stg_pg__orders.sql").read_text()
-    order = [staging.index(f"        {c},\n") for c in ("note", "id", "amount", "updated_at")]
+    order = [staging.index(f"                '{c}',\n") for c in ("note", "id", "amount", "updated_at")]
     assert order == sorted(order), staging
     env = postgres_env(dbname) if dbname else None
     dbt = FastDbt(tmp_path, lake, tmp_path / "wh.duckdb", env, project=project)

@@ -339,7 +339,8 @@ def test_scaffold_writes_the_consumer_view_and_follows_the_yaml_convention(tmp_p
 
     view_sql = (project / "models/views/billing/vw_usage.sql").read_text()
     assert "ref('usage')" in view_sql and "where not _is_deleted" in view_sql
-    assert view_sql.index("account_id,") < view_sql.index("metric,") < view_sql.index("_ingested_at")
+    assert view_sql.index("'account_id',") < view_sql.index("'metric',") < view_sql.index("exclude=")
+    assert view_sql.count("'metric'") == 1  # each column listed once
     # The existing file keeps its text; the new entry follows it.
     after = views_yml.read_text()
     assert after.startswith(before.rstrip("\n")) and len(after) > len(before)
@@ -382,3 +383,93 @@ def test_a_model_entry_goes_into_the_models_list_whatever_its_indentation() -> N
         "    description: A.\n  - name: new_model\n    description: New.\n"
     )
     assert yaml.safe_load(add_model_entry(None, model)) == {"version": 2, "models": [model]}
+
+
+@pytest.mark.parametrize("first_drop", ["header_only", "zero_bytes"])
+def test_a_csv_table_empty_from_the_start_builds_empty_then_takes_its_landed_types(
+    tmp_path: Path, target, first_drop: str, monkeypatch
+) -> None:
+    """Issue 21: a CSV table whose files hold no rows yet builds (an empty curated table and view, not an
+    error), and when rows arrive the curated table takes their types and values with no model edit."""
+    from ingestion.run.pipeline import run_pipeline
+
+    kind, dbname = target
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    project = copy_project(tmp_path / "project")
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    doc = demo_config_doc(inbox, lake)
+    doc["sources"][0]["tables"] = [
+        {
+            "name": "usage",
+            "pattern": "usage_*.csv",
+            "primary_key": list(KEY),
+            "cursor": "updated_at",
+            "cursor_timezone": "UTC",
+        }
+    ]
+    cfg = parse_config(doc)
+    (inbox / "billing").mkdir(parents=True)
+    header = "account_id,metric,quantity,updated_at\n"
+    (inbox / "billing" / "usage_1.csv").write_text(header if first_drop == "header_only" else "")
+    report = run_pipeline(cfg)
+    assert report.ok and report.tables[0].rows_landed == 0, [(o.name, o.error) for o in report.tables]
+    sources_path, sources_text, specs = generate_sources(cfg, project)
+    sources_path.write_text(sources_text)
+    scaffold(specs, sources_text, project, ["usage"])
+    schema = "tidemark" if kind == "postgres" else "main"
+    dbt = FastDbt(
+        tmp_path,
+        lake,
+        tmp_path / "wh.duckdb",
+        postgres_env(dbname) if kind == "postgres" else None,
+        project=project,
+    )
+
+    def build() -> None:
+        if kind == "postgres":
+            from ingestion.warehouse.loader import PostgresLoader, load_warehouse
+
+            loader = PostgresLoader(f"host=127.0.0.1 user=postgres dbname={dbname}")
+            try:
+                load_warehouse(cfg, loader, [("billing", "usage")])
+            finally:
+                loader.close()
+        dbt("build", "--select", "stg_billing__usage+")  # raises unless models and tests succeeded
+
+    def rows(relation: str) -> list[dict[str, Any]]:
+        if kind == "postgres":
+            return read_postgres(dbname, f"{schema}.{relation}")
+        return read_duckdb(tmp_path / "wh.duckdb", f"{schema}.{relation}")
+
+    build()
+    assert rows("usage") == [] and rows("vw_usage") == [] and rows("stg_billing__usage") == []
+    build()  # an incremental run over an empty table and an empty lake
+    assert rows("usage") == []
+
+    (inbox / "billing" / "usage_2.csv").write_text(
+        header + "1,api_calls,10,2026-01-01 10:00:00\n2,storage_gb,3,2026-01-01 11:00:00\n"
+    )
+    assert run_pipeline(cfg).ok
+    build()
+    got = {(r["account_id"], r["metric"]): r for r in rows("usage")}
+    assert set(got) == {(1, "api_calls"), (2, "storage_gb")}
+    assert {k: r["quantity"] for k, r in got.items()} == {(1, "api_calls"): 10, (2, "storage_gb"): 3}
+    assert got[(1, "api_calls")]["updated_at"].replace(tzinfo=None) == datetime(2026, 1, 1, 10)
+    assert not any(r["_is_deleted"] for r in got.values())
+    assert {(r["account_id"], r["metric"]) for r in rows("vw_usage")} == set(got)
+    if kind == "postgres":
+        types = column_types_postgres(dbname, schema, "usage")
+        assert types["account_id"] == "bigint" and types["updated_at"].startswith("timestamp"), types
+    else:
+        import duckdb
+
+        con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+        try:
+            types = dict(
+                con.sql(
+                    "select column_name, data_type from information_schema.columns where table_name = 'usage'"
+                ).fetchall()
+            )
+        finally:
+            con.close()
+        assert types["account_id"] == "BIGINT" and types["updated_at"].startswith("TIMESTAMP"), types

@@ -228,6 +228,9 @@ class RecordingDocs:
     def delete(self, key, *, token):
         return self.docs.delete(key, token=token)
 
+    def discard(self, key):
+        return self.docs.discard(key)
+
     def list(self, prefix):
         return self.docs.list(prefix)
 

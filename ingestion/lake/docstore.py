@@ -47,6 +47,10 @@ class DocStore(Protocol):
 
     def delete(self, key: str, *, token: str) -> None: ...
 
+    def discard(self, key: str) -> None:
+        """Delete a document nobody writes again (a history part), unconditionally; gone already is fine."""
+        ...
+
     def list(self, prefix: str) -> list[str]: ...
 
 
@@ -121,6 +125,12 @@ class LocalDocStore:
                 raise PreconditionFailed(f"{path} changed since it was read")
             path.unlink()
 
+    def discard(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Its lock file goes too: nobody writes this document again, so no writer can hold the lock.
+        (path.parent / f".{path.name}.lock").unlink(missing_ok=True)
+
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
         if not base.is_dir():
@@ -174,6 +184,10 @@ class S3DocStore:
             if error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey"):
                 raise PreconditionFailed(f"{self.location}/{key} changed since it was read") from None
             raise
+
+    @s3_retry
+    def discard(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     @s3_retry
     def list(self, prefix: str) -> list[str]:

@@ -67,6 +67,30 @@ def landed_files(target: str, run_id: str, partition: str, expect_files: bool) -
     return files
 
 
+def write_empty_landing(target: str, run_id: str, partition: str) -> str:
+    """Write a zero-row file of the landing metadata columns for a run that landed no rows (returns its path).
+
+    A table whose files held no rows so far has nothing in `landing/`, and a reader of the table folder
+    (dbt's `read_parquet`, a catalog table) finds no files and fails. This file makes the table readable
+    and empty. It carries no data column: the lake has no type for a column until values arrive.
+    """
+    import pyarrow as pa
+
+    from ingestion.contract import INGESTED_AT, OP, RUN_ID, SOURCE_FILE
+
+    schema = pa.schema(
+        [
+            (RUN_ID, pa.string()),
+            (INGESTED_AT, pa.timestamp("us", tz="UTC")),
+            (SOURCE_FILE, pa.string()),
+            (OP, pa.string()),
+        ]
+    )
+    path = lakefs.join(target, f"{PARTITION_COLUMN}={partition}", f"part-{run_id}-0.parquet")
+    lakefs.write_parquet(schema.empty_table(), path)
+    return path
+
+
 def relative_to(target: str, path: str) -> str:
     """A landed file's path relative to its table folder (`_ingest_date=…/part-….parquet`)."""
     if not lakefs.is_remote(target):

@@ -12,7 +12,30 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-STATE_FORMAT = 2
+# The state document's format, in its `format` key. 2: the document holds all of the table's state.
+# 3: the document may name history parts (`history.head`) holding older committed runs and file ledger
+# entries; a tidemark that predates them would take the document for the whole state (and the compacted
+# runs' files for orphans), so such documents carry a number it refuses. A document without history is
+# still written as 2, readable by either version.
+FORMAT_PLAIN = 2
+FORMAT_HISTORY = 3
+STATE_FORMAT = FORMAT_HISTORY  # the newest format this version reads
+
+
+class NewerFormat(ValueError):
+    """A document written in a format newer than this version of tidemark knows."""
+
+    def __init__(self, found: object, known: int) -> None:
+        super().__init__(f"format {found} is newer than this tidemark knows (up to {known})")
+        self.found, self.known = found, known
+
+
+def check_format(doc: dict[str, Any], known: int) -> int:
+    """The document's format number (1 when it has none); NewerFormat if this version can't read it."""
+    found = doc.get("format", 1)
+    if not isinstance(found, int) or isinstance(found, bool) or found > known:
+        raise NewerFormat(found, known)
+    return found
 
 
 @dataclass(frozen=True)
@@ -129,7 +152,8 @@ class TableState:
         return self.watermark is not None or bool(self.files)
 
     def to_json(self) -> bytes:
-        doc: dict[str, Any] = {"format": STATE_FORMAT, **asdict(replace(self, history=History()))}
+        fmt = FORMAT_HISTORY if self.history.head else FORMAT_PLAIN
+        doc: dict[str, Any] = {"format": fmt, **asdict(replace(self, history=History()))}
         doc["committed_runs"] = list(self.committed_runs)
         doc["run_files"] = {k: list(v) for k, v in self.run_files.items()}
         doc["history"] = {"head": self.history.head, "parts": self.history.parts}
@@ -142,6 +166,7 @@ class TableState:
     @classmethod
     def from_json(cls, body: bytes | str) -> TableState:
         doc = json.loads(body)
+        check_format(doc, STATE_FORMAT)
         doc.pop("format", None)
         wm, lease = doc.pop("watermark", None), doc.pop("lease", None)
         files = {k: FileEntry(**v) for k, v in doc.pop("files", {}).items()}

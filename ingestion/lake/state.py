@@ -9,7 +9,18 @@ older ones move into an immutable history part (`_state/_history/<pipeline>/<sou
 written once, before the document that names it). The document names the newest part, each part the
 one before it; parts merge as they grow (a binary counter), so a chain has O(log history) parts and a
 commit writes O(changes) amortized, never the whole history. Readers get the full state back:
-`committed_runs` and `files` hold the history's entries and the document's own.
+`committed_runs` and `files` hold the history's entries and the document's own. A document naming
+history parts is written as format 3 (`model.FORMAT_HISTORY`), which a tidemark that predates parts
+refuses instead of misreading; a document or part of a format newer than this version knows is
+refused with StateFormatTooNew.
+
+Parts no committed document names any more (merged into a bigger one, dropped by a reset, or written by
+a writer that lost its race or died before its document) are deleted after a write that changed the
+chain (see `StateStore._prune`): only parts written for a document version up to the one just written
+and not in its chain. Every write presents the token of the version it read, so a part written for
+version N can only ever be named by the write that creates version N; once version V >= N is committed,
+no writer can still name it. Readers walk a chain after reading its document without a lock, so a part
+may go while they read; they then read the (newer) document again. No grace period is needed.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -24,9 +36,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
-from ingestion.errors import LeaseHeld, StateConflict, StateCorrupt
+from ingestion.errors import LeaseHeld, StateConflict, StateCorrupt, StateFormatTooNew
 from ingestion.lake.docstore import DocStore, PreconditionFailed, open_docstore
-from ingestion.lake.model import FileEntry, History, Lease, TableState
+from ingestion.lake.model import (
+    FileEntry,
+    History,
+    Lease,
+    NewerFormat,
+    TableState,
+    check_format,
+)
 
 log = logging.getLogger("tidemark")
 
@@ -34,6 +53,24 @@ log = logging.getLogger("tidemark")
 KEEP_RUNS = 16
 KEEP_FILES = 32
 HISTORY_DIR = "_history"
+PART_FORMAT = 1
+# A part's name: the version of the document written with it, then a random suffix.
+_PART_NAME = re.compile(r"(\d{12})-[0-9a-f]+\.json")
+
+
+def part_version(key: str) -> int | None:
+    """The document version a history part was written for (from its name); None if not a part's name."""
+    m = _PART_NAME.fullmatch(key.rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
+def _too_new(what: str, exc: NewerFormat) -> StateFormatTooNew:
+    return StateFormatTooNew(
+        f"{what} was written by a newer tidemark (format {exc.found}; this version reads formats up to "
+        f"{exc.known}); the table is not run by this version",
+        hint="upgrade tidemark to the version that wrote it (pip install -U tidemark) and run again; do not "
+        "reset the table with this version",
+    )
 
 
 @dataclass(frozen=True)
@@ -47,7 +84,7 @@ class Part:
 
     def to_json(self) -> bytes:
         doc = {
-            "format": 1,
+            "format": PART_FORMAT,
             "previous": self.previous,
             "runs": list(self.runs),
             "files": {k: asdict(v) for k, v in self.files.items()},
@@ -58,6 +95,7 @@ class Part:
     @classmethod
     def from_json(cls, body: bytes) -> Part:
         doc = json.loads(body)
+        check_format(doc, PART_FORMAT)
         files = {k: FileEntry(**v) for k, v in doc.get("files", {}).items()}
         run_files = {k: tuple(v) for k, v in doc.get("run_files", {}).items()}
         return cls(doc.get("previous"), tuple(doc.get("runs", ())), files, run_files)
@@ -100,12 +138,20 @@ class Held:
 class StateStore:
     """Table documents under `<lake>/_state/<pipeline>/<source>/<table>.json`, local or on S3."""
 
-    def __init__(self, lake_root: str, pipeline: str, docs: DocStore | None = None) -> None:
+    def __init__(
+        self,
+        lake_root: str,
+        pipeline: str,
+        docs: DocStore | None = None,
+        checkpoint: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.root = f"{lake_root.rstrip('/')}/_state"
         self.docs = docs or open_docstore(self.root)
         self.unreadable: dict[tuple[str, str], StateCorrupt] = {}  # what `tables()` had to skip
         self._parts: dict[str, Part] = {}  # history parts are immutable: read each once
+        # (point, table) on the history's write path, for fault injection (ingestion.observe.faults).
+        self._checkpoint = checkpoint or (lambda point, table: None)
 
     def _part(self, key: str) -> Part:
         if key not in self._parts:
@@ -115,17 +161,23 @@ class StateStore:
                     f"history part {self.root}/{key} named by a state document is missing",
                     hint="restore it from a backup (parts are never rewritten), or reset the table",
                 )
-            self._parts[key] = Part.from_json(doc.body)
+            try:
+                self._parts[key] = Part.from_json(doc.body)
+            except NewerFormat as exc:
+                raise _too_new(f"the history part {self.root}/{key}", exc) from None
         return self._parts[key]
 
     def _chain(self, head: str | None) -> list[Part]:
         """The history parts from the oldest to the newest."""
+        return [self._part(key) for key in self._chain_keys(head)][::-1]
+
+    def _chain_keys(self, head: str | None) -> list[str]:
+        """The keys of the history parts a document names, from the newest to the oldest."""
         out = []
         while head:
-            part = self._part(head)
-            out.append(part)
-            head = part.previous
-        return out[::-1]
+            out.append(head)
+            head = self._part(head).previous
+        return out
 
     def _with_history(self, doc: TableState) -> TableState:
         """A document's state with its history folded back in (what every reader sees)."""
@@ -191,6 +243,7 @@ class StateStore:
         key = f"{HISTORY_DIR}/{table_key}/{state.version:012d}-{secrets.token_hex(4)}.json"
         self.docs.put(key, part.to_json(), token=None)
         self._parts[key] = part
+        self._checkpoint("history_written", state.table)  # the part exists, no document names it yet
         history = History(key, parts, (*h.runs, *runs), {**h.files, **moved}, {**h.run_files, **landed})
         state = replace(state, history=history)
         return state, document_form(state).to_json()
@@ -198,10 +251,37 @@ class StateStore:
     def key(self, source: str, table: str) -> str:
         return f"{self.pipeline}/{source}/{table}.json"
 
+    def _prune(self, state: TableState) -> None:
+        """Delete the table's history parts that the document just written (`state`) does not name.
+
+        Only parts written for a version up to `state.version`: a writer can name a part only in the
+        write that creates the version the part was written for, and that version is taken. Parts of
+        later versions may belong to a write still in flight and are left alone. A failure here (or a
+        crash) leaves unreferenced parts, which the next write that changes the chain deletes: the
+        commit stands either way.
+        """
+        folder = f"{HISTORY_DIR}/{self.key(state.source, state.table).removesuffix('.json')}/"
+        try:
+            live = set(self._chain_keys(state.history.head))
+            for key in self.docs.list(folder):
+                version = part_version(key)
+                if key in live or version is None or version > state.version:
+                    continue
+                self._checkpoint("history_pruning", state.table)
+                self.docs.discard(key)
+                self._parts.pop(key, None)
+        except Exception as exc:
+            log.warning(
+                "could not delete unreferenced history parts; the next compaction tries again",
+                extra={"fields": {"table": state.name, "error": f"{type(exc).__name__}: {exc}"}},
+            )
+
     def _parse(self, key: str, body: bytes) -> TableState:
         """A document's state, or StateCorrupt naming the file and the recovery command."""
         try:
             return TableState.from_json(body)
+        except NewerFormat as exc:
+            raise _too_new(f"the state document {self.root}/{key}", exc) from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             name = key.removeprefix(f"{self.pipeline}/").removesuffix(".json").replace("/", ".")
             raise StateCorrupt(
@@ -211,10 +291,26 @@ class StateStore:
                 f"{name} --yes (landed files stay; the next run is a full load)",
             ) from None
 
+    def _load(self, key: str) -> tuple[TableState | None, str | None]:
+        """A document's state with its history, and its token; (None, None) when it does not exist."""
+        for _ in range(5):
+            doc = self.docs.get(key)
+            if doc is None:
+                return None, None
+            state = self._parse(key, doc.body)
+            try:
+                return self._with_history(state), doc.token
+            except StateFormatTooNew:
+                raise
+            except StateCorrupt:
+                # A newer commit may have pruned a part this document named: read the newer one.
+                again = self.docs.get(key)
+                if again is None or again.token == doc.token:
+                    raise
+        raise StateConflict(f"{self.root}/{key}: could not read it: its history keeps changing")
+
     def _get(self, source: str, table: str) -> tuple[TableState | None, str | None]:
-        key = self.key(source, table)
-        doc = self.docs.get(key)
-        return (self._with_history(self._parse(key, doc.body)), doc.token) if doc else (None, None)
+        return self._load(self.key(source, table))
 
     def read(self, source: str, table: str) -> TableState | None:
         """The table's current document, or None when no run ever touched it."""
@@ -229,14 +325,14 @@ class StateStore:
         out = []
         self.unreadable = {}
         for key in self.docs.list(self.pipeline):
-            doc = self.docs.get(key)
-            if not doc:
-                continue
             try:
-                out.append(self._with_history(self._parse(key, doc.body)))
+                state, _ = self._load(key)
             except StateCorrupt as exc:
                 source, _, table = key.removeprefix(f"{self.pipeline}/").removesuffix(".json").partition("/")
                 self.unreadable[(source, table)] = exc
+                continue
+            if state is not None:
+                out.append(state)
         return out
 
     def _update(
@@ -254,9 +350,12 @@ class StateStore:
                 return state, None
             new, body = self._serialize(replace(new, version=(state.version if state else 0) + 1))
             try:
-                return state, Held(new, self.docs.put(self.key(source, table), body, token=token))
+                held = Held(new, self.docs.put(self.key(source, table), body, token=token))
             except PreconditionFailed:
                 continue  # someone wrote in between: look again
+            if new.history.head != (state.history.head if state else None):
+                self._prune(new)
+            return state, held
         raise StateConflict(f"{source}.{table}: could not {what}: its state keeps changing")
 
     def acquire(self, source: str, table: str, run_id: str, now: datetime, ttl: timedelta) -> Held:
@@ -312,6 +411,8 @@ class StateStore:
                 f"(now version {current.version if current else 0}, leased by {who}); nothing was committed",
                 hint="another run took this table over (its lease expired or was force-unlocked); rerun",
             ) from None
+        if new.history.head != held.state.history.head:
+            self._prune(new)
         return Held(new, token)
 
     def force_unlock(self, source: str, table: str) -> Lease | None:
@@ -337,6 +438,8 @@ class StateStore:
         if doc is not None:
             try:
                 self._parse(key, doc.body)
+            except StateFormatTooNew:
+                raise  # a newer tidemark's document is not corrupt: replacing it would lose its state
             except StateCorrupt:
                 runs = tuple(sorted(landed_runs() if landed_runs else ()))
                 fresh = TableState(

@@ -21,6 +21,8 @@ POINTS = (
     "orphans_removed",
     "rows_landed",  # PostgreSQL: the rows are landed, the key set for delete detection not read yet
     "batch_written",
+    "history_written",  # a history part is written, the state document that names it not yet
+    "history_pruning",  # the state is committed; before each unreferenced history part is deleted
     "state_committed",
     "files_archived",
     "lease_released",

@@ -20,7 +20,7 @@ def utcnow() -> datetime:
 
 def state_store(cfg: PipelineConfig) -> StateStore:
     """The pipeline's state store, in the lake's `_state/` folder."""
-    return StateStore(cfg.lake_root, cfg.pipeline)
+    return StateStore(cfg.lake_root, cfg.pipeline, checkpoint=checkpoint)
 
 
 @dataclass

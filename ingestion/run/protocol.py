@@ -28,6 +28,7 @@ from ingestion.lake.layout import (
     remove_run_files,
     remove_stale_scratch,
     table_dir,
+    write_empty_landing,
 )
 from ingestion.lake.model import TableState
 from ingestion.lake.rejected import remove_rejects, write_rejects
@@ -190,6 +191,9 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
             step = "commit"
             # The commit records the run's files: the catalog and the loaders read them, not `landing/`.
             landed = landed_files(target, ctx.run_id, partition_value(ctx.now), extracted.rows_landed > 0)
+            if not landed and not any(keeper.held.state.run_files.values()):
+                # Nothing landed yet, ever (files with a header only): leave the table readable and empty.
+                landed = [write_empty_landing(target, ctx.run_id, partition_value(ctx.now))]
             recorded = tuple(relative_to(target, f) for f in landed)
             commit = extracted.commit
             keeper.commit(replace(commit, run_files={**commit.run_files, ctx.run_id: recorded}))

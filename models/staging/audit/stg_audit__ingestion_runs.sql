@@ -48,7 +48,12 @@ renamed as (
         error_class,
         error_message,
         host,
-        pid
+        pid,
+        -- Ledger files written before these columns existed lack them: union_by_name fills their rows
+        -- with nulls, and a ledger of old files only gets typed nulls (column_or_null).
+        {{ column_or_null(source("lake_audit", "ingestion_runs"), "files_refused", dbt.type_bigint()) }},
+        {{ column_or_null(source("lake_audit", "ingestion_runs"), "failed_step", audit_text_type()) }},
+        {{ column_or_null(source("lake_audit", "ingestion_runs"), "warnings", audit_text_type()) }}
     from ranked
     where ledger_rank = 1
 

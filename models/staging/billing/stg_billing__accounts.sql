@@ -9,14 +9,7 @@ source as (
 renamed as (
 
     select
-        account_id,
-        account_name,
-        plan_tier,
-        country,
-        created_at,
-        updated_at,
-        {{ column_or_null(source('billing', 'accounts'), 'segment', dbt.type_string()) }},
-        {{ new_landed_columns(
+        {{ landed_columns(
             source('billing', 'accounts'),
             [
                 'account_id',
@@ -26,19 +19,8 @@ renamed as (
                 'created_at',
                 'updated_at',
                 'segment',
-                '_op',
-                '_source_file',
-                '_run_id',
-                '_ingested_at',
-            ],
-            [
-                '_ingest_date',
             ]
         ) }}
-        _op,
-        _source_file,
-        _run_id,
-        _ingested_at
 
     from source
 

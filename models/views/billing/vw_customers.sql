@@ -9,14 +9,7 @@ current_rows as (
 live as (
 
     select
-        customer_id,
-        account_id,
-        first_name,
-        last_name,
-        e_mail,
-        signup_date,
-        updated_at,
-        {{ new_landed_columns(
+        {{ landed_columns(
             ref('customers'),
             [
                 'customer_id',
@@ -26,12 +19,8 @@ live as (
                 'e_mail',
                 'signup_date',
                 'updated_at',
-                '_op',
-                '_source_file',
-                '_run_id',
-                '_ingested_at',
             ],
-            [
+            exclude=[
                 '_ingest_date',
                 '_is_deleted',
                 '_deleted_at',
@@ -39,10 +28,6 @@ live as (
                 '_dbt_first_invocation_id',
             ]
         ) }}
-        _op,
-        _source_file,
-        _run_id,
-        _ingested_at
 
     from current_rows
     where not _is_deleted

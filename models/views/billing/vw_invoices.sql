@@ -9,16 +9,7 @@ current_rows as (
 live as (
 
     select
-        invoice_id,
-        account_id,
-        subscription_id,
-        amount,
-        currency,
-        status,
-        issued_on,
-        due_on,
-        updated_at,
-        {{ new_landed_columns(
+        {{ landed_columns(
             ref('invoices'),
             [
                 'invoice_id',
@@ -30,12 +21,8 @@ live as (
                 'issued_on',
                 'due_on',
                 'updated_at',
-                '_op',
-                '_source_file',
-                '_run_id',
-                '_ingested_at',
             ],
-            [
+            exclude=[
                 '_ingest_date',
                 '_is_deleted',
                 '_deleted_at',
@@ -43,10 +30,6 @@ live as (
                 '_dbt_first_invocation_id',
             ]
         ) }}
-        _op,
-        _source_file,
-        _run_id,
-        _ingested_at
 
     from current_rows
     where not _is_deleted

@@ -9,14 +9,7 @@ current_rows as (
 live as (
 
     select
-        subscription_id,
-        account_id,
-        product,
-        status,
-        monthly_amount,
-        started_on,
-        updated_at,
-        {{ new_landed_columns(
+        {{ landed_columns(
             ref('subscriptions'),
             [
                 'subscription_id',
@@ -26,12 +19,8 @@ live as (
                 'monthly_amount',
                 'started_on',
                 'updated_at',
-                '_op',
-                '_source_file',
-                '_run_id',
-                '_ingested_at',
             ],
-            [
+            exclude=[
                 '_ingest_date',
                 '_is_deleted',
                 '_deleted_at',
@@ -39,10 +28,6 @@ live as (
                 '_dbt_first_invocation_id',
             ]
         ) }}
-        _op,
-        _source_file,
-        _run_id,
-        _ingested_at
 
     from current_rows
     where not _is_deleted
