@@ -9,7 +9,6 @@ CSV files and a PostgreSQL table through it, twice (a first load, then an increm
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import subprocess
