@@ -8,13 +8,17 @@ reads the whole history and against the source's key set.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -26,6 +30,7 @@ from ingestion.plan.deletes import plan_key_reads
 from ingestion.plan.jdbc import plan_jdbc_table
 from ingestion.run.jdbc_job import discover_tables
 from ingestion.run.pipeline import run_pipeline
+from tests.conftest import REPO
 from tests.pg_fixtures import PgDb, jdbc_source, pipeline_doc
 from tests.test_jdbc_oracle import _engine
 
@@ -147,18 +152,31 @@ def test_later_runs_read_only_the_snapshot_and_newer_runs_and_stay_right(
     assert tombstones() == sorted([(2, second.run_id), (2, again.run_id)])
     check()
 
-    # A crash between writing the snapshot and the commit: that snapshot says 3 is deleted, but its
-    # run never committed, so the next run must not trust it and tombstones 3 itself.
+    # A run that fails before its commit removes its snapshot with its files.
     db.con.execute("delete from t where id = 3")
+    before = _snapshots(lake, "t")
     monkeypatch.setenv("TIDEMARK_FAULTS", "batch_written@t=raise")
-    crashed = run_pipeline(cfg)
-    assert crashed.tables[0].status == "failed" and crashed.tables[0].failed_step == "extract"
-    assert crashed.run_id in _snapshots(lake, "t")
+    failed = run_pipeline(cfg)
     monkeypatch.delenv("TIDEMARK_FAULTS")
+    assert failed.tables[0].status == "failed" and failed.tables[0].failed_step == "extract"
+    assert failed.run_id not in _snapshots(lake, "t") and again.run_id in _snapshots(lake, "t")
+
+    # A process killed between writing the snapshot and the commit leaves it behind; that snapshot says
+    # 3 is deleted, but its run never committed, so the next run must not trust it and tombstones 3.
+    killed = subprocess.run(
+        [sys.executable, "-m", "ingestion", "run", "--config", str(tmp_path / "ingestion.yml")],
+        cwd=REPO,
+        env={**os.environ, "TIDEMARK_FAULTS": "batch_written@t=kill"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode != 0
+    (crashed,) = _snapshots(lake, "t") - before
     after_crash = run()
-    assert crashed.run_id not in _snapshots(lake, "t")
+    assert crashed not in _snapshots(lake, "t")
     assert (3, after_crash.run_id) in tombstones()
-    assert not any(r == crashed.run_id for _, r in tombstones())
+    assert not any(r == crashed for _, r in tombstones())
     check()
 
     # A full reload re-lands what the source has; re-inserted 3 is live again, then 1 goes.
@@ -170,6 +188,30 @@ def test_later_runs_read_only_the_snapshot_and_newer_runs_and_stay_right(
     assert (1, last.run_id) in tombstones()
     check()
     assert all(not any(p.endswith(h.name) for h in history.glob("*")) for paths in read for p in paths)
+
+
+@pytest.mark.slow
+def test_a_snapshot_without_the_current_key_or_cursor_columns_is_not_trusted(
+    pg_db: PgDb, tmp_path: Path, write_config
+) -> None:
+    db = pg_db
+    db.con.execute("create table t (id int primary key, v text, updated_at timestamptz not null)")
+    db.con.execute("insert into t select g, 'v' || g, clock_timestamp() from generate_series(1, 3) g")
+    lake = tmp_path / "lake"
+    cfg = write_config(pipeline_doc(lake, jdbc_source(db, detect_deletes=True)))
+    first = run_pipeline(cfg)
+    assert first.ok
+    # As if written under another config (no `updated_at` cursor), and claiming every key deleted.
+    (snap,) = (lake / "_keys" / "pg" / "t" / first.run_id).glob("*.parquet")
+    old = pq.read_table(snap)
+    pq.write_table(
+        old.drop_columns(["updated_at"]).set_column(1, "_op", pa.array(["d"] * old.num_rows)), snap
+    )
+    db.con.execute("delete from t where id = 1")
+    second = run_pipeline(cfg)
+    assert second.ok, [t.error for t in second.tables]
+    assert _tombstones(_files(lake, "t")) == [(1, second.run_id)]
+    assert _snapshots(lake, "t") == {second.run_id}
 
 
 # ---------------------------------------------------------------- Spark lands DuckDB's tombstones

@@ -10,7 +10,7 @@ work alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ingestion.contract import INGESTED_AT, OP, PARTITION_COLUMN, RUN_ID
@@ -44,6 +44,13 @@ def key_inputs(batch: TombstoneBatch) -> KeyInputs:
     table = batch.table
     snapshots = key_snapshots(batch.lake_root, table.source, table.name)
     reads = plan_key_reads(batch.committed_runs, snapshots, batch.run_id)
+    if reads.snapshot and not _fits(snapshots[reads.snapshot][0], table):
+        # Written for another key or cursor (the config changed): every snapshot is useless, so read the
+        # whole history once (this run writes a fitting one).
+        reads = replace(
+            plan_key_reads(batch.committed_runs, (), batch.run_id),
+            stale=tuple(sorted(set(snapshots) - {batch.run_id})),
+        )
     base = keys_dir(batch.lake_root, table.source, table.name)
     for run in reads.stale:
         lakefs.remove_tree(lakefs.join(base, run))
@@ -65,6 +72,11 @@ def key_inputs(batch: TombstoneBatch) -> KeyInputs:
         own_files=any(run_id_of(Path(f)) == batch.run_id for f in landed),
         snapshot_dir=lakefs.join(base, batch.run_id),
     )
+
+
+def _fits(snapshot_file: str, table: JdbcTable) -> bool:
+    """Does a snapshot hold the table's current key and cursor columns (one footer read)?"""
+    return set(snapshot_columns(table)) <= set(lakefs.read_schema(snapshot_file).names)
 
 
 def snapshot_columns(table: JdbcTable) -> list[str]:

@@ -3,8 +3,9 @@
 Landing, quarantine and logs call these functions with plain path strings; a path that starts with
 `s3://` goes through pyarrow's S3 filesystem (credentials, region and endpoint from the AWS environment
 as `lake/s3` reads them: `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` is how tests reach moto), any other
-path through the local filesystem exactly as before (renames are atomic there). Engines always write to
-a local scratch folder; `place` then renames (local lake) or uploads (S3 lake) each file.
+path through the local filesystem exactly as before (renames are atomic there). An engine writing on the
+driver uses a local scratch folder, then `place` renames (local lake) or uploads (S3 lake) each file; one
+writing on executors stages on the lake itself and `move` renames or copies server-side (S3).
 """
 
 from __future__ import annotations

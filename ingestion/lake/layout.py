@@ -40,6 +40,11 @@ def key_snapshots(lake_root: str, source: str, table: str) -> dict[str, list[str
     return out
 
 
+def remove_key_snapshot(lake_root: str, source: str, table: str, run_id: str) -> None:
+    """Delete a run's live-keys snapshot (a run that failed before its commit); none is fine."""
+    lakefs.remove_tree(lakefs.join(keys_dir(lake_root, source, table), run_id))
+
+
 def scratch_dir(lake_root: str, run_id: str) -> str:
     """`<lake>/_tmp/<run_id>`: where engines stage files outside `landing/`; removed when the run ends.
 
