@@ -21,6 +21,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingestion.engines import TombstoneBatch
 from ingestion.lake import fs as lakefs
@@ -54,6 +56,46 @@ def test_a_crashed_runs_snapshot_is_ignored_and_removed() -> None:
     reads = plan_key_reads(("r1", "r2"), {"r1", "r3"}, "r4")  # r3 wrote one, never committed
     assert reads.snapshot == "r1" and reads.runs == {"r2", "r4"} and reads.stale == ("r3",)
     assert plan_key_reads((), {"r3"}, "r4") == type(reads)(None, frozenset({"r4"}), ("r3",))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),  # the run commits (else it crashes before its commit)
+            st.booleans(),  # it writes a snapshot
+            st.dictionaries(st.integers(0, 5), st.integers(0, 50), max_size=4),  # key → version it lands
+        ),
+        max_size=12,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_snapshot_plus_later_runs_equals_the_whole_history(runs: list[Any], rnd: Any) -> None:
+    """Latest version per key over what `plan_key_reads` picks == over every committed run and this one."""
+    names = [f"r{i:02d}" for i in range(len(runs))]
+    rnd.shuffle(names)  # run ids need not sort in commit order
+    committed: list[str] = []
+    landed: dict[str, dict[int, int]] = {}
+    snapshots: dict[str, dict[int, int]] = {}
+    for name, (commits, writes, rows) in zip(names, runs, strict=True):
+        landed[name] = rows
+        reads = plan_key_reads(tuple(committed), set(snapshots), name)
+        seen = dict(snapshots[reads.snapshot]) if reads.snapshot else {}
+        truth: dict[int, int] = {}
+        for files, out in (
+            ([landed[r] for r in reads.runs], seen),
+            ([landed[r] for r in [*committed, name]], truth),
+        ):
+            for f in files:
+                for k, v in f.items():
+                    out[k] = max(out.get(k, v), v)
+        assert seen == truth
+        for stale in reads.stale:
+            del snapshots[stale]
+        if writes:
+            snapshots[name] = seen
+        if commits:
+            committed.append(name)
 
 
 # ---------------------------------------------------------------- the snapshot through real runs
