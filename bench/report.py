@@ -259,9 +259,9 @@ def render(res: dict[str, Any], baseline: dict[str, Any] | None) -> str:
             "",
             *scenario_table(runs),
             "",
-            "Where the time goes. " + PROFILE_INTRO[sc],
-            "",
         ]
+        if sc in PROFILE_INTRO and any(n.split("-", 1)[0] == sc for n in res["profiles"]):
+            lines += ["Where the time goes. " + PROFILE_INTRO[sc], ""]
         for name, data in sorted(res["profiles"].items()):
             if name.split("-", 1)[0] != sc:
                 continue

@@ -234,27 +234,74 @@ def test_spark_engine_in_local_mode_lands_to_an_s3_lake(s3_lake, s3a_spark):
     assert keys(bucket, "lake/_tmp/") == set()
 
 
-def test_delete_detection_with_an_s3_lake_is_refused_before_anything_runs(tmp_path, monkeypatch):
+def test_delete_detection_on_an_s3_lake_lands_a_tombstone_once(s3_bucket, pg_db, tmp_path, monkeypatch):
+    """PostgreSQL source with detect_deletes → S3 lake (DuckDB engine): the deleted key's tombstone is
+    landed and committed like any landed file, a snapshot of live keys is kept, and the next run doesn't
+    tombstone the key again."""
     monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
-    cfg = parse_config(
-        {
-            "pipeline": "p",
-            "lake": {"root": "s3://bucket/lake"},
-            "sources": [
-                {
-                    "name": "shop",
-                    "kind": "jdbc",
-                    "url": "jdbc:postgresql://127.0.0.1:1/nowhere",
-                    "user": "u",
-                    "detect_deletes": True,
-                }
-            ],
-        }
+    monkeypatch.setenv("TIDEMARK_SCRATCH", str(tmp_path / "scratch"))
+    pg_db.con.execute(
+        "create table orders (order_id bigint primary key, amount numeric(10,2), "
+        "updated_at timestamptz not null default clock_timestamp())"
     )
-    from ingestion.errors import ConfigError
+    pg_db.con.execute("insert into orders (order_id, amount) values (1, 9.50), (2, 12.00), (3, 1.25)")
+    config = tmp_path / "pg.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": "pg_s3",
+                "lake": {"root": f"s3://{s3_bucket}/lake"},
+                "sources": [jdbc_source(pg_db, tables=["orders"], detect_deletes=True)],
+            }
+        )
+    )
+    from ingestion.config import load_config
 
-    with pytest.raises(ConfigError, match="detect_deletes needs a local lake"):
-        run_pipeline(cfg)
+    cfg = load_config(config)
+    first = run_pipeline(cfg)
+    assert first.ok, [t.error for t in first.tables]
+    assert f"lake/_keys/pg/orders/{first.run_id}/part-0.parquet" in keys(s3_bucket, "lake/_keys/")
+
+    pg_db.con.execute("delete from orders where order_id = 2")
+    second = run_pipeline(cfg)
+    assert second.ok, [t.error for t in second.tables]
+    out = second.tables[0]
+    assert out.status == "landed" and out.rows_landed >= 1
+    rel = f"_ingest_date={second.run_id[:4]}-{second.run_id[4:6]}-{second.run_id[6:8]}/part-{second.run_id}-900000.parquet"
+    tomb = f"lake/landing/pg/orders/{rel}"
+    assert tomb in keys(s3_bucket, "lake/landing/")
+    fs, _ = lakefs.filesystem(f"s3://{s3_bucket}")
+    rows = pq.read_table(f"{s3_bucket}/{tomb}", filesystem=fs).to_pylist()
+    assert [(r["order_id"], r["_op"], r["amount"], r["_run_id"]) for r in rows] == [
+        (2, "d", None, second.run_id)
+    ]
+    # Committed like any landed file: the run is in the state, the tombstone in its file list.
+    state = StateStore(f"s3://{s3_bucket}/lake", "pg_s3").read("pg", "orders")
+    assert state is not None and second.run_id in state.committed_runs
+    assert rel in state.run_files[second.run_id]
+    snapshot = pq.read_table(
+        f"{s3_bucket}/lake/_keys/pg/orders/{second.run_id}/part-0.parquet", filesystem=fs
+    ).to_pylist()
+    assert sorted((r["order_id"], r["_op"]) for r in snapshot) == [(1, "u"), (2, "d"), (3, "u")]
+
+    third = run_pipeline(cfg)
+    assert third.ok, [t.error for t in third.tables]
+    tombstones = [k for k in keys(s3_bucket, "lake/landing/") if k.endswith("-900000.parquet")]
+    assert tombstones == [tomb]
+    # The first run's snapshot was superseded by the second's and removed.
+    assert not any(f"/{first.run_id}/" in k for k in keys(s3_bucket, "lake/_keys/"))
+
+    status = subprocess.run(
+        [sys.executable, "-m", "ingestion", "status", "--config", str(config), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert status.returncode == 0, status.stderr
+    (table,) = json.loads(status.stdout)["tables"]
+    assert table["name"] == "pg.orders" and not table["failing"]
+    assert table["last_run_id"] == third.run_id
 
 
 def test_postgres_table_lands_to_an_s3_lake_and_registers_its_new_column(

@@ -177,6 +177,8 @@ class TombstoneBatch:
     target: str
     lake_root: str
     has_landed: bool  # committed data or this run's files: without either there is nothing to delete
+    # The table's committed runs in commit order: which live-keys snapshot to trust, which files to read.
+    committed_runs: tuple[str, ...] = ()
 
     @property
     def scratch(self) -> str:

@@ -17,6 +17,7 @@ import io
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -172,8 +173,6 @@ def move_all(pairs: list[tuple[str, str]], workers: int = 8) -> None:
         for src, dest in pairs:
             move(src, dest)
         return
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=min(workers, len(pairs))) as pool:
         for _ in pool.map(lambda pair: move(*pair), pairs):
             pass
@@ -244,6 +243,30 @@ def open_output(path: str) -> BinaryIO:
     return fs.open_output_stream(key)
 
 
+def read_parquet_columns(paths: list[str], columns: list[str]) -> pa.Table:
+    """The named columns of Parquet files in the lake as one Arrow table (a column a file lacks is null).
+
+    Files are read in parallel (S3 GETs overlap); types that differ between files are widened.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def one(path: str) -> pa.Table:
+        fs, key = filesystem(path)
+        with fs.open_input_file(key) as f:
+            pf = pq.ParquetFile(f)
+            present = [c for c in columns if c in pf.schema_arrow.names]
+            return pf.read(columns=present)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        tables = list(pool.map(one, paths))
+    out = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+    for c in columns:
+        if c not in out.column_names:
+            out = out.append_column(c, pa.nulls(out.num_rows))
+    return out.select(columns)
+
+
 def write_parquet(table: pa.Table, dest: str) -> None:
     """Write an Arrow table as one Parquet file at `dest` (written beside it then renamed, or one PUT)."""
     import pyarrow.parquet as pq
@@ -305,19 +328,7 @@ def reach_lake(lake_root: str, *, write: bool) -> None:
 
 
 def check_lake(cfg: Any) -> None:
-    """Refuse, before anything runs, a lake that can't be reached or written, and what this version cannot
-    do on an S3 lake (delete detection reads the landed keys with DuckDB from a local lake only)."""
+    """Refuse, before anything runs, a lake that can't be reached or written (or has an unsupported scheme)."""
     if is_remote(cfg.lake_root):
-        from ingestion.errors import ConfigError
-
         filesystem(cfg.lake_root)  # an unsupported scheme fails here, with its hint
-        for source in cfg.jdbc_sources():
-            if getattr(source, "detect_deletes", False) or any(
-                getattr(t, "detect_deletes", False) for t in (source.tables or []) if not isinstance(t, str)
-            ):
-                raise ConfigError(
-                    f"source {source.name}: detect_deletes needs a local lake in this version "
-                    f"(lake root {cfg.lake_root})",
-                    hint="set detect_deletes: false for this source, or use a local lake.root",
-                )
     reach_lake(cfg.lake_root, write=True)

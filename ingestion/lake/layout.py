@@ -22,6 +22,29 @@ def table_dir(lake_root: str, source: str, table: str) -> str:
     return lakefs.join(lake_root, "landing", source, table)
 
 
+def keys_dir(lake_root: str, source: str, table: str) -> str:
+    """`<lake>/_keys/<source>/<table>`: the table's live-keys snapshots, one folder per writing run.
+
+    `<run_id>/*.parquet` holds, per key ever landed, its latest version's key, cursor and metadata columns
+    as of that run (tombstones included). Outside `landing/`: dbt never reads it. Only a committed run's
+    snapshot counts; delete detection removes the others.
+    """
+    return lakefs.join(lake_root, "_keys", source, table)
+
+
+def key_snapshots(lake_root: str, source: str, table: str) -> dict[str, list[str]]:
+    """The Parquet files of each live-keys snapshot in the lake, by the run id that wrote it."""
+    out: dict[str, list[str]] = {}
+    for f in lakefs.glob(keys_dir(lake_root, source, table), "*/*.parquet"):
+        out.setdefault(Path(f).parent.name, []).append(f)
+    return out
+
+
+def remove_key_snapshot(lake_root: str, source: str, table: str, run_id: str) -> None:
+    """Delete a run's live-keys snapshot (a run that failed before its commit); none is fine."""
+    lakefs.remove_tree(lakefs.join(keys_dir(lake_root, source, table), run_id))
+
+
 def scratch_dir(lake_root: str, run_id: str) -> str:
     """`<lake>/_tmp/<run_id>`: where engines stage files outside `landing/`; removed when the run ends.
 

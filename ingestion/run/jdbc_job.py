@@ -158,6 +158,7 @@ class JdbcJob:
                     # Committed runs, not a watermark or file ledger: a table without a cursor keeps
                     # neither, and emptying it must still tombstone every key.
                     has_landed=bool(state.committed_runs) or bool(batch.files_written),
+                    committed_runs=state.committed_runs,
                 )
             )
         rejects = self._rejects(planned.where)

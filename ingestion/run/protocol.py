@@ -24,6 +24,7 @@ from ingestion.lake.layout import (
     landed_files,
     partition_value,
     relative_to,
+    remove_key_snapshot,
     remove_orphans,
     remove_run_files,
     remove_stale_scratch,
@@ -225,6 +226,7 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
         if not committed:
             # This run's files never counted; remove them now rather than at the next run.
             remove_run_files(target, ctx.run_id)
+            remove_key_snapshot(lake, job.source, job.table, ctx.run_id)
             remove_rejects(lake, job.source, job.table, only={ctx.run_id})
     finally:
         if keeper is not None:

@@ -223,11 +223,10 @@ class SparkEngine:
         return land_jdbc(self.spark, batch)
 
     def land_tombstones(self, batch: TombstoneBatch) -> int:
-        """Delete detection reads the landed keys with DuckDB whichever engine landed them (a local lake:
-        delete detection is refused on S3), so tombstones are identical on both engines."""
-        from ingestion.engines.duckdb.tombstones import land_tombstones
+        """Delete detection with the key anti-join on the executors; see `engines.spark.tombstones`."""
+        from ingestion.engines.spark.tombstones import land_tombstones
 
-        return land_tombstones(batch)
+        return land_tombstones(self.spark, batch)
 
 
 def parse_col(c: str, rule: TypeRule):
