@@ -167,7 +167,8 @@
     {#- Redshift changes a column type in place only for varchar lengths, and never inside a transaction
         block, where dbt-redshift runs a model (unless redshift_skip_autocommit_transaction_statements):
         like dbt's alter_column_type, add a column of the new type, copy, drop the old one, rename — four
-        statements in the model's transaction, so a failure leaves the table as it was. The copy casts
+        statements in the model's transaction, so a failure leaves the table as it was (with that flag on,
+        they commit one by one, as dbt's own alter_column_type's do). The copy casts
         (a text column that held no value yet becomes typed). DROP COLUMN … CASCADE would drop bound views
         behind dbt's back (its cache would still list them, and their models fail renaming a relation
         that is gone): they are dropped through the adapter first and rebuilt by their models in the
