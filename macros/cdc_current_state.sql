@@ -9,8 +9,9 @@
         - tombstones are ordered by landing time: the row is deleted when the newest tombstone for its key
           landed with or after the version it holds (a run reads its rows before the source's key set, so
           a tombstone of the same run is the later fact); a newer version landed later revives it.
-      Before the statement, columns whose landed type grew (varchar length, smallint→integer→bigint) are
-      widened in the model's table (cdc_widen_columns): append_new_columns only adds columns. -#}
+      Before the statement, columns whose landed type grew (every widening the lake does: varchar length,
+      integer sizes, → decimal, → double, date → timestamp, → timestamptz) are widened in the model's
+      table (cdc_widen_columns): append_new_columns only adds columns. -#}
     {#- dbt unit tests don't pass the model's config or columns: their YAML sets the vars
         cdc_unique_key and cdc_columns (overrides: vars). -#}
     {%- set keys = config.get("unique_key") or var("cdc_unique_key", none) -%}

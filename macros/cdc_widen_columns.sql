@@ -120,6 +120,22 @@
 {% macro postgres__cdc_alter_column_type(relation, column_name, new_type) -%}
     {#- PostgreSQL refuses to change a column type that a view reads: drop the dependent views (dbt
         recreates them later in the same build, they are downstream of this model), then alter. -#}
+    {%- do tidemark.cdc_drop_dependent_views(relation, column_name) -%}
+    {#- `using`: a text column that held no value yet changes to a typed one, which PostgreSQL casts only
+        when told to. -#}
+    {%- call statement("cdc_alter_column_type") -%}
+        alter table {{ relation }} alter column {{ adapter.quote(column_name) }} type {{ new_type }}
+        using {{ adapter.quote(column_name) }}::{{ new_type }}
+    {%- endcall -%}
+{%- endmacro %}
+
+
+{% macro cdc_drop_dependent_views(relation, column_name) -%}
+    {#- Drop the views bound to `relation` (pg_depend: PostgreSQL's views, Redshift's views without
+        `with no schema binding`; late-binding views have no dependency and stay) through the adapter, so
+        dbt's relation cache forgets them too: the views' own models then create them afresh instead of
+        renaming a relation that is gone. They are downstream of the widened model, so the same build
+        recreates them. -#}
     {%- set dependents -%}
         select distinct dependent_ns.nspname as view_schema, dependent.relname as view_name
         from pg_depend
@@ -134,17 +150,9 @@
     {%- endset -%}
     {%- for row in run_query(dependents) -%}
         {{ log("cdc: dropping view " ~ row[0] ~ "." ~ row[1] ~ " to widen " ~ relation ~ "." ~ column_name ~ " (dbt recreates it)", info=true) }}
-        {#- Through the adapter, so dbt's relation cache forgets the view too: the view's own model then
-            creates it afresh instead of renaming a relation that is gone. -#}
         {%- do adapter.drop_relation(api.Relation.create(
             database=relation.database, schema=row[0], identifier=row[1], type="view")) -%}
     {%- endfor -%}
-    {#- `using`: a text column that held no value yet changes to a typed one, which PostgreSQL casts only
-        when told to. -#}
-    {%- call statement("cdc_alter_column_type") -%}
-        alter table {{ relation }} alter column {{ adapter.quote(column_name) }} type {{ new_type }}
-        using {{ adapter.quote(column_name) }}::{{ new_type }}
-    {%- endcall -%}
 {%- endmacro %}
 
 
@@ -156,11 +164,29 @@
 
 
 {% macro redshift__cdc_alter_column_type(relation, column_name, new_type) -%}
-    {#- Redshift alters in place only to widen a varchar; other promotions go through dbt's
-        add / copy / drop / rename (late-binding views don't block either). -#}
-    {%- if "char" in new_type | lower -%}
-        {{ tidemark.default__cdc_alter_column_type(relation, column_name, new_type) }}
-    {%- else -%}
+    {#- Redshift changes a column type in place only for varchar lengths, and never inside a transaction
+        block, where dbt-redshift runs a model (unless redshift_skip_autocommit_transaction_statements):
+        like dbt's alter_column_type, add a column of the new type, copy, drop the old one, rename — four
+        statements in the model's transaction, so a failure leaves the table as it was (with that flag on,
+        they commit one by one, as dbt's own alter_column_type's do). The copy casts
+        (a text column that held no value yet becomes typed). DROP COLUMN … CASCADE would drop bound views
+        behind dbt's back (its cache would still list them, and their models fail renaming a relation
+        that is gone): they are dropped through the adapter first and rebuilt by their models in the
+        same build. The project's own views are late-binding (`bind: false`) and stay. The column moves
+        to the end of the table; the merge and snapshot inserts name their columns. -#}
+    {%- do tidemark.cdc_drop_dependent_views(relation, column_name) -%}
+    {%- set type_lower = new_type | lower | trim -%}
+    {%- if type_lower.startswith("varchar") or type_lower.startswith("character varying") -%}
+        {#- dbt-redshift's own: in place where Redshift can (outside a transaction), else a rebuild. -#}
         {%- do alter_column_type(relation, column_name, new_type) -%}
+    {%- else -%}
+        {%- set column = adapter.quote(column_name) -%}
+        {%- set tmp = adapter.quote(column_name ~ "__tm_wide") -%}
+        {%- call statement("cdc_alter_column_type") -%}
+            alter table {{ relation }} add column {{ tmp }} {{ new_type }};
+            update {{ relation }} set {{ tmp }} = cast({{ column }} as {{ new_type }});
+            alter table {{ relation }} drop column {{ column }} cascade;
+            alter table {{ relation }} rename column {{ tmp }} to {{ column }}
+        {%- endcall -%}
     {%- endif -%}
 {%- endmacro %}

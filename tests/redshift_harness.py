@@ -10,6 +10,9 @@ project against PostgreSQL. What they stand in for, and what they don't:
 - `getdate()`: the current UTC time as `timestamp`, like Redshift's.
 - `dateadd(text, bigint, timestamp…)`: Redshift's date arithmetic (the proxy quotes the bare date part).
 - `svv_table_info`: an empty view, so `dbt docs generate` takes the extended-catalog path.
+- `redshift_refuses(text)`: raises its argument; the proxy calls it in place of a statement Redshift
+  refuses and PostgreSQL would run (`redshift_proxy.redshift_refusal`: ALTER COLUMN TYPE beyond a varchar
+  length, or inside a transaction block).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ SHIMS = [
         null::numeric as skew_sortkey1, null::numeric as skew_rows, null::numeric as estimated_visible_rows,
         null::text as risk_event, null::numeric as vacuum_sort_benefit
         where false""",
+    """create function public.redshift_refuses(message text) returns void language plpgsql as $$
+        begin raise exception '%', message using errcode = '0A000'; end $$""",
     # pg_catalog objects need allow_system_table_mods (a superuser setting, this session only).
     "set allow_system_table_mods = on",
     """create view pg_catalog.svv_external_columns as select

@@ -6,6 +6,11 @@ Debian's `server_version` ("15.8 (Debian 15.8-1.pgdg120+1)"). The proxy rewrites
 StartupMessage without them and the server's ParameterStatus `server_version` to its bare number, and
 two Redshift-only SQL forms in Query/Parse messages (`rewrite_sql`); everything else passes through. SSL/GSS requests are answered "no" (loopback only).
 
+One Redshift refusal PostgreSQL lacks is emulated, so the harness fails where Redshift would:
+`ALTER TABLE … ALTER COLUMN … TYPE` only to a varchar (or varbyte) length, and never inside a transaction
+block (the proxy follows each connection's transaction status in the server's ReadyForQuery messages).
+The refused statement is replaced by a call of the harness's `redshift_refuses(text)`, which raises.
+
 Test harness only: `with RedshiftProxy("127.0.0.1", 5432) as proxy: … port=proxy.port …`.
 """
 
@@ -59,18 +64,44 @@ _DATEADD = re.compile(rb"\bdateadd\(\s*([a-z]+)\s*,", re.IGNORECASE)
 _NO_BINDING = re.compile(rb"\bwith\s+no\s+schema\s+binding\b", re.IGNORECASE)
 
 
-def rewrite_sql(sql: bytes) -> bytes:
-    """Redshift-only SQL made PostgreSQL's: bare dateadd parts quoted, `with no schema binding` dropped."""
+# Redshift's ALTER COLUMN TYPE: "only supported for VARCHAR and VARBYTE" (a length change), and
+# "ALTER TABLE ALTER COLUMN cannot run inside a transaction block". PostgreSQL does both, so without this
+# a widening that only works on PostgreSQL would pass the harness.
+_ALTER_TYPE = re.compile(
+    rb"\balter\s+table\s+[^;]+?\s+alter\s+column\s+[^;]+?\s+type\s+(\w+(?:\s+varying)?)", re.IGNORECASE
+)
+_IN_PLACE_TYPES = {b"varchar", b"character varying", b"varbyte"}
+
+
+def redshift_refusal(sql: bytes, in_transaction: bool) -> str | None:
+    """The error Redshift would raise for `sql` where PostgreSQL runs it; None when Redshift runs it too."""
+    m = _ALTER_TYPE.search(sql)
+    if m is None:
+        return None
+    if re.sub(rb"\s+", b" ", m.group(1).lower()) not in _IN_PLACE_TYPES:
+        return "ALTER COLUMN TYPE is only supported for VARCHAR and VARBYTE columns (Redshift, emulated)"
+    if in_transaction:
+        return "ALTER TABLE ALTER COLUMN cannot run inside a transaction block (Redshift, emulated)"
+    return None
+
+
+def rewrite_sql(sql: bytes, in_transaction: bool = False) -> bytes:
+    """Redshift-only SQL made PostgreSQL's: bare dateadd parts quoted, `with no schema binding` dropped;
+    a statement Redshift refuses (`redshift_refusal`) becomes a call that raises its error."""
+    refused = redshift_refusal(sql, in_transaction)
+    if refused is not None:
+        return f"select public.redshift_refuses('{refused}')".encode()
     return _NO_BINDING.sub(b"", _DATEADD.sub(rb"dateadd('\1',", sql))
 
 
-def rewrite_query(payload: bytes, kind: bytes) -> bytes:
+def rewrite_query(payload: bytes, kind: bytes, in_transaction: bool = False) -> bytes:
     """A Query ('Q') or Parse ('P') payload with its SQL rewritten by `rewrite_sql`."""
     if kind == b"Q":
-        return rewrite_sql(payload)
+        body = payload.rstrip(b"\0")
+        return rewrite_sql(body, in_transaction) + b"\0"
     name, _, rest = payload.partition(b"\0")
     query, _, tail = rest.partition(b"\0")
-    return name + b"\0" + rewrite_sql(query) + b"\0" + tail
+    return name + b"\0" + rewrite_sql(query, in_transaction) + b"\0" + tail
 
 
 async def _read_exact(reader: asyncio.StreamReader, n: int) -> bytes:
@@ -123,8 +154,11 @@ class RedshiftProxy:
             body = rewrite_startup(body)
             swriter.write(struct.pack("!i", len(body) + 4) + body)
             await swriter.drain()
+            # The connection's transaction status, from the server's last ReadyForQuery ('I' idle).
+            status = [b"I"]
             await asyncio.gather(
-                self._client_to_server(creader, swriter), self._server_to_client(sreader, cwriter)
+                self._client_to_server(creader, swriter, status),
+                self._server_to_client(sreader, cwriter, status),
             )
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -134,7 +168,9 @@ class RedshiftProxy:
                     w.close()
 
     @staticmethod
-    async def _client_to_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _client_to_server(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: list[bytes]
+    ) -> None:
         """Message by message, so SQL in Query and Parse messages can be rewritten."""
         try:
             while True:
@@ -142,7 +178,7 @@ class RedshiftProxy:
                 kind, length = head[:1], struct.unpack("!i", head[1:])[0]
                 payload = await reader.readexactly(length - 4)
                 if kind in (b"Q", b"P"):
-                    payload = rewrite_query(payload, kind)
+                    payload = rewrite_query(payload, kind, status[0] != b"I")
                     head = kind + struct.pack("!i", len(payload) + 4)
                 writer.write(head + payload)
                 await writer.drain()
@@ -152,7 +188,9 @@ class RedshiftProxy:
             writer.close()
 
     @staticmethod
-    async def _server_to_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _server_to_client(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: list[bytes]
+    ) -> None:
         """Message by message (type byte, int32 length), so ParameterStatus can be rewritten anywhere."""
         try:
             while True:
@@ -162,6 +200,8 @@ class RedshiftProxy:
                 if kind == b"S":
                     payload = rewrite_parameter_status(payload)
                     head = kind + struct.pack("!i", len(payload) + 4)
+                elif kind == b"Z":
+                    status[0] = payload[:1]
                 writer.write(head + payload)
                 await writer.drain()
         except asyncio.IncompleteReadError:
