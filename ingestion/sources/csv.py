@@ -258,6 +258,12 @@ def first_long_line(path: str, limit: int) -> int | None:
     return None
 
 
+def has_crlf(path: str) -> bool:
+    """Does the file use Windows line endings (judged on its first 64 KiB)?"""
+    with lakefs.open_input(path) as fh:
+        return b"\r\n" in fh.read(1 << 16)
+
+
 def decodes_cleanly(path: str, options: CsvOptions) -> bool:
     """Are all of a file's bytes valid in its encoding? (Then a U+FFFD in it is a real character.)"""
     decoder = codecs.getincrementaldecoder(_decoder_name(options))(errors="strict")
@@ -324,14 +330,22 @@ def record_lines(path: str, options: CsvOptions, wanted: Iterable[int]) -> dict[
     return out
 
 
-def lines_at_offsets(path: str, offsets: Iterable[int]) -> dict[int, int]:
-    """Physical (1-based) line numbers of byte offsets (0-based) in a file: newlines counted before each."""
+def lines_at_offsets(path: str, offsets: Iterable[int], encoding: str = "utf-8") -> dict[int, int]:
+    """Physical (1-based) line numbers of byte offsets (0-based) in a file: newlines counted before each.
+
+    DuckDB reads a file in another encoding (Latin-1, UTF-16) through a UTF-8 transcoding, and its offsets
+    count the transcoded bytes: such a file is transcoded the same way before counting.
+    """
     wanted = sorted(set(offsets))
     out: dict[int, int] = {}
     if not wanted:
         return out
+    codec = codecs.lookup(encoding).name
     with lakefs.open_input(path) as f:
-        data = f.read(wanted[-1] + 3)
+        if codec in ("utf-8", "utf-8-sig"):  # raw bytes, a byte-order mark included (DuckDB counts it)
+            data = f.read(wanted[-1] + 3)
+        else:  # transcoding at most halves the size (UTF-16 → ASCII): three times the offset is plenty
+            data = f.read(3 * (wanted[-1] + 3) + 4).decode(codec, errors="replace").encode("utf-8")
     line, pos = 1, 0
     for off in wanted:
         # A record never starts with a line break: an offset on one (DuckDB's, after a CR) moves past it.
@@ -412,7 +426,9 @@ def move_files(
 
 def locate(path: str, options: CsvOptions, rejects: Sequence[Reject]) -> list[Reject]:
     """Fill in physical line numbers: from byte offsets when the engine gave them, else by a file scan."""
-    by_offset = lines_at_offsets(path, [r.offset for r in rejects if r.offset is not None])
+    by_offset = lines_at_offsets(
+        path, [r.offset for r in rejects if r.offset is not None], _decoder_name(options)
+    )
     scan = record_lines(path, options, [r.record for r in rejects if r.offset is None])
     located = [
         replace(r, line=by_offset[r.offset] if r.offset is not None else scan.get(r.record)) for r in rejects

@@ -178,12 +178,9 @@ class _DuckDBCsv:
             "allow_quoted_nulls = false, nullstr = '', compression = 'none')"
         )
         nulls = [sql_string(v) for v in o.null_values if v]  # other tokens match quoted or not (as on Spark)
-        crlf = has_crlf(f.path)
         cols = []
         for k, c in enumerate(names):
-            expr = quote_ident(f"c{k}")
-            if crlf:  # a Windows file's line breaks inside quoted fields read as \n, as Spark reads them
-                expr = f"replace({expr}, chr(13) || chr(10), chr(10))"
+            expr = quote_ident(f"c{k}")  # a line break inside quotes is kept as it is (\r\n stays \r\n)
             if nulls:
                 expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
             cols.append(f"{expr} AS {quote_ident(c)}")
@@ -362,9 +359,3 @@ def _records_of_accepted(ordinals: list[int], rejected: list[int]) -> list[int]:
                 k += 1
         out.append(record)
     return out
-
-
-def has_crlf(path: str) -> bool:
-    """Does the file use Windows line endings (judged on its first 64 KiB)?"""
-    with open(path, "rb") as fh:
-        return b"\r\n" in fh.read(1 << 16)

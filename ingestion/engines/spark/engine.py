@@ -7,6 +7,7 @@ because Spark SQL string literals treat backslashes as escapes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import replace
 from functools import reduce
@@ -64,7 +65,7 @@ from ingestion.plan.rejects import (
     trailing_delimiter,
     value_reject,
 )
-from ingestion.sources.csv import decodes_cleanly
+from ingestion.sources.csv import decodes_cleanly, has_crlf
 from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
@@ -329,6 +330,9 @@ class _SparkCsv:
             .option("escape", o.escape)
             .option("encoding", SPARK_CHARSETS.get(o.encoding, o.encoding))
             .option("multiLine", o.multiline)
+            # Spark's own line-ending detection rewrites \r\n inside a quoted field of a Windows file to
+            # \n; told the file's line ending, it keeps the value as the file has it (so does DuckDB).
+            .options(**({"lineSep": "\r\n"} if o.multiline and has_crlf(f.path) else {}))
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", CORRUPT)
             .option("unescapedQuoteHandling", "RAISE_ERROR")
@@ -531,8 +535,10 @@ def unbalanced_quotes(spark: SparkSession, path: str, options: CsvOptions) -> bo
 
     if options.escape != options.quote or options.encoding == "utf-16":
         return False
-    value = F.col("value")
-    quotes = F.length(value) - F.length(F.translate(value, options.quote, ""))
+    # Split on the quote, not length arithmetic: Spark measures a string's length by its UTF-8 lead bytes,
+    # and an invalid byte before a quote (Latin-1 text) would swallow the quote; splitting decodes first
+    # (an invalid byte becomes one U+FFFD, the quote survives).
+    quotes = F.size(F.split(F.col("value"), re.escape(options.quote), -1)) - 1
     total = spark.read.text(spark_uri(path)).agg(F.sum(quotes)).first()[0]  # type: ignore[index]
     return int(total or 0) % 2 == 1
 
