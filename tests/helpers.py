@@ -78,10 +78,15 @@ def curated(warehouse: Path, table: str) -> dict[int, dict]:
 
 
 def as_source_text(value: object) -> str:
-    if isinstance(value, Decimal):  # decimal(38,18): compare as the source wrote it
-        return str(float(value))
+    """A curated value as the source's text, at full precision: a decimal reads as the float text the
+    demo source writes only when that text is exactly its value (else as its exact digits, which then
+    differ from the source's); a timestamp keeps its microseconds when it has any."""
+    if isinstance(value, Decimal):
+        short = str(float(value))
+        return short if Decimal(short) == value else format(value.normalize(), "f")
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+        text = value.strftime("%Y-%m-%d %H:%M:%S")
+        return f"{text}.{value.microsecond:06d}" if value.microsecond else text
     if isinstance(value, date):
         return value.isoformat()
     return "" if value is None else str(value)
