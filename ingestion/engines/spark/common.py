@@ -54,6 +54,13 @@ def spark_uri(path: str) -> str:
     return "file://" + os.path.abspath(path)
 
 
+def observation_name(what: str) -> str:
+    """A name no other query of the session uses: tables landing in parallel each observe their own."""
+    import uuid
+
+    return f"tidemark_{what}_{uuid.uuid4().hex[:12]}"
+
+
 def write_observed(
     out: DataFrame, uri: str, cursor: str | None, ctype: str, name: str
 ) -> tuple[int, Watermark | None]:
@@ -62,7 +69,7 @@ def write_observed(
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    observed = Observation(name)
+    observed = Observation(observation_name(name))
     aggs = [F.count(F.lit(1)).alias("rows")]
     if cursor:
         agg = F.max(F.col(quote_spark(cursor)))

@@ -513,9 +513,7 @@ class _SparkCsv:
         # Executors write on the lake's filesystem; the files are then renamed (or copied server-side)
         # into landing/: no byte passes through the driver.
         staging = batch.lake_staging
-        rows_landed, max_cursor = write_observed(
-            out, spark_uri(staging), batch.cursor, ctype, f"tidemark_written_{batch.run_id}_{batch.table}"
-        )
+        rows_landed, max_cursor = write_observed(out, spark_uri(staging), batch.cursor, ctype, "written")
         staged_files(staging, rows_landed, batch.name)
         files_out = publish_staged(staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, max_cursor, tuple(files_out))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ingestion.config import PipelineConfig, SparkConfig
 from ingestion.contract import PARTITION_COLUMN
@@ -11,6 +11,7 @@ from ingestion.engines.base import JdbcBatch
 from ingestion.engines.spark.common import (
     dedup_window,
     metadata_columns,
+    observation_name,
     spark_type,
     spark_uri,
     staged_files,
@@ -21,7 +22,7 @@ from ingestion.lake import fs as lakefs
 from ingestion.lake.layout import partition_value, publish_staged
 from ingestion.plan.csv import LandedBatch
 from ingestion.redact import redact
-from ingestion.sources.jdbc import DRIVER_CLASS
+from ingestion.sources.jdbc import DRIVER_CLASS, PgConnection
 from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
@@ -49,23 +50,28 @@ def with_jdbc_driver(config: PipelineConfig) -> SparkConfig:
     return config.spark.model_copy(update={"conf": {**extra, **config.spark.conf}})
 
 
-def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
-    """Read with `spark.read.format('jdbc')`, cast, dedup by key, write Parquet, publish."""
-    from pyspark.sql import Observation
-    from pyspark.sql import functions as F
-
-    conn = batch.connection
+def jdbc_reader(spark: SparkSession, conn: PgConnection, query: str, fetchsize: int) -> Any:
+    """Spark's JDBC reader for `query` on a PostgreSQL connection (driver, user, password, time-outs)."""
     reader = (
         spark.read.format("jdbc")
         .option("url", conn.jdbc_url)
         .option("driver", DRIVER_CLASS)
         .option("user", conn.user)
-        .option("dbtable", f"({batch.query}) as t")
-        .option("fetchsize", str(batch.fetchsize))
+        .option("dbtable", f"({query}) as t")
+        .option("fetchsize", str(fetchsize))
         .option("connectTimeout", str(conn.connect_timeout))
     )
     if conn.password:
         reader = reader.option("password", conn.password)
+    return reader
+
+
+def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
+    """Read with `spark.read.format('jdbc')`, cast, dedup by key, write Parquet, publish."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    reader = jdbc_reader(spark, batch.connection, batch.query, batch.fetchsize)
     if batch.partitions > 1 and batch.partition_bounds and batch.partition_column:
         lo, hi = batch.partition_bounds
         reader = (
@@ -78,7 +84,7 @@ def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
     staging = batch.lake_staging  # on the lake's filesystem: every executor writes there
     try:
         # Count what PostgreSQL returned during the write itself: a second JDBC read could see other rows.
-        observed = Observation("tidemark_rows_read")
+        observed = Observation(observation_name("rows_read"))
         df = reader.load().observe(observed, F.count(F.lit(1)).alias("rows"))
         typed = df.select(
             *[F.expr(f"CAST({quote_spark(c)} AS {spark_type(batch.columns[c])})").alias(c) for c in columns],
@@ -89,9 +95,7 @@ def land_jdbc(spark: SparkSession, batch: JdbcBatch) -> LandedBatch:
             typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
         out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
         ctype = batch.columns.get(batch.cursor, "") if batch.cursor else ""
-        rows_landed, max_cursor = write_observed(
-            out, spark_uri(staging), batch.cursor, ctype, f"tidemark_written_{batch.run_id}_{batch.table}"
-        )
+        rows_landed, max_cursor = write_observed(out, spark_uri(staging), batch.cursor, ctype, "written")
         rows_read = int(observed.get["rows"])
         staged_files(staging, rows_landed, f"{batch.source}.{batch.table}")
         files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []

@@ -13,29 +13,22 @@ pyspark is imported inside functions: the Spark engine is loaded only when a run
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingestion.contract import INGESTED_AT, OP, RUN_ID, TOMBSTONE, latest_version_order
 from ingestion.engines.base import TombstoneBatch
 from ingestion.engines.deletes import key_inputs, snapshot_columns, tombstone_path
-from ingestion.engines.spark.common import metadata_columns, spark_type
+from ingestion.engines.spark.common import metadata_columns, observation_name, spark_type, spark_uri
+from ingestion.engines.spark.jdbc import jdbc_reader
 from ingestion.errors import EngineError
 from ingestion.lake import fs as lakefs
 from ingestion.observe.logs import event
 from ingestion.plan.jdbc import TIME_CURSORS, JdbcPlan, JdbcTable, select_sql
 from ingestion.redact import redact
-from ingestion.sources.jdbc import DRIVER_CLASS
 from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-
-def hadoop_uri(path: str) -> str:
-    """A lake path as a Hadoop URI: `s3://…` as is, a local path as `file:///absolute/path`."""
-    # Not Path.as_uri(): Hadoop takes the path unescaped (`_ingest_date=…`, not `%3D`).
-    return path if lakefs.is_remote(path) else "file://" + str(Path(path).resolve())
 
 
 def _horizon(table: JdbcTable, plan: JdbcPlan) -> Any:
@@ -65,18 +58,8 @@ def _source_keys(spark: SparkSession, batch: TombstoneBatch) -> DataFrame:
     """The source's key set through Spark's JDBC reader (the keys-only query PostgreSQL answers from its index)."""
     from pyspark.sql import functions as F
 
-    table, conn = batch.table, batch.connection
-    reader = (
-        spark.read.format("jdbc")
-        .option("url", conn.jdbc_url)
-        .option("driver", DRIVER_CLASS)
-        .option("user", conn.user)
-        .option("dbtable", f"({select_sql(table, None, table.primary_key)}) as t")
-        .option("fetchsize", str(table.fetchsize))
-        .option("connectTimeout", str(conn.connect_timeout))
-    )
-    if conn.password:
-        reader = reader.option("password", conn.password)
+    table = batch.table
+    reader = jdbc_reader(spark, batch.connection, select_sql(table, None, table.primary_key), table.fetchsize)
     return reader.load().select(
         *[F.col(quote_spark(k)).cast(spark_type(table.types[k])).alias(k) for k in table.primary_key]
     )
@@ -127,7 +110,7 @@ def _detect(
     table, plan = batch.table, batch.plan
     columns = snapshot_columns(table)
     frames = [
-        _typed(spark.read.parquet(*[hadoop_uri(f) for f in files]), table, columns)
+        _typed(spark.read.parquet(*[spark_uri(f) for f in files]), table, columns)
         for files in (snapshot, landed)
         if files
     ]
@@ -158,9 +141,9 @@ def _detect(
         *cols, *metadata_columns(batch.run_id, batch.ingested_at, source_file=False, op=TOMBSTONE)
     )
     # Counted during the write itself: the source's key set is read once, by the executors.
-    observed = Observation("tidemark_tombstones")
+    observed = Observation(observation_name("tombstones"))
     tomb.observe(observed, F.count(F.lit(1)).alias("rows")).coalesce(1).write.mode("overwrite").parquet(
-        hadoop_uri(staging)
+        spark_uri(staging)
     )
     return int(observed.get["rows"]), latest
 
@@ -187,8 +170,8 @@ def _write_snapshot(
     columns = snapshot_columns(table)
     snapshot = latest
     if tombstones:
-        tomb = _typed(spark.read.parquet(*[hadoop_uri(f) for f in tombstones]), table, columns)
+        tomb = _typed(spark.read.parquet(*[spark_uri(f) for f in tombstones]), table, columns)
         snapshot = latest.join(
             tomb.select(*table.primary_key), list(table.primary_key), "left_anti"
         ).unionByName(tomb)
-    snapshot.select(*columns).write.mode("overwrite").parquet(hadoop_uri(dest))
+    snapshot.select(*columns).write.mode("overwrite").parquet(spark_uri(dest))
