@@ -82,6 +82,15 @@ def read_duckdb(warehouse: Path, relation: str) -> list[dict[str, Any]]:
         con.close()
 
 
+def read_duckdb_types(warehouse: Path, relation: str) -> dict[str, str]:
+    """Column name → DuckDB type (`DECIMAL(38,18)`, `TIMESTAMP WITH TIME ZONE`) of a relation."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return {r[0]: r[1] for r in con.sql(f"describe {relation}").fetchall()}
+    finally:
+        con.close()
+
+
 def read_postgres(dbname: str, relation: str) -> list[dict[str, Any]]:
     import psycopg
     from psycopg.rows import dict_row

@@ -197,3 +197,34 @@ def test_compressed_and_binary_drops_are_told_by_their_bytes_not_their_name(tmp_
     # DuckDB may give a record's offset on the CR/LF ending the line before it
     (tmp_path / "f.csv").write_bytes(b"h\r\n1\r\n2")
     assert lines_at_offsets(str(tmp_path / "f.csv"), [5, 6, 3]) == {3: 2, 5: 3, 6: 3}
+
+
+def test_long_lines_are_blanked_in_a_copy_and_rejected_with_their_numbers(tmp_path):
+    """`blank_long_lines` with a small limit: line numbers kept, the line's ending kept, the record index
+    counts records (a quoted line break is one record), a long line inside quotes or as header refuses."""
+    from ingestion.config import CsvOptions
+    from ingestion.errors import SourceError
+    from ingestion.plan.csv import FileFacts
+    from ingestion.sources.csv import blank_long_lines
+
+    def facts(name: str, data: bytes) -> FileFacts:
+        (tmp_path / name).write_bytes(data)
+        return FileFacts(name, str(tmp_path / name), len(data), 0)
+
+    opts = CsvOptions()
+    data = b'id,v\r\n1,"a\r\nb"\r\n2,' + b"x" * 40 + b"\r\n\r\n3,c\r\n4," + b"y" * 30
+    copy, rejects = blank_long_lines(facts("a.csv", data), str(tmp_path / "s"), opts, limit=20)
+    assert Path(copy.path).read_bytes() == b'id,v\r\n1,"a\r\nb"\r\n\r\n\r\n3,c\r\n\r\n'
+    assert copy.source_path == str(tmp_path / "a.csv")
+    assert [(r.line, r.record, r.code, r.raw[:4]) for r in rejects] == [
+        (4, 1, "line_too_long", "2,xx"),
+        (7, 3, "line_too_long", "4,yy"),
+    ]
+    short = facts("b.csv", b"id,v\n1,a\n")
+    assert blank_long_lines(short, str(tmp_path / "s"), opts, limit=20) == (short, [])
+    with pytest.raises(SourceError, match=r"line 3 is longer than 20 bytes.*inside a quoted field"):
+        blank_long_lines(
+            facts("c.csv", b'id,v\n1,"a\n' + b"z" * 30 + b'"\n'), str(tmp_path / "s"), opts, limit=20
+        )
+    with pytest.raises(SourceError, match=r"line 1 is longer than 20 bytes.*header"):
+        blank_long_lines(facts("d.csv", b"id," + b"h" * 30 + b"\n1,2\n"), str(tmp_path / "s"), opts, limit=20)

@@ -182,19 +182,50 @@ def test_with_archiving_off_a_refused_file_is_said_to_stay_in_the_inbox(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine_name", ENGINES)
-def test_a_line_over_the_limit_refuses_its_file_as_line_too_long_on_both_engines(
+def test_a_line_over_the_limit_is_rejected_as_line_too_long_and_the_rest_lands_on_both_engines(
     tmp_path, request, engine_name
 ):
-    from ingestion.plan.rejects import MAX_LINE_BYTES
+    """A 70 MB line is one `line_too_long` reject (its start kept in `_raw`, its line number right), the
+    file's other rows land; a long line inside a quoted field can't be told apart and refuses its file."""
+    import duckdb
+
+    from ingestion.plan.rejects import MAX_LINE_BYTES, RAW_LIMIT
 
     inbox, lake = tmp_path / "inbox", tmp_path / "lake"
     inbox.mkdir()
-    with open(inbox / "t_1.csv", "w") as f:
-        f.write("id,note\n" + "".join(f"{i},n\n" for i in range(1, 20)))
-        f.write("20," + "x" * (MAX_LINE_BYTES + 6 * 1024 * 1024) + "\n21,c\n")
-    (inbox / "t_2.csv").write_text("id,note\n22,d\n")
-    report = run_pipeline(parse_config(_doc(inbox, lake)), engine=_engine(engine_name, request))
+    with open(inbox / "t_1.csv", "w", newline="") as f:
+        f.write("id,note\r\n" + "".join(f"{i},n\r\n" for i in range(1, 20)))
+        f.write(
+            "20,"
+            + "x" * (MAX_LINE_BYTES + 6 * 1024 * 1024)
+            + '\r\n21,c\r\n22,"two\r\nlines"\r\n23,oops,x\r\n'
+        )
+    with open(inbox / "t_2.csv", "w") as f:
+        f.write('id,note\n30,"a quoted field\n' + "y" * (MAX_LINE_BYTES + 1024) + '"\n31,d\n')
+    (inbox / "t_3.csv").write_text("id,note\n40,e\n")
+    report = run_pipeline(
+        parse_config(_doc(inbox, lake, max_rejected_fraction=0.5)), engine=_engine(engine_name, request)
+    )
     t = report.tables[0]
-    assert t.status == "landed" and t.rows_landed == 1  # the other file lands
-    assert "line 21 is longer than" in t.files_refused["t_1.csv"]
-    assert "line_too_long" in t.files_refused["t_1.csv"]
+    assert t.status == "landed" and t.rows_landed == 19 + 2 + 1 and t.rows_rejected == 2
+    assert set(t.files_refused) == {"t_2.csv"}
+    assert (
+        "line 3 is longer than" in t.files_refused["t_2.csv"]
+        and "line_too_long" in t.files_refused["t_2.csv"]
+    )
+    rows = duckdb.sql(
+        f"select _source_file, _line, _reason_code, length(_raw), left(_raw, 5) "
+        f"from read_parquet('{lake}/_rejected/**/*.parquet') order by all"
+    ).fetchall()
+    assert rows == [
+        ("t_1.csv", 21, "line_too_long", RAW_LIMIT, "20,xx"),
+        ("t_1.csv", 25, "extra_columns", 9, "23,oo"),
+    ]
+    landed = duckdb.sql(
+        f"select id, note from read_parquet('{lake}/landing/drops/t/**/*.parquet') where id >= 19 order by id"
+    ).fetchall()
+    assert landed == [(19, "n"), (21, "c"), (22, "two\r\nlines"), (40, "e")]
+    # Nothing lost: the file with the long line is archived whole, the refused one kept in unprocessed/.
+    archived = list((inbox / "archive").rglob("t_1.csv"))
+    assert archived and archived[0].stat().st_size > MAX_LINE_BYTES
+    assert list((inbox / "unprocessed").rglob("t_2.csv"))

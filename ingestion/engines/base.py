@@ -31,7 +31,7 @@ from ingestion.plan.rejects import (
     first_misfit_reason,
     reason_summary,
 )
-from ingestion.sources.csv import as_text_file, first_long_line, locate, read_header
+from ingestion.sources.csv import as_text_file, blank_long_lines, locate, read_header
 from ingestion.sources.jdbc import PgConnection
 
 log = logging.getLogger("tidemark")
@@ -249,20 +249,18 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
             if raw_names is None:
                 continue  # an empty file: nothing to read, nothing lost
             names = clean_header(raw_names, file=f.relpath)
-            long_line = first_long_line(f.path, MAX_LINE_BYTES)
-            if long_line:
-                # Spark's parser can't skip such a record (it exhausts the executor's memory): the file is
-                # refused whole on both engines, so they agree.
-                raise SourceError(
-                    f"{f.relpath}: line {long_line} is longer than {MAX_LINE_BYTES} bytes (line_too_long)"
-                )
+            # A line longer than MAX_LINE_BYTES is rejected before any engine reads the file (Spark's
+            # parser can't skip one without exhausting an executor's memory): blanked in a copy, it
+            # becomes a `line_too_long` reject and the file's other rows land, on both engines alike.
+            f, too_long = blank_long_lines(f, text_dir or batch.text_copies, batch.options, MAX_LINE_BYTES)
         except (SchemaError, SourceError) as exc:
             counts.error = exc.message
             continue
         read = ops.read(f, raw_names, names)
-        counts.accepted, counts.read = read.accepted, read.accepted + len(read.rejects)
-        counts.rejected = len(read.rejects)
-        q.rejects += locate(f.path, batch.options, read.rejects)
+        counts.accepted = read.accepted
+        counts.read = read.accepted + len(read.rejects) + len(too_long)
+        counts.rejected = len(read.rejects) + len(too_long)
+        q.rejects += locate(f.path, batch.options, read.rejects) + too_long
         readable.append((f, names))
 
     rules = batch.rules

@@ -27,7 +27,7 @@ from ingestion.errors import SourceError
 from ingestion.lake import fs as lakefs
 from ingestion.lake.s3 import s3_client, split_s3
 from ingestion.plan.csv import FileFacts
-from ingestion.plan.rejects import INVALID_ENCODING, Reject, csv_dialect
+from ingestion.plan.rejects import INVALID_ENCODING, LINE_TOO_LONG, RAW_LIMIT, Reject, csv_dialect
 
 log = logging.getLogger("tidemark")
 # Sub-folders of an inbox that hold processed files: never listed as new drops.
@@ -245,17 +245,85 @@ def _unzip_one(f: FileFacts, target: str) -> None:
         raise NotText(f"{f.relpath}: not_text: a damaged zip archive ({exc})") from None
 
 
-def first_long_line(path: str, limit: int) -> int | None:
-    """The first physical line (1-based) longer than `limit` bytes, or None; free for smaller files."""
-    if lakefs.size(path) <= limit:
-        return None
-    with lakefs.open_input(path) as fh:
-        n = 0
-        while line := fh.readline(limit + 1):
+def blank_long_lines(
+    f: FileFacts, scratch: str, options: CsvOptions, limit: int
+) -> tuple[FileFacts, list[Reject]]:
+    """A copy of the file in which every physical line longer than `limit` bytes is blanked (its line
+    ending kept, so every other line keeps its number), and one `line_too_long` reject per such line, its
+    first `RAW_LIMIT` characters kept in `_raw` (the whole file stays in the inbox archive).
+
+    Both engines then skip the blank line and land the file's other rows. Only safe where a long line is
+    a record of its own: it must start and end outside quotes (quotes escaped by doubling, an ASCII
+    encoding of the quote). Otherwise, or for the header line, the file is refused whole (a SourceError).
+    Free for files no longer than `limit`.
+    """
+    if lakefs.size(f.path) <= limit:
+        return f, []
+    quote = options.quote.encode("latin-1")
+    countable = options.escape == options.quote and options.encoding != "utf-16"
+    long_lines: list[tuple[int, int, bytes]] = []  # (line number, record index, first bytes)
+    with lakefs.open_input(f.path) as fh:
+        n, records, inside = 0, 0, False
+        while True:
+            head = fh.readline(limit + 1)
+            if not head:
+                break
             n += 1
-            if len(line) > limit and not line.endswith(b"\n"):
-                return n
-    return None
+            long_line = len(head) > limit and not head.endswith(b"\n")
+            quotes, start_inside = head.count(quote), inside
+            while long_line and not head.endswith(b"\n"):  # the rest of a long line, bounded
+                head_more = fh.readline(limit + 1)
+                if not head_more:
+                    break
+                quotes += head_more.count(quote)
+                if head_more.endswith(b"\n"):
+                    break
+            inside = inside != (quotes % 2 == 1)
+            if long_line:
+                where = f"{f.relpath}: line {n} is longer than {limit} bytes (line_too_long)"
+                if n == 1:
+                    raise SourceError(f"{where}: it is the header line")
+                if not countable or start_inside or inside:
+                    raise SourceError(
+                        f"{where}, and it is not a record of its own (it starts or ends inside a quoted "
+                        "field, or the quoting can't tell): the file is refused whole"
+                    )
+                long_lines.append((n, records - (1 if options.header else 0), head[: RAW_LIMIT * 4]))
+            if not start_inside and head.strip(b"\r\n"):
+                records += 1  # a record starts on this line (blank lines are no record)
+    if not long_lines:
+        return f, []
+    blank = {n for n, _, _ in long_lines}
+    ending = b"\r\n" if has_crlf(f.path) else b"\n"
+    target = lakefs.join(scratch, f.relpath + ".short")
+    with lakefs.open_input(f.path) as src, lakefs.open_output(target) as dst:
+        n = 0
+        while True:
+            line = src.readline(limit + 1)
+            if not line:
+                break
+            n += 1
+            if n not in blank:
+                dst.write(line)
+                continue
+            while not line.endswith(b"\n"):  # skip the rest of the long line, keep its ending
+                line = src.readline(limit + 1)
+                if not line:
+                    break
+            dst.write(ending)
+    decoder = _decoder_name(options)
+    rejects = [
+        Reject(
+            f.relpath,
+            record,
+            LINE_TOO_LONG,
+            f"record longer than {limit} bytes",
+            raw=first.decode(decoder, errors="backslashreplace")[:RAW_LIMIT],
+            line=n,
+        )
+        for n, record, first in long_lines
+    ]
+    return replace(f, path=target, origin=f.source_path), rejects
 
 
 def has_crlf(path: str) -> bool:
