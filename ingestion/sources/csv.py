@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from ingestion.config import CsvOptions
 from ingestion.errors import SourceError
 from ingestion.lake import fs as lakefs
-from ingestion.lake.s3 import s3_client, split_s3
+from ingestion.lake.s3 import error_code, s3_client, split_s3
 from ingestion.plan.csv import FileFacts
 from ingestion.plan.rejects import INVALID_ENCODING, LINE_TOO_LONG, RAW_LIMIT, Reject, csv_dialect
 
@@ -271,13 +271,10 @@ def blank_long_lines(
             n += 1
             long_line = len(head) > limit and not head.endswith(b"\n")
             quotes, start_inside = head.count(quote), inside
-            while long_line and not head.endswith(b"\n"):  # the rest of a long line, bounded
-                head_more = fh.readline(limit + 1)
-                if not head_more:
-                    break
-                quotes += head_more.count(quote)
-                if head_more.endswith(b"\n"):
-                    break
+            more = head
+            while long_line and more and not more.endswith(b"\n"):  # the rest of a long line, bounded
+                more = fh.readline(limit + 1)
+                quotes += more.count(quote)
             inside = inside != (quotes % 2 == 1)
             if long_line:
                 where = f"{f.relpath}: line {n} is longer than {limit} bytes (line_too_long)"
@@ -454,22 +451,13 @@ def move_files(
     Local: rename (copy + delete across devices). S3: copy + delete. Repeating it is harmless.
     """
     done = []
-    client = None
     for m in moves:
         dest = move_destination(root, m, when, archive_root)
         if m.path.startswith("s3://"):
-            client = client or s3_client()
-            src_bucket, src_key = split_s3(m.path)
-            dst_bucket, dst_key = split_s3(dest)
             try:
-                client.copy_object(
-                    Bucket=dst_bucket, Key=dst_key, CopySource={"Bucket": src_bucket, "Key": src_key}
-                )
-                client.delete_object(Bucket=src_bucket, Key=src_key)
-            except client.exceptions.NoSuchKey:
-                continue
+                lakefs.move(m.path, dest)  # the one S3 move: server-side copy, then delete, with retries
             except Exception as exc:
-                if "NoSuchKey" in str(exc) or "404" in str(exc):
+                if error_code(exc) in ("NoSuchKey", "404") or "NoSuchKey" in str(exc) or "404" in str(exc):
                     continue
                 raise SourceError(
                     f"cannot move {m.path} to {dest}: {exc}", hint="check s3:PutObject and s3:DeleteObject"
