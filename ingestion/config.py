@@ -351,7 +351,99 @@ class JdbcSourceConfig(_Model):
         return next((t for t in self.tables if t.name == name), None)
 
 
-SourceConfig = Annotated[CsvSourceConfig | JdbcSourceConfig, Field(discriminator="kind")]
+class CatalogTableConfig(_Model):
+    """Settings for one table of a Glue Data Catalog database; anything left out comes from the source."""
+
+    name: Identifier = Field(description="the catalog table's name")
+    primary_key: tuple[Identifier, ...] | None = Field(
+        None, description="default: the table's parameters (primary_key), then the source's pk_registry"
+    )
+    cursor: Identifier | None = Field(
+        None, description="default: the source's `cursor` when the table has it, else new files/partitions"
+    )
+    full_load: bool = Field(False, description="no cursor and no file tracking: every run lands all of it")
+    cursor_timezone: str | None = None
+    lookback: str | float | None = None
+    load_type: LoadType = "auto"
+
+    @field_validator("cursor_timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return CsvTableConfig._zone(v)
+
+    @field_validator("name", "cursor")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v)
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _key(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | float | None) -> str | float | None:
+        return v if v is None else CsvTableConfig._lookback(v)
+
+
+class GlueCatalogSourceConfig(_Model):
+    """Every table of a Glue Data Catalog (Athena) database: S3 data a crawler registered, read from each
+    table's location in the format the catalog gives (Parquet, CSV, JSON lines); a table whose entry is a
+    JDBC connection is read through the PostgreSQL path."""
+
+    name: Identifier
+    kind: Literal["glue_catalog"]
+    database: str = Field(min_length=1, description="the Glue database to read (seeds: --database_name)")
+    catalog_id: str | None = Field(None, description="AWS account id of the catalog; default: the caller's")
+    region: str | None = Field(None, description="default: the environment's AWS region")
+    tables: tuple[CatalogTableConfig, ...] | None = Field(None, description='"*" (None): every table found')
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    pk_registry: str | None = Field(
+        None,
+        description="CSV with columns table,primary_key; an s3:// or folder prefix ending in '/' means the "
+        "latest CSV under it (seeds: --primary_key_s3_prefix)",
+    )
+    # Defaults for every table of the source.
+    cursor: Identifier = "updated_at"
+    cursor_timezone: str | None = None
+    lookback: str | float = "0s"
+
+    @field_validator("cursor_timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return CsvTableConfig._zone(v)
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | float) -> str | float:
+        return CsvTableConfig._lookback(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v)
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _tables(cls, v: Any) -> Any:
+        if v == "*":
+            return None
+        if isinstance(v, list):
+            return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    def table_config(self, name: str) -> CatalogTableConfig | None:
+        """The explicit settings of a table, if the config lists it."""
+        if self.tables is None:
+            return None
+        return next((t for t in self.tables if t.name == name), None)
+
+
+SourceConfig = Annotated[
+    CsvSourceConfig | JdbcSourceConfig | GlueCatalogSourceConfig, Field(discriminator="kind")
+]
 
 
 class LakeConfig(_Model):
@@ -429,6 +521,10 @@ class PipelineConfig(_Model):
         """The PostgreSQL sources."""
         return [s for s in self.sources if isinstance(s, JdbcSourceConfig)]
 
+    def catalog_sources(self) -> list[GlueCatalogSourceConfig]:
+        """The Glue Data Catalog sources."""
+        return [s for s in self.sources if isinstance(s, GlueCatalogSourceConfig)]
+
 
 def interpolate(value: Any, where: str = "") -> Any:
     """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document."""
@@ -474,7 +570,7 @@ def _location(loc: tuple[Any, ...], doc: dict[str, Any]) -> str:
             node = node[item] if isinstance(node, list) and item < len(node) else None
             if isinstance(node, dict) and "name" in node:
                 parts[-1] += f"({node['name']})"
-        elif item in ("csv", "jdbc") and parts and parts[-1].startswith("sources"):
+        elif item in ("csv", "jdbc", "glue_catalog") and parts and parts[-1].startswith("sources"):
             continue  # the discriminator tag pydantic adds for tagged unions
         else:
             parts.append(str(item))
