@@ -160,3 +160,11 @@ class InProcessDbt(Dbt):
     def __call__(self, *args: str) -> str:
         self._invoke(*args)
         return ""
+
+
+def abandon_lease(store, source: str, table: str, run_id: str) -> None:
+    """Leave `run_id`'s lease in the table's state, already lapsed: what a killed run leaves behind."""
+    from datetime import datetime, timedelta, timezone
+
+    ttl = timedelta(minutes=5)
+    store.acquire(source, table, run_id, datetime.now(timezone.utc) - 2 * ttl, ttl)

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from ingestion.config import CsvOptions, parse_config
 from ingestion.engines import CsvBatch
 from ingestion.engines.duckdb.engine import DuckDBEngine
-from ingestion.lake.layout import table_dir
+from ingestion.lake.layout import new_run_id, table_dir
 from ingestion.lake.state import StateStore
 from ingestion.plan.csv import FileFacts
 from ingestion.run.pipeline import run_pipeline
+
+from .helpers import abandon_lease
 
 HEADER = "id,name,updated_at\n"
 
@@ -90,8 +92,11 @@ def table(tmp_path, monkeypatch):
                 "order by all"
             ).fetchall()
 
+        def state_store(self) -> StateStore:
+            return StateStore(str(lake), "p")
+
         def state(self):
-            return StateStore(str(lake), "p").read("s", "t")
+            return self.state_store().read("s", "t")
 
     return Table()
 
@@ -131,15 +136,21 @@ def test_orphans_of_a_crashed_run_are_removed_before_writing(table, make_engine)
     table.drop("t_1.csv", "1,a,2026-01-01 10:00:00\n")
     table.run(engine)
     kept = sorted(p.name for p in (table.lake / "landing/s/t").glob("**/*.parquet"))
-    orphan = (
-        next((table.lake / "landing/s/t").glob("_ingest_date=*"))
-        / "part-19990101T000000000000Z-dead00-0.parquet"
-    )
+    # A run that died after publishing: its lease is still in the state (lapsed) and its file is there.
+    dead = new_run_id(datetime.now(timezone.utc))
+    abandon_lease(table.state_store(), "s", "t", dead)
+    orphan = next((table.lake / "landing/s/t").glob("_ingest_date=*")) / f"part-{dead}-0.parquet"
     orphan.write_bytes(b"half a file from a run that died")
+    stray = (
+        next((table.lake / "landing/s/t").glob("_ingest_date=*")) / "part-19990101T000000000000Z-x-0.parquet"
+    )
+    stray.write_bytes(b"no run of this table ever held the lease under this id")
     table.drop("t_2.csv", "2,b,2026-01-02 10:00:00\n")
     out = table.run(engine)
     assert (out.status, out.orphans_removed) == ("landed", 1)
-    assert not orphan.exists()
+    assert not orphan.exists() and table.state().abandoned_runs == ()
+    # Orphans are known by name (the dead lease), never by listing: a file no run was known to write stays.
+    assert stray.exists()
     assert set(kept) <= {p.name for p in (table.lake / "landing/s/t").glob("**/*.parquet")}
 
 

@@ -20,6 +20,7 @@ from ingestion.observe.audit import Ledger
 from ingestion.run.pipeline import run_pipeline
 
 from .conftest import REPO
+from .helpers import abandon_lease
 from .pg_fixtures import jdbc_source
 
 GOOD = "id,name,updated_at\n1,a,2026-01-01 10:00:00\n2,b,2026-01-02 10:00:00\n"
@@ -140,8 +141,11 @@ def test_crash_after_upload_leaves_orphans_on_s3_that_the_next_run_removes(s3_la
     monkeypatch.setenv("TIDEMARK_FAULTS", "batch_written=raise")
     crashed = run_pipeline(cfg)
     assert crashed.tables[0].status == "failed"
-    # A failed table removes its own files at once; put some back to play a killed process's leftovers.
-    orphan = f"lake/landing/s/t/_ingest_date=2026-01-01/part-{crashed.run_id}-0.parquet"
+    # A failed table removes its own files at once; put some back, and its lease, to play a killed
+    # process's leftovers (its run id names them: no listing finds them).
+    day = f"{crashed.run_id[:4]}-{crashed.run_id[4:6]}-{crashed.run_id[6:8]}"
+    orphan = f"lake/landing/s/t/_ingest_date={day}/part-{crashed.run_id}-0.parquet"
+    abandon_lease(StateStore(f"s3://{bucket}/lake", "p"), "s", "t", crashed.run_id)
     orphan_reject = f"lake/_rejected/s/t/run_id={crashed.run_id}/part-0.parquet"
     assert not keys(bucket, "lake/landing/") and not keys(bucket, "lake/_rejected/")
     s3 = boto3.client("s3")

@@ -101,6 +101,28 @@ def test_renewal_keeps_others_out_and_force_unlock_fences_the_holder(store):
         store.commit(a, landed(a.state, "run-a"))
 
 
+def test_a_lease_that_ends_without_a_release_names_its_run_for_cleanup(store):
+    # Taken over after it lapsed, force-unlocked, or released by a run that could not remove its files:
+    # each leaves the run's id in the state, and a committed run is never named.
+    store.acquire("s", "t", "run-a", T0, HOUR)
+    b = store.acquire("s", "t", "run-b", T0 + 2 * HOUR, HOUR)
+    assert b.state.abandoned_runs == ("run-a",)
+    store.force_unlock("s", "t")
+    assert store.read("s", "t").abandoned_runs == ("run-a", "run-b")
+    c = store.acquire("s", "t", "run-c", T0 + 3 * HOUR, HOUR)
+    c = store.forget_abandoned(c, {"run-a", "run-b"})
+    assert c.state.abandoned_runs == ()
+    store.release(c, abandon=True)
+    assert store.read("s", "t").abandoned_runs == ("run-c",)
+    d = store.acquire("s", "t", "run-d", T0 + 4 * HOUR, HOUR)
+    store.release(store.commit(d, landed(d.state, "run-d")), abandon=True)
+    state = store.read("s", "t")
+    assert state.abandoned_runs == ("run-c",) and state.lease is None
+    assert b"abandoned_runs" in state.to_json()
+    clean = store.forget_abandoned(store.acquire("s", "t", "run-e", T0 + 5 * HOUR, HOUR), {"run-c"})
+    assert b"abandoned_runs" not in clean.state.to_json()  # the usual document has no such key
+
+
 def test_reset_forgets_progress_but_keeps_committed_runs(store):
     held = store.acquire("s", "t", "run-a", T0, HOUR)
     with pytest.raises(LeaseHeld):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ingestion.lake import fs as lakefs
@@ -130,39 +130,46 @@ def landed_run_ids(target: str) -> set[str]:
     return {r for r in found if r is not None}
 
 
-def remove_orphans(target: str, committed: set[str]) -> list[str]:
-    """Delete landed files whose run never committed (a crashed or failed run); returns their paths.
 
-    Only safe while holding the table's lease: then no live run can be writing here.
-    """
-    removed = []
-    for f in lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-*.parquet"):
-        run_id = run_id_of(Path(f))
-        if run_id is not None and run_id not in committed:
-            lakefs.remove(f)
-            removed.append(f)
-    return removed
+
+def remove_abandoned_files(target: str, run_id: str) -> list[str]:
+    """Delete the landed files of a run that never committed, listing only the partition folders it could
+    have written (its run id's UTC date and the next: a run's date is its start, a moment after its id)."""
+    try:
+        start = datetime.strptime(run_id[:8], "%Y%m%d")
+        found = [
+            f
+            for day in (start, start + timedelta(days=1))
+            for f in lakefs.glob(
+                lakefs.join(target, f"{PARTITION_COLUMN}={day:%Y-%m-%d}"), f"part-{run_id}-*.parquet"
+            )
+        ]
+    except ValueError:  # a run id that is not tidemark's own (given by a caller): look everywhere
+        found = lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-{run_id}-*.parquet")
+    for f in found:
+        lakefs.remove(f)
+    return found
+
+
+def remove_run_scratch(lake_root: str, source: str, table: str, run_id: str) -> None:
+    """Remove one run's scratch folders for a table: the local ones and, on an S3 lake, its `_tmp/`."""
+    local = Path(scratch_dir(lake_root, run_id))
+    for d in (local / source / table, local / "_text" / source / table, local / "_inbox" / source / table):
+        shutil.rmtree(d, ignore_errors=True)
+    if lakefs.is_remote(lake_root):
+        run_dir = lakefs.join(lake_root, "_tmp", run_id)
+        for sub in (lakefs.join(run_dir, source, table), lakefs.join(run_dir, "_text", source, table)):
+            lakefs.remove_tree(sub)
 
 
 def remove_stale_scratch(lake_root: str, source: str, table: str, run_id: str) -> None:
-    """Remove other runs' scratch folders for a table (only while holding its lease): the local ones and,
-    for an S3 lake, the ones under `<lake>/_tmp/` that the Spark engine stages in."""
+    """Remove other runs' local scratch folders for a table (only while holding its lease). A dead run's
+    `<lake>/_tmp/` on S3 is removed by name (`remove_run_scratch`), never found by listing."""
     for d in Path(lakefs.scratch_root(lake_root), "_tmp").glob(f"*/{source}/{table}"):
         if d.parent.parent.name != run_id:
             shutil.rmtree(d, ignore_errors=True)
-    if lakefs.is_remote(lake_root):
-        for run_dir in lakefs.children(lakefs.join(lake_root, "_tmp")):
-            if run_dir.rstrip("/").rsplit("/", 1)[-1] != run_id:
-                for sub in (lakefs.join(run_dir, source, table), lakefs.join(run_dir, "_text", source, table)):
-                    lakefs.remove_tree(sub)
 
 
-def remove_run_files(target: str, run_id: str) -> int:
-    """Delete what a run wrote under a table folder (a failed or abandoned run); returns the count."""
-    files = lakefs.glob(target, f"{PARTITION_COLUMN}=*/part-{run_id}-*.parquet")
-    for f in files:
-        lakefs.remove(f)
-    return len(files)
 
 
 def publish_staged(staging: str, target: str, run_id: str) -> list[str]:

@@ -137,6 +137,10 @@ class TableState:
     # Run id → the Parquet files the run landed, relative to the table's landing folder, recorded by the
     # commit: the catalog and the warehouse loaders read them instead of listing `landing/`.
     run_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Runs that held the lease and never released it (taken over, force-unlocked, or failed while
+    # removing their own files): the next leased run removes exactly their files, so no run has to list
+    # `landing/`, `_rejected/` or `_tmp/` to find orphans.
+    abandoned_runs: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -155,6 +159,10 @@ class TableState:
         fmt = FORMAT_HISTORY if self.history.head else FORMAT_PLAIN
         doc: dict[str, Any] = {"format": fmt, **asdict(replace(self, history=History()))}
         doc["committed_runs"] = list(self.committed_runs)
+        if self.abandoned_runs:
+            doc["abandoned_runs"] = list(self.abandoned_runs)
+        else:
+            del doc["abandoned_runs"]  # the usual case: documents stay as earlier versions wrote them
         doc["run_files"] = {k: list(v) for k, v in self.run_files.items()}
         doc["history"] = {"head": self.history.head, "parts": self.history.parts}
         # Keys sorted for stable documents, except the columns: their order is the source's, which the
@@ -171,6 +179,7 @@ class TableState:
         wm, lease = doc.pop("watermark", None), doc.pop("lease", None)
         files = {k: FileEntry(**v) for k, v in doc.pop("files", {}).items()}
         runs = tuple(doc.pop("committed_runs", ()))
+        abandoned = tuple(doc.pop("abandoned_runs", ()))
         key = tuple(doc.pop("primary_key", ()))
         hist = doc.pop("history", None) or {}
         run_files = {k: tuple(v) for k, v in (doc.pop("run_files", None) or {}).items()}
@@ -182,5 +191,6 @@ class TableState:
             watermark=Watermark(**wm) if wm else None,
             lease=Lease(**lease) if lease else None,
             committed_runs=runs,
+            abandoned_runs=abandoned,
             files=files,
         )

@@ -72,6 +72,11 @@ def remove_rejects(
 
     Only safe while holding the table's lease, like removing landed orphans.
     """
+    root = lakefs.join(lake_root, "_rejected", source, table)
+    if only is not None and keep is None:  # known runs: no listing of the table's folder
+        for run_id in only:
+            lakefs.remove_tree(lakefs.join(root, f"run_id={run_id}"))
+        return len(only)
     removed = 0
     for d in lakefs.children(lakefs.join(lake_root, "_rejected", source, table), "run_id=*"):
         run_id = d.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1].removeprefix("run_id=")

@@ -376,7 +376,7 @@ class StateStore:
                     extra={"fields": {"table": base.name, "dead_run": held.run_id, "pid": held.pid}},
                 )
             lease = Lease(run_id, now.isoformat(), (now + ttl).isoformat(), socket.gethostname(), os.getpid())
-            return replace(base, lease=lease)
+            return replace(base, lease=lease, abandoned_runs=_abandon(base, held))
 
         _, held = self._update(source, table, "take the lease", take)
         assert held is not None
@@ -392,10 +392,19 @@ class StateStore:
         """Write the run's new state (still leased) if nobody else wrote since `held`."""
         return self._write(held, replace(new, lease=held.state.lease))
 
-    def release(self, held: Held) -> None:
-        """Drop the lease; harmless if someone already took it over."""
+    def forget_abandoned(self, held: Held, runs: set[str]) -> Held:
+        """Drop `runs` from the abandoned runs once their files are gone (while holding the lease)."""
+        left = tuple(r for r in held.state.abandoned_runs if r not in runs)
+        return self._write(held, replace(held.state, abandoned_runs=left))
+
+    def release(self, held: Held, *, abandon: bool = False) -> None:
+        """Drop the lease; harmless if someone already took it over. `abandon`: the run could not remove
+        its own files, so the next run of the table does."""
+        state = held.state
+        if abandon and state.lease is not None:
+            state = replace(state, abandoned_runs=_abandon(state, state.lease))
         try:
-            self._write(held, replace(held.state, lease=None))
+            self._write(held, replace(state, lease=None))
         except StateConflict:
             log.warning("lease was taken over before release", extra={"fields": {"table": held.state.name}})
 
@@ -421,7 +430,11 @@ class StateStore:
             source,
             table,
             "unlock",
-            lambda state: replace(state, lease=None) if state and state.lease else None,
+            lambda state: (
+                replace(state, lease=None, abandoned_runs=_abandon(state, state.lease))
+                if state and state.lease
+                else None
+            ),
         )
         return old.lease if old else None
 
@@ -519,8 +532,21 @@ class LeaseKeeper:
             self._held = self.store.commit(self._held, new)
             return self._held
 
-    def release(self) -> None:
+    def forget_abandoned(self, runs: set[str]) -> Held:
+        with self._lock:
+            self._held = self.store.forget_abandoned(self._held, runs)
+            return self._held
+
+    def release(self, *, abandon: bool = False) -> None:
         self._stop.set()
         with self._lock:
-            self.store.release(self._held)
+            self.store.release(self._held, abandon=abandon)
         self._thread.join(timeout=5)
+
+
+def _abandon(state: TableState, lease: Lease | None) -> tuple[str, ...]:
+    """`state`'s abandoned runs plus the run of a lease that ends without a release (unless committed)."""
+    runs = state.abandoned_runs
+    if lease is None or lease.run_id in runs or lease.run_id in state.committed_runs:
+        return runs
+    return (*runs, lease.run_id)

@@ -24,9 +24,9 @@ from ingestion.lake.layout import (
     landed_files,
     partition_value,
     relative_to,
+    remove_abandoned_files,
     remove_key_snapshot,
-    remove_orphans,
-    remove_run_files,
+    remove_run_scratch,
     remove_stale_scratch,
     table_dir,
     write_empty_landing,
@@ -126,6 +126,23 @@ def land_table(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
     return outcome
 
 
+def remove_abandoned(ctx: RunContext, keeper: LeaseKeeper, source: str, table: str) -> list[str]:
+    """Remove what runs that never committed left (named in the state: no prefix is listed to find them);
+    returns the landed files removed. Only while holding the table's lease."""
+    state = keeper.held.state
+    dead = set(state.abandoned_runs) - {ctx.run_id}
+    if not dead:
+        return []
+    lake, removed = ctx.cfg.lake_root, []
+    for run_id in sorted(dead - set(state.committed_runs)):  # a committed run's files are the table's
+        removed += remove_abandoned_files(table_dir(lake, source, table), run_id)
+        remove_rejects(lake, source, table, only={run_id})
+        remove_key_snapshot(lake, source, table, run_id)
+        remove_run_scratch(lake, source, table, run_id)
+    keeper.forget_abandoned(dead)
+    return removed
+
+
 def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
     """The commit protocol for one table; every error ends up in the outcome, none escapes."""
     started = time.monotonic()
@@ -134,7 +151,7 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
     lake = ctx.cfg.lake_root
     target = table_dir(lake, job.source, job.table)
     keeper: LeaseKeeper | None = None
-    committed = False
+    committed = abandon = False
     step: Step = "look"
     try:
         state = ctx.store.read(job.source, job.table)
@@ -157,9 +174,7 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
         ctx.step("lease_acquired", outcome.name)
 
         step = "orphans"
-        committed_runs = set(held.state.committed_runs)
-        orphans = remove_orphans(target, committed_runs)
-        remove_rejects(lake, job.source, job.table, keep=committed_runs)
+        orphans = remove_abandoned(ctx, keeper, job.source, job.table)
         remove_stale_scratch(lake, job.source, job.table, ctx.run_id)
         outcome.orphans_removed = len(orphans)
         if orphans:
@@ -223,15 +238,24 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
         outcome.error_class, outcome.failed_step = type(exc).__name__, step
         if not isinstance(exc, TidemarkError):
             log.debug("traceback", exc_info=True)
-        if not committed:
+        if not committed and keeper is not None:
             # This run's files never counted; remove them now rather than at the next run.
-            remove_run_files(target, ctx.run_id)
-            remove_key_snapshot(lake, job.source, job.table, ctx.run_id)
-            remove_rejects(lake, job.source, job.table, only={ctx.run_id})
+            try:
+                remove_abandoned_files(target, ctx.run_id)
+                remove_key_snapshot(lake, job.source, job.table, ctx.run_id)
+                remove_rejects(lake, job.source, job.table, only={ctx.run_id})
+            except Exception as cleanup:  # the next run removes them: release records the run as abandoned
+                abandon = True
+                event(
+                    "could not remove this run's files; the next run of the table will",
+                    logging.WARNING,
+                    table=outcome.name,
+                    error=error_text(cleanup),
+                )
     finally:
         if keeper is not None:
             try:
-                keeper.release()
+                keeper.release(abandon=abandon)
                 ctx.step("lease_released", outcome.name)
             except TidemarkError as exc:
                 event(
