@@ -1,0 +1,359 @@
+"""The glue_catalog source kind against moto's Glue and S3 servers: a database with a Parquet table
+partitioned by date whose schema gains a column in a later partition, a CSV table with an OpenCSVSerde
+(key from the registry), a header-less LazySimpleSerDe table without cursor or key, and a JSON-lines
+table without a cursor; a full run then an incremental one, the lake compared with the source by key."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ingestion.lake.state import StateStore
+from ingestion.plan.catalog import GlueTable, csv_options, fold_types, widen_type
+from ingestion.run.pipeline import run_pipeline
+from ingestion.sources.jdbc import read_pk_registry
+
+
+def test_serde_options_and_widening_rules() -> None:
+    open_csv = GlueTable(
+        "t",
+        "s3://b/t",
+        (),
+        parameters={"skip.header.line.count": "1"},
+        serde="org.apache.hadoop.hive.serde2.OpenCSVSerde",
+        serde_parameters={"separatorChar": ";", "quoteChar": "'", "escapeChar": "\\"},
+    )
+    o = csv_options(open_csv)
+    assert (o.delimiter, o.quote, o.escape, o.header) == (";", "'", "\\", True)
+    lazy = GlueTable(
+        "t",
+        "s3://b/t",
+        (),
+        serde="org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+        serde_parameters={"field.delim": "|"},
+    )
+    o = csv_options(lazy)
+    assert (o.delimiter, o.header, o.null_values) == ("|", False, ("", "\\N"))
+    assert widen_type("bigint", "decimal(12,2)") == "decimal(21,2)"
+    assert widen_type("decimal(12,2)", "decimal(10,4)") == "decimal(14,4)"
+    assert widen_type("date", "timestamp") == "timestamp"
+    assert widen_type("string", "bigint") == "string"
+    assert widen_type("bigint", "date") is None
+    assert fold_types("s.t", {"a": "bigint"}, [("f1", {"a": "double", "b": "string"})]) == {
+        "a": "double",
+        "b": "string",
+    }
+    with pytest.raises(Exception, match="only widens"):
+        fold_types("s.t", {"a": "date"}, [("f1", {"a": "boolean"})])
+
+
+@pytest.fixture
+def glue(s3_bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", moto_endpoint)
+    return boto3.client("glue")
+
+
+def _put(bucket: str, key: str, body: bytes) -> None:
+    import boto3
+
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def _parquet(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    return buf.getvalue()
+
+
+ORDERS = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("amount", pa.decimal128(12, 2)),
+        ("status", pa.string()),
+        ("updated_at", pa.timestamp("us")),
+    ]
+)
+ORDERS_V2 = ORDERS.append(pa.field("channel", pa.string()))  # a column gained in a later partition
+
+
+def _table(glue: Any, db: str, name: str, location: str, columns: list[tuple[str, str]], **kw: Any) -> None:
+    sd = {
+        "Columns": [{"Name": n, "Type": t} for n, t in columns],
+        "Location": location,
+        "InputFormat": kw.pop("input_format", "org.apache.hadoop.mapred.TextInputFormat"),
+    }
+    serde = kw.pop("serde")
+    if serde:
+        sd["SerdeInfo"] = {"SerializationLibrary": serde, "Parameters": kw.pop("serde_params", {})}
+    glue.create_table(
+        DatabaseName=db,
+        TableInput={
+            "Name": name,
+            "StorageDescriptor": sd,
+            "PartitionKeys": [{"Name": n, "Type": t} for n, t in kw.pop("partition_keys", [])],
+            "Parameters": kw.pop("parameters", {}),
+            "TableType": "EXTERNAL_TABLE",
+        },
+    )
+
+
+def _partition(glue: Any, db: str, table: str, values: list[str], location: str) -> None:
+    glue.create_partition(
+        DatabaseName=db,
+        TableName=table,
+        PartitionInput={"Values": values, "StorageDescriptor": {"Location": location}},
+    )
+
+
+def _latest(lake: Path, source: str, table: str, key: str, order: str) -> dict[Any, dict[str, Any]]:
+    """The lake's current version of each key (latest cursor, then landing time)."""
+    glob = str(lake / "landing" / source / table / "**" / "*.parquet")
+    rel = duckdb.sql(
+        f"select * exclude (_run_id, _ingested_at, _source_file, _op, _ingest_date) from read_parquet("
+        f"'{glob}', hive_partitioning = true, union_by_name = true) qualify row_number() over "
+        f"(partition by {key} order by {order} desc nulls last, _ingested_at desc) = 1"
+    )
+    return {r[rel.columns.index(key)]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()}
+
+
+def _count(lake: Path, source: str, table: str) -> int:
+    glob = str(lake / "landing" / source / table / "**" / "*.parquet")
+    return int(
+        duckdb.sql(f"select count(*) from read_parquet('{glob}', union_by_name = true)").fetchall()[0][0]
+    )
+
+
+def test_catalog_tables_land_full_then_incremental(
+    glue: Any, s3_bucket: str, tmp_path: Path, write_config
+) -> None:
+    db = f"shop_{uuid.uuid4().hex[:8]}"  # moto's catalog lives as long as the test session
+    glue.create_database(DatabaseInput={"Name": db})
+    root = f"s3://{s3_bucket}/data"
+
+    # orders: Parquet, partitioned by dt, key in the table's parameters, cursor updated_at.
+    _table(
+        glue,
+        db,
+        "orders",
+        f"{root}/orders/",
+        [("id", "bigint"), ("amount", "decimal(12,2)"), ("status", "string"), ("updated_at", "timestamp")],
+        serde="org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+        input_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+        partition_keys=[("dt", "string")],
+        parameters={"classification": "parquet", "primary_key": "id"},
+    )
+    truth_orders: dict[int, dict[str, Any]] = {}
+    day1 = [
+        {"id": i, "amount": Decimal(f"{i}.25"), "status": "new", "updated_at": datetime(2024, 1, 1, 10, i)}
+        for i in (1, 2, 3)
+    ]
+    _put(s3_bucket, "data/orders/dt=2024-01-01/part-0.parquet", _parquet(day1, ORDERS))
+    _partition(glue, db, "orders", ["2024-01-01"], f"{root}/orders/dt=2024-01-01/")
+    for r in day1:
+        truth_orders[r["id"]] = {**r, "dt": "2024-01-01", "channel": None}
+
+    # customers: CSV through OpenCSVSerde (';', a header line), key from the registry prefix.
+    _table(
+        glue,
+        db,
+        "customers",
+        f"{root}/customers/",
+        [("customer_id", "string"), ("name", "string"), ("updated_at", "string")],
+        serde="org.apache.hadoop.hive.serde2.OpenCSVSerde",
+        serde_params={"separatorChar": ";", "quoteChar": '"'},
+        parameters={"classification": "csv", "skip.header.line.count": "1"},
+    )
+    _put(
+        s3_bucket,
+        "data/customers/c1.csv",
+        b'customer_id;name;updated_at\n1;"Ann; Jr";2024-01-01 09:00:00\n2;Bob;2024-01-01 09:00:00\n',
+    )
+    _put(s3_bucket, "registry/2024-01-01/pk.csv", b"table,primary_key\ncustomers,name\n")
+    _put(s3_bucket, "registry/2024-02-01/pk.csv", b"table,primary_key\ncustomers,customer_id\n")
+
+    # logs: header-less LazySimpleSerDe ('|'), partitioned by day, no cursor and no key.
+    _table(
+        glue,
+        db,
+        "logs",
+        f"{root}/logs/",
+        [("level", "string"), ("message", "string")],
+        serde="org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+        serde_params={"field.delim": "|"},
+        partition_keys=[("day", "string")],
+        parameters={"classification": "csv"},
+    )
+    _put(s3_bucket, "data/logs/day=1/a.txt", b"INFO|started\nWARN|slow disk\n")
+    _partition(glue, db, "logs", ["1"], f"{root}/logs/day=1/")
+
+    # events: JSON lines, no cursor: incremental by new files; key from the config.
+    _table(
+        glue,
+        db,
+        "events",
+        f"{root}/events/",
+        [("event_id", "bigint"), ("kind", "string")],
+        serde="org.openx.data.jsonserde.JsonSerDe",
+        parameters={"classification": "json"},
+    )
+    _put(
+        s3_bucket,
+        "data/events/e1.json",
+        b'{"event_id": 1, "kind": "click"}\n{"event_id": 2, "kind": "view"}\n',
+    )
+    _put(s3_bucket, "data/events/_SUCCESS", b"")
+
+    lake = tmp_path / "lake"
+    cfg = write_config(
+        {
+            "pipeline": "glue_src",
+            "lake": {"root": str(lake)},
+            "sources": [
+                {
+                    "name": "shop",
+                    "kind": "glue_catalog",
+                    "database": db,
+                    "pk_registry": f"s3://{s3_bucket}/registry/",
+                    "exclude": ["tmp_*"],
+                    "tables": [
+                        "orders",
+                        "logs",
+                        {"name": "customers", "cursor_timezone": "UTC"},
+                        {"name": "events", "primary_key": ["event_id"]},
+                    ],
+                }
+            ],
+        }
+    )
+    assert read_pk_registry(f"s3://{s3_bucket}/registry/") == {"customers": ("customer_id",)}
+
+    def run() -> dict[str, Any]:
+        report = run_pipeline(cfg)
+        assert report.ok, [(t.name, t.error) for t in report.tables]
+        return {t.table: t for t in report.tables}
+
+    first = run()
+    assert {t: o.load_type for t, o in first.items()} == dict.fromkeys(
+        ("orders", "customers", "logs", "events"), "full"
+    )
+    assert _latest(lake, "shop", "orders", "id", "updated_at") == {
+        k: {c: v for c, v in r.items() if c != "channel"} for k, r in truth_orders.items()
+    }
+    customers = _latest(lake, "shop", "customers", "customer_id", "updated_at")
+    assert {k: r["name"] for k, r in customers.items()} == {1: "Ann; Jr", 2: "Bob"}
+    logs = duckdb.sql(
+        f"select level, message, day from read_parquet('{lake}/landing/shop/logs/**/*.parquet') order by message"
+    ).fetchall()
+    assert logs == [("WARN", "slow disk", 1), ("INFO", "started", 1)]
+    assert _count(lake, "shop", "events") == 2
+
+    store = StateStore(str(lake), "glue_src")
+    orders_state = store.read("shop", "orders")
+    assert orders_state is not None and orders_state.primary_key == ("id",)
+    assert orders_state.watermark is not None and orders_state.watermark.value.startswith("2024-01-01T10:03")
+    events_state = store.read("shop", "events")
+    assert events_state is not None and events_state.watermark is None
+    assert list(events_state.files) == [f"s3://{s3_bucket}/data/events/e1.json"]
+
+    # Nothing new: every table is up to date and nothing lands again.
+    again = run()
+    assert {t: o.status for t, o in again.items()} == dict.fromkeys(
+        ("orders", "customers", "logs", "events"), "up_to_date"
+    )
+
+    # A later partition gains a column; an old order changes; new files for the other tables.
+    day2 = [
+        {
+            "id": 1,
+            "amount": Decimal("10.50"),
+            "status": "paid",
+            "updated_at": datetime(2024, 1, 2, 8, 0),
+            "channel": "web",
+        },
+        {
+            "id": 4,
+            "amount": Decimal("4.00"),
+            "status": "new",
+            "updated_at": datetime(2024, 1, 2, 9, 0),
+            "channel": None,
+        },
+    ]
+    _put(s3_bucket, "data/orders/dt=2024-01-02/part-0.parquet", _parquet(day2, ORDERS_V2))
+    _partition(glue, db, "orders", ["2024-01-02"], f"{root}/orders/dt=2024-01-02/")
+    for r in day2:
+        truth_orders[r["id"]] = {**r, "dt": "2024-01-02"}
+    _put(s3_bucket, "data/customers/c2.csv", b"customer_id;name;updated_at\n2;Bobby;2024-01-02 09:00:00\n")
+    _put(s3_bucket, "data/logs/day=2/a.txt", b"ERROR|\\N\n")
+    _partition(glue, db, "logs", ["2"], f"{root}/logs/day=2/")
+    _put(s3_bucket, "data/events/e2.json", json.dumps({"event_id": 3, "kind": "buy"}).encode() + b"\n")
+
+    second = run()
+    assert {t: o.load_type for t, o in second.items()} == dict.fromkeys(
+        ("orders", "customers", "logs", "events"), "incremental"
+    )
+    # orders: every file is read, rows below the watermark are filtered (the bound is inclusive).
+    assert second["orders"].rows_read == 5
+    assert second["orders"].rows_filtered == 2 and second["orders"].rows_landed == 3
+    assert _latest(lake, "shop", "orders", "id", "updated_at") == truth_orders
+    customers = _latest(lake, "shop", "customers", "customer_id", "updated_at")
+    assert {k: r["name"] for k, r in customers.items()} == {1: "Ann; Jr", 2: "Bobby"}
+    # events and logs: only the new files.
+    assert second["events"].rows_read == 1 and _count(lake, "shop", "events") == 3
+    assert second["logs"].rows_landed == 1
+    assert duckdb.sql(
+        f"select level, message, day from read_parquet('{lake}/landing/shop/logs/**/*.parquet', "
+        "union_by_name = true) where day = 2"
+    ).fetchall() == [("ERROR", None, 2)]
+    state = store.read("shop", "orders")
+    assert state is not None and state.columns["channel"] == "string"
+    assert state.watermark is not None and state.watermark.value.startswith("2024-01-02T09:00")
+
+
+def test_a_jdbc_connection_table_is_reported_and_the_others_land(
+    glue: Any, s3_bucket: str, tmp_path: Path, write_config
+) -> None:
+    db = f"mixed_{uuid.uuid4().hex[:8]}"
+    glue.create_database(DatabaseInput={"Name": db})
+    _table(
+        glue,
+        db,
+        "pg_orders",
+        "postgres_db_public_orders",
+        [("id", "int")],
+        serde="",
+        parameters={"classification": "postgresql", "connectionName": "pg-conn"},
+    )
+    _table(
+        glue,
+        db,
+        "notes",
+        f"s3://{s3_bucket}/notes/",
+        [("id", "bigint")],
+        serde="org.openx.data.jsonserde.JsonSerDe",
+    )
+    _put(s3_bucket, "notes/n.json", b'{"id": 7}\n')
+    lake = tmp_path / "lake"
+    cfg = write_config(
+        {
+            "pipeline": "glue_mixed",
+            "lake": {"root": str(lake)},
+            "sources": [{"name": "mixed", "kind": "glue_catalog", "database": db}],
+        }
+    )
+    report = run_pipeline(cfg)
+    by = {t.table: t for t in report.tables}
+    assert by["notes"].status == "landed" and by["notes"].rows_landed == 1
+    assert by["pg_orders"].status == "failed" and "JDBC connection" in (by["pg_orders"].error or "")
+    assert not report.ok
