@@ -297,7 +297,8 @@ def test_catalog_tables_land_full_then_incremental(
     _put(s3_bucket, "data/customers/c2.csv", b"customer_id;name;updated_at\n2;Bobby;2024-01-02 09:00:00\n")
     _put(s3_bucket, "data/logs/day=2/a.txt", b"ERROR|\\N\n")
     _partition(glue, db, "logs", ["2"], f"{root}/logs/day=2/")
-    _put(s3_bucket, "data/events/e2.json", json.dumps({"event_id": 3, "kind": "buy"}).encode() + b"\n")
+    e2 = [{"event_id": 3, "kind": "buy"}, {"event_id": None, "kind": "keyless"}]
+    _put(s3_bucket, "data/events/e2.json", b"".join(json.dumps(e).encode() + b"\n" for e in e2))
 
     second = run()
     assert {t: o.load_type for t, o in second.items()} == dict.fromkeys(
@@ -310,7 +311,13 @@ def test_catalog_tables_land_full_then_incremental(
     customers = _latest(lake, "shop", "customers", "customer_id", "updated_at")
     assert {k: r["name"] for k, r in customers.items()} == {1: "Ann; Jr", 2: "Bobby"}
     # events and logs: only the new files.
-    assert second["events"].rows_read == 1 and _count(lake, "shop", "events") == 3
+    assert second["events"].rows_read == 2 and _count(lake, "shop", "events") == 3
+    # A row without its key is rejected with its reason, never landed.
+    assert second["events"].rows_rejected == 1
+    rejected = duckdb.sql(
+        f"select * from read_parquet('{lake}/_rejected/shop/events/**/*.parquet')"
+    ).fetchall()
+    assert len(rejected) == 1 and "primary key column event_id is null" in str(rejected[0])
     assert second["logs"].rows_landed == 1
     assert duckdb.sql(
         f"select level, message, day from read_parquet('{lake}/landing/shop/logs/**/*.parquet', "

@@ -23,6 +23,7 @@ from ingestion.plan.catalog import (
     partition_columns,
 )
 from ingestion.plan.csv import FileFacts
+from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -303,3 +304,39 @@ def file_types(spec: CatalogSpec, data: pa.Table, where: str) -> dict[str, str]:
 def download_dir(scratch: str, spec: CatalogSpec) -> str:
     """Where a CSV table's S3 files are downloaded for the DuckDB engine."""
     return str(Path(scratch, "_catalog", spec.source, spec.name))
+
+
+def null_key_rejects(
+    files: Sequence[tuple[str, pa.Table]], keys: Sequence[str]
+) -> tuple[pa.Table | None, Quarantine]:
+    """The files' rows without those whose key has a null column (rejected, with the row as JSON: a NULL
+    key is never a merge group), and the quarantine that records them and each file's counts."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    q = Quarantine()
+    kept: list[pa.Table] = []
+    for path, data in files:
+        counts = q.files[path] = FileCounts(path, read=data.num_rows, accepted=data.num_rows)
+        if keys and data.num_rows:
+            nulls = [pc.is_null(data.column(k)) for k in keys]
+            bad = nulls[0]
+            for more in nulls[1:]:
+                bad = pc.or_(bad, more)
+            rows = [i for i, b in enumerate(bad.to_pylist()) if b]
+            for i in rows:
+                row = data.slice(i, 1).to_pylist()[0]
+                column = next(k for k in keys if row.get(k) is None)
+                row.pop("_source_file", None)
+                raw = json.dumps(row, default=str)
+                q.rejects.append(
+                    Reject(path, i, NULL_KEY, f"primary key column {column} is null", column, raw)
+                )
+            if rows:
+                data = data.filter(pc.invert(bad))
+            counts.rejected = len(rows)
+        counts.landable = data.num_rows
+        kept.append(data)
+    return (pa.concat_tables(kept) if kept else None), q

@@ -58,7 +58,7 @@ from ingestion.plan.rejects import (
     classify_structural,
     value_reject,
 )
-from ingestion.sources.catalog import conform, file_types, read_file
+from ingestion.sources.catalog import conform, file_types, null_key_rejects, read_file
 from ingestion.sources.csv import download
 from ingestion.sqltext import quote_ident, sql_string
 
@@ -159,6 +159,8 @@ class DuckDBEngine:
         )
         for c in (*spec.primary_key, *([spec.cursor] if spec.cursor else [])):
             types.setdefault(c, spec.columns[c])  # no file yet: the catalog's type
+        conformed = [(path, conform([(path, data)], types)) for path, data in read]
+        rows, quarantine = null_key_rejects(conformed, spec.primary_key)
         landing = ArrowLanding(
             batch.name,
             types,
@@ -170,7 +172,15 @@ class DuckDBEngine:
             batch.target,
             batch.lower_bound,
         )
-        return land_arrow(self.db.cursor(), conform(read, types), landing, next(_batch_ids))
+        landed = land_arrow(
+            self.db.cursor(), rows if rows is not None else conform([], types), landing, next(_batch_ids)
+        )
+        return replace(
+            landed,
+            rows_read=landed.rows_read + quarantine.rows_rejected,
+            rows_rejected=quarantine.rows_rejected,
+            quarantine=quarantine,
+        )
 
     def land_tombstones(self, batch: TombstoneBatch) -> int:
         """Delete detection over the landed files (see `engines.duckdb.tombstones`)."""
