@@ -135,9 +135,13 @@ def _count(lake: Path, source: str, table: str) -> int:
     )
 
 
+@pytest.mark.parametrize(
+    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
 def test_catalog_tables_land_full_then_incremental(
-    glue: Any, s3_bucket: str, tmp_path: Path, write_config
+    engine: str, glue: Any, s3_bucket: str, tmp_path: Path, write_config, request: pytest.FixtureRequest
 ) -> None:
+    """On both engines (Spark's executors read the catalog's files through S3A): the same rows land."""
     db = f"shop_{uuid.uuid4().hex[:8]}"  # moto's catalog lives as long as the test session
     glue.create_database(DatabaseInput={"Name": db})
     root = f"s3://{s3_bucket}/data"
@@ -240,7 +244,15 @@ def test_catalog_tables_land_full_then_incremental(
     assert read_pk_registry(f"s3://{s3_bucket}/registry/") == {"customers": ("customer_id",)}
 
     def run() -> dict[str, Any]:
-        report = run_pipeline(cfg)
+        if engine == "spark":
+            from ingestion.config import SparkConfig
+            from ingestion.engines.spark.engine import SparkEngine
+
+            report = run_pipeline(
+                cfg, engine=SparkEngine(SparkConfig(), spark=request.getfixturevalue("s3a_spark"))
+            )
+        else:
+            report = run_pipeline(cfg)
         assert report.ok, [(t.name, t.error) for t in report.tables]
         return {t.table: t for t in report.tables}
 

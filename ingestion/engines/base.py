@@ -186,6 +186,9 @@ class CatalogBatch:
     ingested_at: datetime  # UTC, tz-aware
     target: str
     lake_root: str
+    # A CSV table: its files as a CSV batch (the SerDe's options, the catalog's column names, partition
+    # values as per-file columns), landed through the CSV flow with its inference and rejects.
+    csv: CsvBatch | None = None
 
     @property
     def name(self) -> str:
@@ -195,6 +198,11 @@ class CatalogBatch:
     def staging(self) -> str:
         """The batch's scratch folder outside `landing/`."""
         return os.path.join(scratch_dir(self.lake_root, self.run_id), self.spec.source, self.spec.name)
+
+    @property
+    def lake_staging(self) -> str:
+        """The batch's scratch folder on the lake's own filesystem (see `CsvBatch.lake_staging`)."""
+        return lakefs.join(lake_scratch(self.lake_root, self.run_id), self.spec.source, self.spec.name)
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,7 @@ class Engine(Protocol):
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch: ...
 
     def land_catalog(self, batch: CatalogBatch) -> LandedBatch:
-        """Land a Glue catalog table's Parquet or JSON-lines files (CSV tables go through `land_csv`)."""
+        """Land a Glue catalog table's files: Parquet or JSON lines as typed data, CSV through the CSV flow."""
         ...
 
     def land_tombstones(self, batch: TombstoneBatch) -> int:

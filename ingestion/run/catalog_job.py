@@ -26,7 +26,7 @@ from ingestion.plan.catalog import (
     resolve_table,
     select_tables,
 )
-from ingestion.plan.csv import LandedBatch, next_state, settle_checksums
+from ingestion.plan.csv import next_state, settle_checksums
 from ingestion.records import TableOutcome
 from ingestion.redact import error_text
 from ingestion.run.context import RunContext, utcnow
@@ -105,48 +105,41 @@ class CatalogJob:
         out = Extracted(load_type=plan.load_type, files=len(plan.files))
         if not plan.has_work:
             return out
-        if ctx.engine_name != "duckdb":
-            raise EngineError(
-                f"{self.source}.{self.table}: glue_catalog tables land on the duckdb engine only in this version",
-                hint="run this source with --engine duckdb",
-            )
         spec, engine = self.spec, ctx.get_engine()
         target = table_dir(ctx.cfg.lake_root, self.source, self.table)
         committed = dict(state.columns) if plan.load_type == "incremental" else {}
-        batch: LandedBatch
+        csv = None
         if spec.format == "csv":
             assert spec.csv is not None
-            batch = engine.land_csv(
-                CsvBatch(
-                    source=self.source,
-                    table=self.table,
-                    files=tuple(f.facts for f in plan.files),
-                    options=spec.csv,
-                    primary_key=spec.primary_key,
-                    cursor=spec.cursor,
-                    run_id=ctx.run_id,
-                    ingested_at=ctx.now,
-                    target=target,
-                    lake_root=ctx.cfg.lake_root,
-                    lower_bound=plan.lower_bound,
-                    committed=committed,
-                    column_names=spec.raw_columns,
-                    file_columns={f.facts.relpath: f.partition for f in plan.files if f.partition},
-                )
+            csv = CsvBatch(
+                source=self.source,
+                table=self.table,
+                files=tuple(f.facts for f in plan.files),
+                options=spec.csv,
+                primary_key=spec.primary_key,
+                cursor=spec.cursor,
+                run_id=ctx.run_id,
+                ingested_at=ctx.now,
+                target=target,
+                lake_root=ctx.cfg.lake_root,
+                lower_bound=plan.lower_bound,
+                committed=committed,
+                column_names=spec.raw_columns,
+                file_columns={f.facts.relpath: f.partition for f in plan.files if f.partition},
             )
-        else:
-            batch = engine.land_catalog(
-                CatalogBatch(
-                    spec=spec,
-                    files=plan.files,
-                    committed=committed,
-                    lower_bound=plan.lower_bound,
-                    run_id=ctx.run_id,
-                    ingested_at=ctx.now,
-                    target=target,
-                    lake_root=ctx.cfg.lake_root,
-                )
+        batch = engine.land_catalog(
+            CatalogBatch(
+                spec=spec,
+                files=plan.files,
+                committed=committed,
+                lower_bound=plan.lower_bound,
+                run_id=ctx.run_id,
+                ingested_at=ctx.now,
+                target=target,
+                lake_root=ctx.cfg.lake_root,
+                csv=csv,
             )
+        )
         checkpoint("rows_landed", self.table)
         dropped = (
             warn_dropped_columns(f"{self.source}.{self.table}", state.columns, batch.columns)

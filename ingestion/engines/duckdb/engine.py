@@ -149,7 +149,10 @@ class DuckDBEngine:
 
     def land_catalog(self, batch: CatalogBatch) -> LandedBatch:
         """Land a catalog table's Parquet/JSON files: read as Arrow through the lake's S3 filesystem,
-        widened into one type per column (the lake's rules), then landed like PostgreSQL rows."""
+        widened into one type per column (the lake's rules), then landed like PostgreSQL rows; a CSV
+        table's files go through the CSV flow."""
+        if batch.csv is not None:
+            return self.land_csv(batch.csv)
         spec = batch.spec
         read = [(f.facts.relpath, read_file(spec, f)) for f in batch.files]
         types = fold_types(
