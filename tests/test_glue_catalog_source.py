@@ -340,19 +340,59 @@ def test_catalog_tables_land_full_then_incremental(
     assert state.watermark is not None and state.watermark.value.startswith("2024-01-02T09:00")
 
 
-def test_a_jdbc_connection_table_is_reported_and_the_others_land(
-    glue: Any, s3_bucket: str, tmp_path: Path, write_config
+def test_a_jdbc_connection_table_is_read_through_postgres(
+    glue: Any, s3_bucket: str, tmp_path: Path, write_config, pg_db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A crawled PostgreSQL table (location db.schema.table, a Glue connection with URL, user and
+    password) lands through the PostgreSQL path, full then incremental; the password is never printed.
+    A connection to another database kind fails that table only, with what to do."""
+    import logging
+
     db = f"mixed_{uuid.uuid4().hex[:8]}"
     glue.create_database(DatabaseInput={"Name": db})
+    pg_db.con.execute(
+        "create table orders (id int primary key, amount numeric(12,2), updated_at timestamptz not null)"
+    )
+    pg_db.con.execute(
+        "insert into orders values (1, 1.50, '2024-01-01 10:00+00'), (2, 2.50, '2024-01-01 11:00+00')"
+    )
+    conn_name = f"pg-{uuid.uuid4().hex[:8]}"
+    glue.create_connection(
+        ConnectionInput={
+            "Name": conn_name,
+            "ConnectionType": "JDBC",
+            "ConnectionProperties": {
+                "JDBC_CONNECTION_URL": f"jdbc:postgresql://127.0.0.1:5432/{pg_db.name}",
+                "USERNAME": pg_db.role,
+                "PASSWORD": pg_db.password,
+            },
+        }
+    )
+    other = f"my-{uuid.uuid4().hex[:8]}"
+    glue.create_connection(
+        ConnectionInput={
+            "Name": other,
+            "ConnectionType": "JDBC",
+            "ConnectionProperties": {"JDBC_CONNECTION_URL": "jdbc:mysql://h:3306/x", "USERNAME": "u"},
+        }
+    )
     _table(
         glue,
         db,
-        "pg_orders",
         "postgres_db_public_orders",
+        f"{pg_db.name}.public.orders",
+        [("id", "int"), ("amount", "decimal(12,2)"), ("updated_at", "timestamp")],
+        serde="",
+        parameters={"classification": "postgresql", "connectionName": conn_name},
+    )
+    _table(
+        glue,
+        db,
+        "mysql_x_items",
+        "x.items",
         [("id", "int")],
         serde="",
-        parameters={"classification": "postgresql", "connectionName": "pg-conn"},
+        parameters={"classification": "mysql", "connectionName": other},
     )
     _table(
         glue,
@@ -371,11 +411,44 @@ def test_a_jdbc_connection_table_is_reported_and_the_others_land(
             "sources": [{"name": "mixed", "kind": "glue_catalog", "database": db}],
         }
     )
+    caplog.set_level(logging.DEBUG)
     report = run_pipeline(cfg)
     by = {t.table: t for t in report.tables}
     assert by["notes"].status == "landed" and by["notes"].rows_landed == 1
-    assert by["pg_orders"].status == "failed" and "JDBC connection" in (by["pg_orders"].error or "")
+    assert by["mysql_x_items"].status == "failed"
+    assert "not a PostgreSQL connection" in (by["mysql_x_items"].error or "")
     assert not report.ok
+    orders = by["postgres_db_public_orders"]
+    assert orders.status == "landed" and orders.load_type == "full" and orders.rows_landed == 2, orders.error
+
+    def lake_rows() -> dict[int, tuple[Any, ...]]:
+        return {
+            r[0]: r[1:]
+            for r in duckdb.sql(
+                "select id, amount, updated_at from read_parquet("
+                f"'{lake}/landing/mixed/postgres_db_public_orders/**/*.parquet') "
+                "qualify row_number() over (partition by id order by updated_at desc, _ingested_at desc) = 1"
+            ).fetchall()
+        }
+
+    def source_rows() -> dict[int, tuple[Any, ...]]:
+        return {
+            r[0]: r[1:] for r in pg_db.con.execute("select id, amount, updated_at from orders").fetchall()
+        }
+
+    assert lake_rows() == source_rows()
+    pg_db.con.execute("update orders set amount = 9.99, updated_at = '2024-01-02 10:00+00' where id = 2")
+    pg_db.con.execute("insert into orders values (3, 3.00, '2024-01-02 11:00+00')")
+    again = {t.table: t for t in run_pipeline(cfg).tables}["postgres_db_public_orders"]
+    assert again.load_type == "incremental" and again.rows_landed == 2, again.error
+    assert lake_rows() == source_rows()
+    state = StateStore(str(lake), "glue_mixed").read("mixed", "postgres_db_public_orders")
+    assert state is not None and state.primary_key == ("id",) and state.cursor == "updated_at"
+    ours = "\n".join(
+        r.getMessage() + str(r.__dict__) for r in caplog.records if r.name.startswith("tidemark")
+    )
+    assert "postgres_db_public_orders" in ours and pg_db.password not in ours
+    assert all(pg_db.password not in (t.error or "") for t in report.tables)
 
 
 @pytest.mark.slow

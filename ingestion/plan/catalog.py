@@ -76,6 +76,30 @@ class GlueTable:
         return "" if p.get("classification", "").lower() in ("postgresql", "mysql", "jdbc") else None
 
 
+@dataclass(frozen=True)
+class JdbcLocation:
+    """Where a JDBC-crawled catalog table lives in its database."""
+
+    database: str | None
+    schema: str
+    table: str
+
+
+def jdbc_location(table: GlueTable) -> JdbcLocation:
+    """The database, schema and table a JDBC catalog entry names: its location `db.schema.table` (as
+    Glue's JDBC crawler writes it) or `schema.table`."""
+    parts = table.location.split(".")
+    if len(parts) == 3 and all(parts):
+        return JdbcLocation(parts[0], parts[1], parts[2])
+    if len(parts) == 2 and all(parts):
+        return JdbcLocation(None, parts[0], parts[1])
+    raise SchemaError(
+        f"catalog table {table.name}: its location {table.location!r} does not name a database table "
+        "(database.schema.table)",
+        hint="re-crawl the connection, or exclude the table and land it with a jdbc source",
+    )
+
+
 def table_format(table: GlueTable) -> Format:
     """The data format of a table, from its SerDe (then `classification`, then its input format)."""
     serde = table.serde.lower()

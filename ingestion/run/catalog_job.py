@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
-from ingestion.config import GlueCatalogSourceConfig, PipelineConfig
+from ingestion.config import GlueCatalogSourceConfig, JdbcSourceConfig, PipelineConfig
 from ingestion.engines import CatalogBatch, CsvBatch
-from ingestion.errors import EngineError
+from ingestion.errors import SourceError
 from ingestion.lake.layout import table_dir
 from ingestion.lake.model import TableState
 from ingestion.observe.faults import checkpoint
@@ -22,18 +23,29 @@ from ingestion.plan.catalog import (
     CatalogFile,
     CatalogPlan,
     CatalogSpec,
+    GlueTable,
+    jdbc_location,
     plan_catalog_table,
     resolve_table,
     select_tables,
 )
 from ingestion.plan.csv import next_state, settle_checksums
+from ingestion.plan.jdbc import resolve_tables
+from ingestion.plan.normalize import clean_header
 from ingestion.records import TableOutcome
 from ingestion.redact import error_text
 from ingestion.run.context import RunContext, utcnow
+from ingestion.run.jdbc_job import JdbcJob
 from ingestion.run.protocol import Extracted, Look, warn_dropped_columns
-from ingestion.sources.catalog import catalog_tables, glue_client, list_table_files, with_partitions
+from ingestion.sources.catalog import (
+    catalog_tables,
+    glue_client,
+    glue_connection,
+    list_table_files,
+    with_partitions,
+)
 from ingestion.sources.csv import fingerprint
-from ingestion.sources.jdbc import read_pk_registry
+from ingestion.sources.jdbc import connect, discover, horizon_facts, read_pk_registry
 
 
 @dataclass
@@ -190,10 +202,11 @@ def _failed(source: str, table: str, exc: Exception, started: float, started_at:
     return outcome
 
 
-def discover_catalog_tables(cfg: PipelineConfig) -> tuple[list[CatalogJob], list[TableOutcome]]:
-    """Every Glue catalog source's tables with their partitions; a source (or a table) that can't be read
-    becomes a failed outcome and never stops the others."""
-    jobs: list[CatalogJob] = []
+def discover_catalog_tables(cfg: PipelineConfig) -> tuple[list[CatalogJob | JdbcJob], list[TableOutcome]]:
+    """Every Glue catalog source's tables with their partitions (a table whose entry is a JDBC connection
+    as a PostgreSQL table job); a source (or a table) that can't be read becomes a failed outcome and
+    never stops the others."""
+    jobs: list[CatalogJob | JdbcJob] = []
     failed: list[TableOutcome] = []
     for source in cfg.catalog_sources():
         started, started_at = time.monotonic(), utcnow()
@@ -212,12 +225,12 @@ def discover_catalog_tables(cfg: PipelineConfig) -> tuple[list[CatalogJob], list
             failed.append(outcome)
             continue
         for t in connections:
-            refused = EngineError(
-                f"{source.name}.{t.name}: the catalog entry is a JDBC connection "
-                f"({t.connection or t.parameters.get('classification')}); reading it is not supported yet",
-                hint="exclude it from this source (exclude: [...]) and land the database with a jdbc source",
-            )
-            failed.append(_failed(source.name, t.name, refused, started, started_at))
+            try:
+                jobs.append(_jdbc_job(source, t, registry, glue))
+            except Exception as exc:
+                outcome = _failed(source.name, t.name, exc, started, started_at)
+                event("table skipped", logging.ERROR, table=f"{source.name}.{t.name}", error=outcome.error)
+                failed.append(outcome)
         found = []
         for t in tables:
             try:
@@ -238,3 +251,51 @@ def discover_catalog_tables(cfg: PipelineConfig) -> tuple[list[CatalogJob], list
         )
         jobs += found
     return jobs, failed
+
+
+def _jdbc_job(
+    source: GlueCatalogSourceConfig, table: GlueTable, registry: dict[str, tuple[str, ...]], glue: Any
+) -> JdbcJob:
+    """A catalog table whose entry is a JDBC connection, as a PostgreSQL table job: the connection's URL
+    and credentials, the table where the catalog's location says, the catalog table's settings."""
+    if not table.connection:
+        raise SourceError(
+            f"{source.name}.{table.name}: a JDBC catalog table without a connection name",
+            hint="set connectionName in the table's parameters, or exclude the table",
+        )
+    where = jdbc_location(table)
+    conn = glue_connection(source, table.connection, where.database, glue)
+    settings = source.table_config(table.name)
+    listed: dict[str, Any] = {"name": where.table}
+    if settings is not None:
+        listed.update(settings.model_dump(exclude={"name"}, exclude_none=True))
+    jdbc = JdbcSourceConfig.model_validate(
+        {
+            "name": source.name,
+            "kind": "jdbc",
+            "url": conn.jdbc_url,
+            "user": conn.user,
+            "password_env": None,
+            "schema": where.schema,
+            "tables": [listed],
+            "cursor": source.cursor,
+            "cursor_timezone": source.cursor_timezone,
+            "lookback": source.lookback,
+        }
+    )
+    with connect(conn) as pg:
+        found = discover(conn, pg, where.schema)
+        facts = horizon_facts(conn, pg)
+    keys = {where.table: registry[table.name]} if table.name in registry else registry
+    resolved, warnings = resolve_tables(jdbc, found, keys, facts.server_timezone)
+    for w in warnings:
+        event(w, logging.WARNING, source=source.name)
+    landed = clean_header([table.name], file=f"{source.name}: table")[0]
+    event(
+        "catalog table read through its JDBC connection",
+        table=f"{source.name}.{landed}",
+        connection=table.connection,
+        database=conn.where,
+        relation=f"{where.schema}.{where.table}",
+    )
+    return JdbcJob(jdbc, replace(resolved[0], name=landed), conn)

@@ -24,6 +24,8 @@ from ingestion.plan.catalog import (
 )
 from ingestion.plan.csv import FileFacts
 from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject
+from ingestion.redact import redact, register_secret
+from ingestion.sources.jdbc import PgConnection, parse_jdbc_url, secret_password
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,6 +39,57 @@ def glue_client(source: GlueCatalogSourceConfig) -> Any:
     if source.region:
         return boto3.client("glue", region_name=source.region, config=Config(retries={"mode": "standard"}))
     return aws_client("glue", retries={"mode": "standard"})
+
+
+def glue_connection(
+    source: GlueCatalogSourceConfig, name: str, database: str | None, glue: Any | None = None
+) -> PgConnection:
+    """The PostgreSQL connection a Glue connection describes: JDBC_CONNECTION_URL, and USERNAME with
+    PASSWORD, or SECRET_ID (a Secrets Manager secret holding username and password). The password is
+    registered with the masker before anything can print it; `database` overrides the URL's."""
+    import json
+    from dataclasses import replace
+    from urllib.parse import quote
+
+    glue = glue or glue_client(source)
+    try:
+        doc = glue.get_connection(Name=name, HidePassword=False, **_ids(source))["Connection"]
+    except Exception as exc:
+        raise SourceError(
+            f"source {source.name}: cannot read the Glue connection {name!r}: {type(exc).__name__}: {exc}",
+            hint="check the connection's name and glue:GetConnection for this role",
+        ) from None
+    props = doc.get("ConnectionProperties") or {}
+    password = props.get("PASSWORD")
+    register_secret(password)
+    url = str(props.get("JDBC_CONNECTION_URL") or "")
+    if not url.startswith("jdbc:postgresql://"):
+        raise SourceError(
+            f"source {source.name}: the Glue connection {name!r} is not a PostgreSQL connection "
+            f"({redact(url.split('//')[0]) or 'no JDBC_CONNECTION_URL'})",
+            hint="tidemark reads PostgreSQL connections; exclude the table",
+        )
+    user = props.get("USERNAME")
+    if props.get("SECRET_ID"):
+        secret = props["SECRET_ID"]
+        password = password or secret_password(secret, source.name)
+        if not user:
+            try:
+                value = aws_client("secretsmanager").get_secret_value(SecretId=secret).get("SecretString")
+                user = json.loads(value).get("username")
+            except Exception:
+                user = None
+    if not user:
+        raise SourceError(
+            f"source {source.name}: the Glue connection {name!r} names no user",
+            hint="set USERNAME on the connection, or a SECRET_ID whose JSON has a username",
+        )
+    register_secret(password)
+    if password:
+        register_secret(quote(password, safe=""))
+    host, port, db, params = parse_jdbc_url(url)
+    conn = PgConnection(host, port, db, str(user), password, params)
+    return replace(conn, dbname=database) if database else conn
 
 
 def _ids(source: GlueCatalogSourceConfig) -> dict[str, str]:
