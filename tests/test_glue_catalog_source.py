@@ -593,3 +593,64 @@ def test_curated_catalog_tables_equal_the_source_after_dbt_build(
         f.path.write_text(f.text)
     dbt = FastDbt(tmp_path, lake, warehouse, project=project)
     check()
+
+
+def _spec(cursor: str | None, *, full_load: bool = False) -> Any:
+    from ingestion.plan.catalog import CatalogSpec
+
+    return CatalogSpec(
+        source="s",
+        source_name="t",
+        name="t",
+        format="parquet",
+        location="s3://b/t",
+        columns={"id": "bigint", "updated_at": "timestamp"},
+        raw_columns=("id", "updated_at"),
+        partition_keys=(),
+        partitions=(),
+        primary_key=("id",),
+        cursor=cursor,
+        cursor_timezone="UTC",
+        lookback="1h",
+        load_type="auto",
+        full_load=full_load,
+    )
+
+
+def test_plans_by_cursor_bound_or_by_new_files() -> None:
+    from dataclasses import replace as copy
+
+    from ingestion.lake.model import FileEntry, TableState, Watermark
+    from ingestion.plan.catalog import CatalogFile, plan_catalog_table
+    from ingestion.plan.csv import FileFacts, NoState
+
+    a = CatalogFile(FileFacts("s3://b/t/a", "s3://b/t/a", 10, 1, "e1"))
+    b = CatalogFile(FileFacts("s3://b/t/b", "s3://b/t/b", 20, 2, "e2"))
+    state = TableState(
+        "p",
+        "s",
+        "t",
+        watermark=Watermark("2024-01-01T10:00:00.000000+00:00", "timestamp", "UTC"),
+        files={"s3://b/t/a": FileEntry(10, 1, "r1", etag="e1")},
+    )
+    # No state: full, every file, no bound (either way).
+    for cursor in ("updated_at", None):
+        p = plan_catalog_table(_spec(cursor), None, [a, b])
+        assert (p.load_type, p.files, p.lower_bound) == ("full", (a, b), None)
+        with pytest.raises(NoState):
+            plan_catalog_table(_spec(cursor), None, [a], load_type="incremental")
+    # A cursor: every file, rows from watermark − lookback, in the column's own (UTC wall clock) terms.
+    p = plan_catalog_table(_spec("updated_at"), state, [a, b])
+    assert p.load_type == "incremental" and p.files == (a, b)
+    assert p.lower_bound is not None and p.lower_bound.value == "2024-01-01T09:00:00.000000"
+    # No cursor: only what the ledger has not seen; a rewritten file (another ETag) again.
+    p = plan_catalog_table(_spec(None), state, [a, b])
+    assert (p.load_type, p.files, p.lower_bound) == ("incremental", (b,), None)
+    rewritten = CatalogFile(copy(a.facts, size=11, etag="e3"))
+    assert plan_catalog_table(_spec(None), state, [rewritten]).files == (rewritten,)
+    # full_load: every file, every run.
+    assert plan_catalog_table(_spec(None, full_load=True), state, [a, b]).files == (a, b)
+    # A cursor whose type changed since the watermark: re-land, says the error.
+    changed = copy(state, watermark=Watermark("5", "bigint"))
+    with pytest.raises(Exception, match="re-land"):
+        plan_catalog_table(_spec("updated_at"), changed, [a])

@@ -92,7 +92,7 @@ class CatalogJob:
             )
             != (f.facts.size, f.facts.etag or f.facts.mtime_ns)
         ]
-        return Look(plan.load_type, len(plan.files), bool(changed) or len(plan.files) < len(ledger))
+        return Look(plan.load_type, len(plan.files), bool(changed))
 
     def plan(self, ctx: RunContext, state: TableState) -> CatalogPlan:
         plan = self._plan(ctx, state)

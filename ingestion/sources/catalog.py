@@ -294,7 +294,7 @@ def read_file(spec: CatalogSpec, f: CatalogFile) -> pa.Table:
                     fh,
                     parse_options=pj.ParseOptions(
                         explicit_schema=pa.schema(list(declared.items())),
-                        unexpected_field_behavior="infer",
+                        unexpected_field_behavior="ignore",  # the catalog's columns, as Athena and Spark read it
                     ),
                 )
     except Exception as exc:
