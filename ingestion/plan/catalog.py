@@ -418,7 +418,7 @@ def plan_catalog_table(
     bound = None
     if effective == "incremental" and state is not None and state.watermark is not None:
         wm = state.watermark
-        ctype = _cursor_landed_type(spec)
+        ctype = _cursor_landed_type(spec, state)
         if ctype is not None and wm.type != ctype:
             raise SchemaError(
                 f"{where}: cursor {spec.cursor} is {ctype} now but {wm.type} in the committed watermark",
@@ -429,11 +429,13 @@ def plan_catalog_table(
     return CatalogPlan(spec, effective, tuple(listing), bound, tp)
 
 
-def _cursor_landed_type(spec: CatalogSpec) -> str | None:
-    """The cursor's type as the watermark records it (CSV cursors are typed from their values)."""
+def _cursor_landed_type(spec: CatalogSpec, state: TableState) -> str | None:
+    """The cursor's type as the lake holds it: the committed column's (the files' own type, e.g. a
+    UTC-adjusted Parquet timestamp the catalog calls `timestamp`), else the catalog's. CSV cursors are
+    typed from their values (the CSV flow checks the bound's type)."""
     if spec.format == "csv" or spec.cursor is None:
         return None
-    return spec.columns[spec.cursor]
+    return state.columns.get(spec.cursor) or spec.columns[spec.cursor]
 
 
 def partition_columns(spec: CatalogSpec, partition: GluePartition) -> tuple[tuple[str, str], ...]:
