@@ -698,3 +698,16 @@ def test_utc_adjusted_parquet_timestamps_keep_their_type_across_runs(
     outcome = report.tables[0]
     # Both files are read; the first's row is within the lookback, so it lands again (harmless).
     assert (outcome.load_type, outcome.rows_read, outcome.rows_landed) == ("incremental", 2, 2)
+
+
+def test_pk_registry_prefix_takes_the_latest_csv(tmp_path: Path) -> None:
+    import os
+
+    old, new = tmp_path / "reg" / "2024-01" / "keys.csv", tmp_path / "reg" / "2024-02" / "keys.csv"
+    for path, key in ((old, "a"), (new, "b|c")):
+        path.parent.mkdir(parents=True)
+        path.write_text(f"table,primary_key\nschema.t,{key}\n")
+    os.utime(old, ns=(1_000_000_000, 1_000_000_000))
+    assert read_pk_registry(f"{tmp_path / 'reg'}/") == {"t": ("b", "c")}
+    with pytest.raises(Exception, match="no CSV file under it"):
+        read_pk_registry(f"{tmp_path / 'empty'}/")
