@@ -452,8 +452,15 @@ def test_a_jdbc_connection_table_is_read_through_postgres(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
 def test_curated_catalog_tables_equal_the_source_after_dbt_build(
-    glue: Any, s3_bucket: str, tmp_path: Path, write_config, monkeypatch: pytest.MonkeyPatch
+    engine: str,
+    glue: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+    write_config,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Full then incremental runs, dbt-sources and scaffolded models for the discovered tables, `dbt
     build`: the curated tables equal the source by key and every column, through a gained column."""
@@ -535,7 +542,14 @@ def test_curated_catalog_tables_equal_the_source_after_dbt_build(
     )
 
     def run() -> None:
-        report = run_pipeline(cfg)
+        if engine == "spark":
+            from ingestion.config import SparkConfig
+            from ingestion.engines.spark.engine import SparkEngine
+
+            spark = request.getfixturevalue("s3a_spark")
+            report = run_pipeline(cfg, engine=SparkEngine(SparkConfig(), spark=spark))
+        else:
+            report = run_pipeline(cfg)
         assert report.ok, [(t.name, t.error) for t in report.tables]
 
     run()
