@@ -653,7 +653,7 @@ def test_plans_by_cursor_bound_or_by_new_files() -> None:
         assert (p.load_type, p.files, p.lower_bound) == ("full", (a, b), None)
         with pytest.raises(NoState):
             plan_catalog_table(_spec(cursor), None, [a], load_type="incremental")
-    # A cursor: every file, rows from watermark − lookback, in the column's own (UTC wall clock) terms.
+    # A cursor: every file, rows from watermark - lookback, in the column's own (UTC wall clock) terms.
     p = plan_catalog_table(_spec("updated_at"), state, [a, b])
     assert p.load_type == "incremental" and p.files == (a, b)
     assert p.lower_bound is not None and p.lower_bound.value == "2024-01-01T09:00:00.000000"
