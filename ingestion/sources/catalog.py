@@ -7,6 +7,7 @@ What to read is decided by `ingestion.plan.catalog`; CSV tables go through the C
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,7 +156,7 @@ def with_partitions(source: GlueCatalogSourceConfig, table: GlueTable, glue: Any
             hint="check glue:GetPartitions for this role",
         ) from None
     parts.sort(key=lambda p: p.values)
-    return GlueTable(**{**table.__dict__, "partitions": tuple(parts)})
+    return replace(table, partitions=tuple(parts))
 
 
 def _s3_url(location: str) -> str:
@@ -345,18 +346,13 @@ def conform(tables: Sequence[tuple[str, pa.Table]], types: Mapping[str, str]) ->
     return pa.concat_tables(out) if out else schema.empty_table()
 
 
-def file_types(spec: CatalogSpec, data: pa.Table, where: str) -> dict[str, str]:
+def file_types(data: pa.Table, where: str) -> dict[str, str]:
     """The landed type of each data column of a read file."""
     return {
         name: lake_type(data.schema.field(name).type, f"{where}: column {name}")
         for name in data.column_names
         if name != "_source_file"
     }
-
-
-def download_dir(scratch: str, spec: CatalogSpec) -> str:
-    """Where a CSV table's S3 files are downloaded for the DuckDB engine."""
-    return str(Path(scratch, "_catalog", spec.source, spec.name))
 
 
 def null_key_rejects(

@@ -158,7 +158,7 @@ class DuckDBEngine:
         types = fold_types(
             batch.name,
             batch.committed,
-            [(path, file_types(spec, data, path)) for path, data in read],
+            [(path, file_types(data, path)) for path, data in read],
         )
         for c in (*spec.primary_key, *([spec.cursor] if spec.cursor else [])):
             types.setdefault(c, spec.columns[c])  # no file yet: the catalog's type
