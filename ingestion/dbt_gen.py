@@ -52,6 +52,7 @@ STAMP_COLUMNS = {c: doc_ref(c) for c in ("_dbt_invocation_id", "_dbt_first_invoc
 SOURCE_DESCRIPTION = {
     "csv": "CSV drops landed by `python -m ingestion run` (see ingestion.yml).",
     "jdbc": "Tables pulled from a database over JDBC by `python -m ingestion run` (see ingestion.yml).",
+    "glue_catalog": "Tables of a Glue Data Catalog database landed by `python -m ingestion run` (see ingestion.yml).",
 }
 
 

@@ -1,7 +1,7 @@
 """The pipeline's table inventory, one for every command (run, status, report, reset, load-warehouse, dbt).
 
-Configured CSV tables, plus PostgreSQL tables known without a connection: listed in the config or
-holding committed state (discovered by an earlier run). `run` adds what discovery finds today; `status`,
+Configured CSV tables, plus PostgreSQL and Glue catalog tables known without a connection: listed in
+the config or holding committed state (discovered by an earlier run). `run` adds what discovery finds today; `status`,
 `report`, `reset`, `load-warehouse`, `redshift-spectrum-ddl`, `dbt-sources` and `dbt-scaffold` read
 this inventory and need no database.
 """
@@ -12,11 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
-from ingestion.config import CsvSourceConfig, CsvTableConfig, JdbcSourceConfig, PipelineConfig
+from ingestion.config import (
+    CsvSourceConfig,
+    CsvTableConfig,
+    GlueCatalogSourceConfig,
+    JdbcSourceConfig,
+    PipelineConfig,
+)
 from ingestion.errors import ConfigError
 from ingestion.lake.state import StateStore
 
-SourceKind = Literal["csv", "jdbc"]
+SourceKind = Literal["csv", "jdbc", "glue_catalog"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class TableRef:
     source: str
     table: str
     kind: SourceKind
-    source_config: CsvSourceConfig | JdbcSourceConfig
+    source_config: CsvSourceConfig | JdbcSourceConfig | GlueCatalogSourceConfig
     table_config: CsvTableConfig | None = None  # CSV tables only
 
     @property
@@ -40,19 +46,19 @@ def inventory(cfg: PipelineConfig, store: StateStore | None = None) -> list[Tabl
     With the lake's state `store`, PostgreSQL tables discovered by earlier runs are known too (also
     those whose state document is unreadable); without it only tables listed by name in the config.
     """
-    if cfg.catalog_sources():  # the config model exists; the source kind lands with its run steps
-        raise ConfigError(
-            f"source {cfg.catalog_sources()[0].name}: kind glue_catalog is not supported by this version yet",
-            hint="land the catalog's tables with a jdbc or csv source for now",
-        )
     out = [TableRef(s.name, t.name, "csv", s, t) for s, t in cfg.csv_tables()]
     with_state: dict[str, set[str]] = {}
-    if store is not None and cfg.jdbc_sources():
+    if store is not None and (cfg.jdbc_sources() or cfg.catalog_sources()):
         for source, table in [(st.source, st.table) for st in store.tables()] + list(store.unreadable):
             with_state.setdefault(source, set()).add(table)
     for s in cfg.jdbc_sources():
         listed = {t.name for t in s.tables or ()}
         out += [TableRef(s.name, n, "jdbc", s) for n in sorted(listed | with_state.get(s.name, set()))]
+    for c in cfg.catalog_sources():
+        listed = {t.name for t in c.tables or ()}
+        out += [
+            TableRef(c.name, n, "glue_catalog", c) for n in sorted(listed | with_state.get(c.name, set()))
+        ]
     return out
 
 

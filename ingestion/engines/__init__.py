@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ingestion.config import PipelineConfig
-from ingestion.engines.base import CsvBatch, Engine, JdbcBatch, TombstoneBatch
+from ingestion.engines.base import CatalogBatch, CsvBatch, Engine, JdbcBatch, TombstoneBatch
 from ingestion.errors import ConfigError
 
 ENGINES = ("duckdb", "spark")
@@ -23,4 +23,4 @@ def get_engine(name: str, config: PipelineConfig) -> Engine:
     raise ConfigError(f"unknown engine {name!r}", hint=f"use one of {', '.join(ENGINES)}")
 
 
-__all__ = ["ENGINES", "CsvBatch", "Engine", "JdbcBatch", "TombstoneBatch", "get_engine"]
+__all__ = ["ENGINES", "CatalogBatch", "CsvBatch", "Engine", "JdbcBatch", "TombstoneBatch", "get_engine"]

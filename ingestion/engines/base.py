@@ -19,6 +19,7 @@ from ingestion.errors import SchemaError, SourceError
 from ingestion.lake import fs as lakefs
 from ingestion.lake.layout import lake_scratch, scratch_dir
 from ingestion.lake.model import Watermark
+from ingestion.plan.catalog import CatalogFile, CatalogSpec
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.jdbc import JdbcPlan, JdbcTable
 from ingestion.plan.normalize import ColumnStats, TypePlan, TypeRule, clean_header, plan_types, type_rules
@@ -58,6 +59,10 @@ class CsvBatch:
     max_rejected_fraction: float = 1.0
     double_as_decimal: bool = True
     decimal_keys: bool = False
+    # Header-less files (a Glue catalog's CSV tables): the columns' names, in order, instead of column0….
+    column_names: tuple[str, ...] = ()
+    # Text values every row of a file takes as extra columns (a catalog partition's key values), by relpath.
+    file_columns: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     @property
     def staging(self) -> str:
@@ -166,6 +171,41 @@ class JdbcBatch:
 
 
 @dataclass(frozen=True)
+class CatalogBatch:
+    """The Parquet or JSON-lines files of a Glue catalog table that one run lands (typed data).
+
+    Each file's columns widen into one type per column, starting from the `committed` types; rows with a
+    cursor below `lower_bound` are left out; the rest are deduplicated by key like any other batch.
+    """
+
+    spec: CatalogSpec
+    files: tuple[CatalogFile, ...]
+    committed: dict[str, str]
+    lower_bound: Watermark | None
+    run_id: str
+    ingested_at: datetime  # UTC, tz-aware
+    target: str
+    lake_root: str
+    # A CSV table: its files as a CSV batch (the SerDe's options, the catalog's column names, partition
+    # values as per-file columns), landed through the CSV flow with its inference and rejects.
+    csv: CsvBatch | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.source}.{self.spec.name}"
+
+    @property
+    def staging(self) -> str:
+        """The batch's scratch folder outside `landing/`."""
+        return os.path.join(scratch_dir(self.lake_root, self.run_id), self.spec.source, self.spec.name)
+
+    @property
+    def lake_staging(self) -> str:
+        """The batch's scratch folder on the lake's own filesystem (see `CsvBatch.lake_staging`)."""
+        return lakefs.join(lake_scratch(self.lake_root, self.run_id), self.spec.source, self.spec.name)
+
+
+@dataclass(frozen=True)
 class TombstoneBatch:
     """Delete detection for one PostgreSQL table in a run: the source's key set against the landed keys."""
 
@@ -197,6 +237,10 @@ class Engine(Protocol):
     def land_csv(self, batch: CsvBatch) -> LandedBatch: ...
 
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch: ...
+
+    def land_catalog(self, batch: CatalogBatch) -> LandedBatch:
+        """Land a Glue catalog table's files: Parquet or JSON lines as typed data, CSV through the CSV flow."""
+        ...
 
     def land_tombstones(self, batch: TombstoneBatch) -> int:
         """Land `_op='d'` rows for keys live in the lake but gone from the source; returns how many."""
@@ -248,6 +292,14 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
             raw_names = read_header(f.path, batch.options)
             if raw_names is None:
                 continue  # an empty file: nothing to read, nothing lost
+            if batch.column_names and not batch.options.header:
+                if len(raw_names) != len(batch.column_names):
+                    raise SchemaError(
+                        f"{f.relpath} has {len(raw_names)} fields per record but the table declares "
+                        f"{len(batch.column_names)} columns ({', '.join(batch.column_names)})",
+                        hint="fix the file or the table's columns in the catalog",
+                    )
+                raw_names = list(batch.column_names)
             names = clean_header(raw_names, file=f.relpath)
             # A line longer than MAX_LINE_BYTES is rejected before any engine reads the file (Spark's
             # parser can't skip one without exhausting an executor's memory): blanked in a copy, it
@@ -261,7 +313,7 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
         counts.read = read.accepted + len(read.rejects) + len(too_long)
         counts.rejected = len(read.rejects) + len(too_long)
         q.rejects += locate(f.path, batch.options, read.rejects) + too_long
-        readable.append((f, names))
+        readable.append((f, names + [k for k, _ in batch.file_columns.get(f.relpath, ())]))
 
     rules = batch.rules
     stats = [(f.relpath, ops.stats(f, rules)) for f, _ in readable]

@@ -22,6 +22,7 @@ from ingestion.observe.audit import Ledger, RunLedger
 from ingestion.observe.faults import checkpoint
 from ingestion.observe.logs import event
 from ingestion.records import RunReport, TableOutcome
+from ingestion.run.catalog_job import discover_catalog_tables
 from ingestion.run.context import RunContext, state_store
 from ingestion.run.csv_job import CsvJob
 from ingestion.run.jdbc_job import discover_tables
@@ -31,19 +32,35 @@ from ingestion.run.protocol import TableJob, land_table
 def table_jobs(
     cfg: PipelineConfig, names: Sequence[str] | None
 ) -> tuple[list[TableJob[Any]], list[TableOutcome]]:
-    """The selected tables as jobs: configured CSV tables and today's discovered PostgreSQL tables.
+    """The selected tables as jobs: configured CSV tables and today's discovered PostgreSQL and Glue
+    catalog tables.
 
-    A PostgreSQL source whose tables could not be listed is a failed outcome, reported only when it may
-    hold a chosen table.
+    A PostgreSQL or catalog source whose tables could not be listed (or a catalog table that could not be
+    resolved) is a failed outcome, reported only when it may hold (or is) a chosen table.
     """
     jobs: list[TableJob[Any]] = [CsvJob(s, t) for s, t in cfg.csv_tables()]
     failed: list[TableOutcome] = []
     if cfg.jdbc_sources():
         found, failed = discover_tables(cfg)
         jobs += found
-        if names:
-            failed = [o for o in failed if any("." not in n or n.startswith(f"{o.source}.") for n in names)]
-    return select(jobs, names, failed_sources=[o.source for o in failed]), failed
+    if cfg.catalog_sources():
+        listed, not_listed = discover_catalog_tables(cfg)
+        jobs += listed
+        failed += not_listed
+    if not names:
+        return jobs, failed
+
+    def named(o: TableOutcome, n: str) -> bool:
+        if o.table != "*":  # one table that could not be read (a Glue catalog table)
+            return n in (o.table, f"{o.source}.{o.table}")
+        return "." not in n or n.startswith(f"{o.source}.")
+
+    failed = [o for o in failed if any(named(o, n) for n in names)]
+    wanted = [n for n in names if not any(o.table != "*" and named(o, n) for o in failed)]
+    chosen = (
+        select(jobs, wanted, failed_sources=[o.source for o in failed if o.table == "*"]) if wanted else []
+    )
+    return chosen, failed
 
 
 def run_pipeline(

@@ -245,25 +245,77 @@ def discover(conn: PgConnection, pg: psycopg.Connection[Any], schema: str) -> li
     return [CatalogTable(t, tuple(c), tuple(pks.get(t, ())), kinds[t]) for t, c in cols.items()]
 
 
+def latest_csv(prefix: str) -> str:
+    """The most recently modified `.csv` file under a folder or `s3://` prefix (any depth)."""
+    if prefix.startswith("s3://"):
+        from ingestion.lake.s3 import s3_client, split_s3
+
+        bucket, key = split_s3(prefix)
+        found: list[tuple[Any, str]] = []
+        try:
+            for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                found += [
+                    (o["LastModified"], o["Key"])
+                    for o in page.get("Contents", [])
+                    if o["Key"].endswith(".csv")
+                ]
+        except Exception as exc:
+            raise SourceError(
+                f"pk_registry {prefix}: cannot list it: {type(exc).__name__}: {exc}",
+                hint="check the prefix and s3:ListBucket",
+            ) from None
+        if found:
+            return f"s3://{bucket}/{max(found)[1]}"
+    else:
+        files = [p for p in Path(prefix).rglob("*.csv") if p.is_file()] if Path(prefix).is_dir() else []
+        if files:
+            return str(max(files, key=lambda p: (p.stat().st_mtime_ns, p.name)))
+    raise ConfigError(
+        f"pk_registry {prefix}: no CSV file under it", hint="give a CSV with columns table,primary_key"
+    )
+
+
 def read_pk_registry(path: str) -> dict[str, tuple[str, ...]]:
-    """A primary-key registry CSV (`table,primary_key`; several key columns separated by `|` or `;`)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"pk_registry {path} not found", hint="give a CSV with columns table,primary_key")
-    out: dict[str, tuple[str, ...]] = {}
-    with p.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip().lower() for f in reader.fieldnames or []]
-        if "table" not in fields or "primary_key" not in fields:
+    """A primary-key registry CSV (`table,primary_key`; several key columns separated by `|` or `;`).
+
+    `path` is a file (local or `s3://`), or a prefix ending in `/`: the latest CSV under it (the seeds
+    keep dated copies of their registry under one prefix).
+    """
+    import io
+
+    if path.endswith("/"):
+        path = latest_csv(path)
+    if path.startswith("s3://"):
+        from ingestion.lake import fs as lakefs
+
+        try:
+            with lakefs.open_input(path) as raw:
+                text = raw.read().decode("utf-8-sig")
+        except Exception as exc:
             raise ConfigError(
-                f"pk_registry {path}: expected a header with the columns table,primary_key (got {fields})"
+                f"pk_registry {path}: cannot read it: {type(exc).__name__}: {exc}",
+                hint="give a CSV with columns table,primary_key; check s3:GetObject",
+            ) from None
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"pk_registry {path} not found", hint="give a CSV with columns table,primary_key"
             )
-        for row in reader:
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            if not row.get("table"):
-                continue
-            keys = [k.strip() for k in row["primary_key"].replace(";", "|").split("|") if k.strip()]
-            out[row["table"].split(".")[-1]] = tuple(keys)
+        text = p.read_text(encoding="utf-8-sig")
+    out: dict[str, tuple[str, ...]] = {}
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    if "table" not in fields or "primary_key" not in fields:
+        raise ConfigError(
+            f"pk_registry {path}: expected a header with the columns table,primary_key (got {fields})"
+        )
+    for row in reader:
+        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        if not row.get("table"):
+            continue
+        keys = [k.strip() for k in row["primary_key"].replace(";", "|").split("|") if k.strip()]
+        out[row["table"].split(".")[-1]] = tuple(keys)
     return out
 
 

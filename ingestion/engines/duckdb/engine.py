@@ -11,6 +11,7 @@ import duckdb
 
 from ingestion.contract import SOURCE_FILE
 from ingestion.engines.base import (
+    CatalogBatch,
     CsvBatch,
     FileRead,
     JdbcBatch,
@@ -27,10 +28,11 @@ from ingestion.engines.duckdb.common import (
     metadata_select,
     stage_parquet,
 )
-from ingestion.engines.duckdb.jdbc import land_jdbc
+from ingestion.engines.duckdb.jdbc import ArrowLanding, land_arrow, land_jdbc
 from ingestion.engines.duckdb.tombstones import land_tombstones
 from ingestion.errors import EngineError
 from ingestion.lake.layout import publish_staged, scratch_dir
+from ingestion.plan.catalog import fold_types
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
     SAMPLE_ROWS,
@@ -56,6 +58,7 @@ from ingestion.plan.rejects import (
     classify_structural,
     value_reject,
 )
+from ingestion.sources.catalog import conform, file_types, null_key_rejects, read_file
 from ingestion.sources.csv import download
 from ingestion.sqltext import quote_ident, sql_string
 
@@ -144,6 +147,44 @@ class DuckDBEngine:
         """Land a PostgreSQL batch (read through connectorx as Arrow); see `engines.duckdb.jdbc`."""
         return land_jdbc(self.db.cursor(), batch, next(_batch_ids))
 
+    def land_catalog(self, batch: CatalogBatch) -> LandedBatch:
+        """Land a catalog table's Parquet/JSON files: read as Arrow through the lake's S3 filesystem,
+        widened into one type per column (the lake's rules), then landed like PostgreSQL rows; a CSV
+        table's files go through the CSV flow."""
+        if batch.csv is not None:
+            return self.land_csv(batch.csv)
+        spec = batch.spec
+        read = [(f.facts.relpath, read_file(spec, f)) for f in batch.files]
+        types = fold_types(
+            batch.name,
+            batch.committed,
+            [(path, file_types(data, path)) for path, data in read],
+        )
+        for c in (*spec.primary_key, *([spec.cursor] if spec.cursor else [])):
+            types.setdefault(c, spec.columns[c])  # no file yet: the catalog's type
+        conformed = [(path, conform([(path, data)], types)) for path, data in read]
+        rows, quarantine = null_key_rejects(conformed, spec.primary_key)
+        landing = ArrowLanding(
+            batch.name,
+            types,
+            spec.primary_key,
+            spec.cursor,
+            batch.run_id,
+            batch.ingested_at,
+            batch.staging,
+            batch.target,
+            batch.lower_bound,
+        )
+        landed = land_arrow(
+            self.db.cursor(), rows if rows is not None else conform([], types), landing, next(_batch_ids)
+        )
+        return replace(
+            landed,
+            rows_read=landed.rows_read + quarantine.rows_rejected,
+            rows_rejected=quarantine.rows_rejected,
+            quarantine=quarantine,
+        )
+
     def land_tombstones(self, batch: TombstoneBatch) -> int:
         """Delete detection over the landed files (see `engines.duckdb.tombstones`)."""
         return land_tombstones(batch)
@@ -184,11 +225,13 @@ class _DuckDBCsv:
             if nulls:
                 expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
             cols.append(f"{expr} AS {quote_ident(c)}")
+        extra = self.batch.file_columns.get(f.relpath, ())
+        cols += [f"{sql_string(v)} AS {quote_ident(k)}" for k, v in extra]
         self.con.execute(
             f"CREATE TEMP TABLE {table} AS SELECT {', '.join(cols)}, {sql_string(f.relpath)} AS {SOURCE_FILE} "
             f"FROM {reader}"
         )
-        self.tables[f.relpath], self.names[f.relpath] = table, names
+        self.tables[f.relpath], self.names[f.relpath] = table, names + [k for k, _ in extra]
         header = 1 if o.header else 0
         found = self.con.execute(
             # A whole-line error (line too long) has no column index: arg_min must not skip it.

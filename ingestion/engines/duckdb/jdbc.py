@@ -1,9 +1,15 @@
-"""The DuckDB engine's PostgreSQL path: connectorx reads Arrow (in parallel partitions), DuckDB lands it."""
+"""The DuckDB engine's typed paths: connectorx reads PostgreSQL as Arrow (in parallel partitions), and any
+typed Arrow data (PostgreSQL rows, a Glue catalog table's Parquet/JSON files) lands the same way."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 import duckdb
 
+from ingestion.contract import SOURCE_FILE
 from ingestion.engines.base import JdbcBatch
 from ingestion.engines.duckdb.common import (
     count_rows,
@@ -15,11 +21,15 @@ from ingestion.engines.duckdb.common import (
 )
 from ingestion.errors import EngineError
 from ingestion.lake.layout import publish_staged
+from ingestion.lake.model import Watermark
 from ingestion.plan.csv import LandedBatch
 from ingestion.plan.jdbc import partition_queries, partition_ranges
 from ingestion.redact import redact
 from ingestion.sources.jdbc import read_arrow
-from ingestion.sqltext import quote_ident
+from ingestion.sqltext import quote_ident, sql_string
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def batch_queries(batch: JdbcBatch) -> list[str]:
@@ -28,6 +38,21 @@ def batch_queries(batch: JdbcBatch) -> list[str]:
         ranges = partition_ranges(*batch.partition_bounds, batch.partitions)
         return partition_queries(batch.query, batch.partition_column, ranges)
     return [batch.query]
+
+
+@dataclass(frozen=True)
+class ArrowLanding:
+    """Where and how typed Arrow rows land: column types, key, cursor, bound, run and folders."""
+
+    name: str  # source.table, for errors
+    columns: dict[str, str]
+    primary_key: tuple[str, ...]
+    cursor: str | None
+    run_id: str
+    ingested_at: datetime
+    staging: str
+    target: str
+    lower_bound: Watermark | None = None  # keep rows with cursor >= this (or a null cursor)
 
 
 def land_jdbc(con: duckdb.DuckDBPyConnection, batch: JdbcBatch, n: int) -> LandedBatch:
@@ -40,35 +65,60 @@ def land_jdbc(con: duckdb.DuckDBPyConnection, batch: JdbcBatch, n: int) -> Lande
     except BaseException:
         con.close()
         raise
+    landing = ArrowLanding(
+        f"{batch.source}.{batch.table}",
+        dict(batch.columns),
+        batch.primary_key,
+        batch.cursor,
+        batch.run_id,
+        batch.ingested_at,
+        batch.staging,
+        batch.target,
+    )
+    return land_arrow(con, arrow, landing, n)
+
+
+def land_arrow(con: duckdb.DuckDBPyConnection, arrow: pa.Table, landing: ArrowLanding, n: int) -> LandedBatch:
+    """Cast typed Arrow rows to the landed types, keep rows at or above the bound, dedup by key, write
+    Parquet, publish. `_source_file` comes from the rows when they carry it. Closes `con`."""
     raw, landed = f"pg_raw_{n}", f"pg_landed_{n}"
-    columns = list(batch.columns)
+    columns = list(landing.columns)
+    rows_kept = arrow.num_rows
     try:
         con.execute("SET TimeZone = 'UTC'")  # UTC text from PostgreSQL casts to the same instant
         con.register(raw, arrow)
         typed = ", ".join(
-            f"CAST({quote_ident(c)} AS {duck_type(batch.columns[c])}) AS {quote_ident(c)}" for c in columns
+            f"CAST({quote_ident(c)} AS {duck_type(landing.columns[c])}) AS {quote_ident(c)}" for c in columns
         )
-        select = f"SELECT {typed}, {metadata_select(batch.run_id, batch.ingested_at, source_file=False)} FROM {raw}"
-        if batch.primary_key:
-            window = dedup_window(batch.primary_key, batch.cursor, columns)
+        has_file = SOURCE_FILE in arrow.column_names
+        select = f"SELECT {typed}, {metadata_select(landing.run_id, landing.ingested_at, source_file=has_file)} FROM {raw}"
+        if landing.lower_bound and landing.cursor:
+            c = quote_ident(landing.cursor)
+            bound = f"CAST({sql_string(landing.lower_bound.value)} AS {duck_type(landing.columns[landing.cursor])})"
+            select = f"SELECT * FROM ({select}) AS typed WHERE {c} IS NULL OR {c} >= {bound}"
+            con.execute(f"CREATE TEMP VIEW kept_{n} AS {select}")
+            rows_kept = count_rows(con, f"kept_{n}")
+            select = f"SELECT * FROM kept_{n}"
+        if landing.primary_key:
+            window = dedup_window(landing.primary_key, landing.cursor, columns)
             select = f"SELECT * FROM ({select}) AS typed QUALIFY row_number() OVER ({window}) = 1"
         con.execute(f"CREATE TEMP TABLE {landed} AS {select}")
         rows_landed = count_rows(con, landed)
-        top = max_cursor(
-            con, landed, batch.cursor, batch.columns.get(batch.cursor, "") if batch.cursor else ""
-        )
+        ctype = landing.columns.get(landing.cursor, "") if landing.cursor else ""
+        top = max_cursor(con, landed, landing.cursor, ctype)
         files: list[str] = []
         if rows_landed:
-            stage_parquet(con, landed, batch.staging, batch.ingested_at)
-            files = publish_staged(batch.staging, batch.target, batch.run_id)
+            stage_parquet(con, landed, landing.staging, landing.ingested_at)
+            files = publish_staged(landing.staging, landing.target, landing.run_id)
     except duckdb.Error as exc:
-        raise EngineError(f"{batch.source}.{batch.table}: DuckDB failed: {redact(str(exc))}") from None
+        raise EngineError(f"{landing.name}: DuckDB failed: {redact(str(exc))}") from None
     finally:
         con.close()
     return LandedBatch(
         rows_read=arrow.num_rows,
         rows_landed=rows_landed,
         max_cursor=top,
-        columns=dict(batch.columns),
+        columns=dict(landing.columns),
         files_written=tuple(files),
+        rows_filtered=arrow.num_rows - rows_kept,
     )

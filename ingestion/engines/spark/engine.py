@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ingestion.config import CsvOptions, SparkConfig
 from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
 from ingestion.engines.base import (
+    CatalogBatch,
     CsvBatch,
     FileRead,
     JdbcBatch,
@@ -222,6 +223,12 @@ class SparkEngine:
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
         """Land a PostgreSQL batch through Spark's JDBC reader; see `engines.spark.jdbc`."""
         return land_jdbc(self.spark, batch)
+
+    def land_catalog(self, batch: CatalogBatch) -> LandedBatch:
+        """A Glue catalog table's Parquet/JSON files; see `engines.spark.catalog`."""
+        from ingestion.engines.spark.catalog import land_catalog
+
+        return land_catalog(self.spark, batch)
 
     def land_tombstones(self, batch: TombstoneBatch) -> int:
         """Delete detection with the key anti-join on the executors; see `engines.spark.tombstones`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ingestion.config import PipelineConfig, SparkConfig
+from ingestion.config import DEFAULT_DRIVER_JAR, PipelineConfig, SparkConfig
 from ingestion.contract import PARTITION_COLUMN
 from ingestion.engines.base import JdbcBatch
 from ingestion.engines.spark.common import (
@@ -40,10 +40,14 @@ def driver_conf(jar: str | None, packages: str | None = None) -> dict[str, str]:
 
 
 def with_jdbc_driver(config: PipelineConfig) -> SparkConfig:
-    """The pipeline's Spark settings plus the JDBC driver its PostgreSQL sources name."""
+    """The pipeline's Spark settings plus the JDBC driver its PostgreSQL sources name (a Glue catalog
+    source's JDBC tables use the default jar's driver)."""
     extra: dict[str, str] = {}
-    for s in config.jdbc_sources():
-        for key, value in driver_conf(s.driver_jar, s.driver_packages).items():
+    drivers = [(s.driver_jar, s.driver_packages) for s in config.jdbc_sources()]
+    if config.catalog_sources():
+        drivers.append((DEFAULT_DRIVER_JAR, None))
+    for jar, packages in dict.fromkeys(drivers):
+        for key, value in driver_conf(jar, packages).items():
             extra[key] = ",".join(filter(None, [extra.get(key), value]))
     if not extra:
         return config.spark

@@ -1,0 +1,225 @@
+"""The Spark engine's Glue catalog path: the executors read a table's files where they are (Hadoop
+paths: `s3://` through EMRFS or S3A, `file://`), the driver sees only schemas, counts and rejects.
+
+Parquet and JSON-lines files are read one partition at a time (its key values become columns), each
+partition's columns widen into one type per column with the lake's rules (`plan.catalog.fold_types`,
+the same fold as the DuckDB engine), rows whose key has a null are rejected, the rest are filtered by
+the lower bound, deduplicated by key and written like a PostgreSQL batch. CSV tables go through the
+shared CSV flow, with the partition values added to each file's rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import reduce
+from typing import TYPE_CHECKING, Any
+
+from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
+from ingestion.engines.base import CatalogBatch, CsvBatch, FileRead, land_csv_files
+from ingestion.engines.spark.common import (
+    dedup_window,
+    metadata_columns,
+    spark_type,
+    spark_uri,
+    staged_files,
+    write_observed,
+)
+from ingestion.engines.spark.engine import _SparkCsv
+from ingestion.errors import EngineError, SchemaError
+from ingestion.lake import fs as lakefs
+from ingestion.lake.layout import partition_value, publish_staged
+from ingestion.plan.catalog import CatalogFile, fold_types
+from ingestion.plan.csv import FileFacts, LandedBatch
+from ingestion.plan.normalize import clean_header
+from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject
+from ingestion.sqltext import quote_spark
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+# Rows of a file with a null key are rejected and reach the driver; past this many the run fails
+# rather than pull an unbounded number of rows onto it.
+MAX_NULL_KEY_REJECTS = 100_000
+
+
+class _CatalogCsv(_SparkCsv):
+    """The CSV steps of a catalog table: a file's rows also take its partition's key values."""
+
+    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+        from pyspark.sql import functions as F
+
+        read = super().read(f, raw_names, names)
+        extra = self.batch.file_columns.get(f.relpath, ())
+        for key, value in extra:
+            self.frames[f.relpath] = self.frames[f.relpath].withColumn(key, F.lit(value))
+        self.names[f.relpath] = [*names, *(k for k, _ in extra)]
+        return read
+
+
+def land_catalog_csv(spark: SparkSession, batch: CsvBatch) -> LandedBatch:
+    """A catalog CSV table through the shared CSV flow (as `SparkEngine.land_csv`, with partition values)."""
+    ops = _CatalogCsv(spark, batch)
+    try:
+        return land_csv_files(batch, ops, text_dir=batch.lake_text_copies)
+    except EngineError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith(("pyspark", "py4j")):
+            raise EngineError(f"{batch.name}: Spark failed: {exc}") from exc
+        raise
+    finally:
+        ops.close()
+
+
+def lake_type(t: Any, where: str) -> str:
+    """The landed type of a Spark type read from a file (the same mapping as the DuckDB engine's)."""
+    from pyspark.sql import types as T
+
+    if isinstance(t, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
+        return "bigint"
+    if isinstance(t, (T.FloatType, T.DoubleType)):
+        return "double"
+    if isinstance(t, T.DecimalType):
+        return f"decimal({t.precision},{t.scale})"
+    if isinstance(t, T.BooleanType):
+        return "boolean"
+    if isinstance(t, T.DateType):
+        return "date"
+    if isinstance(t, T.TimestampNTZType):
+        return "timestamp"
+    if isinstance(t, T.TimestampType):
+        return "timestamptz"
+    if isinstance(t, (T.StringType, T.NullType)):
+        return "string"
+    raise SchemaError(
+        f"{where}: Spark type {t.simpleString()} has no landed equivalent",
+        hint="exclude the table, or store the column as a string, number or time",
+    )
+
+
+def _file_path(uri_column: Any) -> Any:
+    """`input_file_name()` as the listing spells the file: `s3://bucket/key` or a local path."""
+    from pyspark.sql import functions as F
+
+    s3 = F.regexp_replace(uri_column, r"^s3[an]?://", "s3://")
+    return F.regexp_replace(s3, r"^file:(//)?", "")
+
+
+def _partition_frame(spark: SparkSession, batch: CatalogBatch, files: list[CatalogFile]) -> DataFrame:
+    """One partition's files as a DataFrame: cleaned names, partition values, `_source_file`."""
+    from pyspark.sql import functions as F
+
+    spec = batch.spec
+    uris = [spark_uri(f.facts.path) for f in files]
+    if spec.format == "parquet":
+        df = spark.read.option("mergeSchema", "true").parquet(*uris)
+    else:
+        schema = ", ".join(
+            f"{quote_spark(raw)} {spark_type(spec.columns[name])}"
+            for raw, name in zip(spec.raw_columns, spec.columns, strict=False)
+        )
+        df = spark.read.schema(schema).option("mode", "FAILFAST").json(uris)
+    df = df.toDF(*clean_header(df.columns, file=f"{batch.name} ({files[0].facts.relpath})"))
+    for key, value in files[0].partition:
+        df = df.drop(key).withColumn(key, F.lit(value).cast(spark_type(spec.columns[key])))
+    return df.withColumn(SOURCE_FILE, _file_path(F.input_file_name()))
+
+
+def _conform(df: DataFrame, types: Mapping[str, str]) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    cols = [
+        (F.col(quote_spark(c)) if c in df.columns else F.lit(None)).cast(spark_type(t)).alias(c)
+        for c, t in types.items()
+    ]
+    return df.select(*cols, F.col(SOURCE_FILE))
+
+
+def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
+    """Land a catalog table's files with the reads on the executors (see the module docstring)."""
+    if batch.csv is not None:
+        return land_catalog_csv(spark, batch.csv)
+    from pyspark.sql import functions as F
+
+    spec = batch.spec
+    staging = batch.lake_staging
+    groups: dict[tuple[tuple[str, str], ...], list[CatalogFile]] = {}
+    for f in batch.files:
+        groups.setdefault(f.partition, []).append(f)
+    try:
+        frames = [
+            (files[0].facts.relpath, _partition_frame(spark, batch, files)) for files in groups.values()
+        ]
+        found = [
+            (
+                path,
+                {
+                    c.name: lake_type(c.dataType, f"{path}: column {c.name}")
+                    for c in df.schema.fields
+                    if c.name != SOURCE_FILE
+                },
+            )
+            for path, df in frames
+        ]
+        types = fold_types(batch.name, batch.committed, found)
+        for c in (*spec.primary_key, *([spec.cursor] if spec.cursor else [])):
+            types.setdefault(c, spec.columns[c])
+        rows = reduce(lambda a, b: a.unionByName(b), [_conform(df, types) for _, df in frames]).cache()
+        q = Quarantine()
+        for path, n in rows.groupBy(SOURCE_FILE).count().collect():
+            q.files[path] = FileCounts(path, read=int(n), accepted=int(n), landable=int(n))
+        if spec.primary_key:
+            null_key = reduce(lambda a, b: a | b, [F.col(quote_spark(k)).isNull() for k in spec.primary_key])
+            bad = rows.where(null_key).limit(MAX_NULL_KEY_REJECTS + 1).collect()
+            if len(bad) > MAX_NULL_KEY_REJECTS:
+                raise EngineError(
+                    f"{batch.name}: more than {MAX_NULL_KEY_REJECTS} rows have a null primary key",
+                    hint="check primary_key for this table (config, table parameters or pk_registry)",
+                )
+            for row in bad:
+                d = row.asDict()
+                path = d.pop(SOURCE_FILE)
+                column = next(k for k in spec.primary_key if d.get(k) is None)
+                raw = json.dumps(d, default=str)
+                q.rejects.append(
+                    Reject(path, 0, NULL_KEY, f"primary key column {column} is null", column, raw)
+                )
+                q.files[path].rejected += 1
+                q.files[path].landable -= 1
+            rows = rows.where(~null_key)
+        columns = list(types)
+        typed = rows.select(*columns, *metadata_columns(batch.run_id, batch.ingested_at, source_file=True))
+        rows_kept = sum(c.landable for c in q.files.values())
+        if batch.lower_bound and spec.cursor:
+            bound = F.lit(batch.lower_bound.value).cast(spark_type(types[spec.cursor]))
+            cursor = F.col(quote_spark(spec.cursor))
+            typed = typed.where(cursor.isNull() | (cursor >= bound))
+            rows_kept = typed.count()
+        if spec.primary_key:
+            w = dedup_window(spec.primary_key, spec.cursor, columns)
+            typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
+        out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
+        ctype = types.get(spec.cursor, "") if spec.cursor else ""
+        rows_landed, max_cursor = write_observed(out, spark_uri(staging), spec.cursor, ctype, "written")
+        rows.unpersist()
+        staged_files(staging, rows_landed, batch.name)
+        files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
+    except Exception as exc:
+        if type(exc).__module__.startswith(("pyspark", "py4j")):
+            first = str(exc).strip().splitlines()[:3]
+            raise EngineError(f"{batch.name}: Spark failed: {' '.join(first)}") from None
+        raise
+    finally:
+        lakefs.remove_tree(staging)
+    rows_read = sum(c.read for c in q.files.values())
+    return LandedBatch(
+        rows_read=rows_read,
+        rows_landed=rows_landed,
+        max_cursor=max_cursor,
+        columns=types,
+        files_written=tuple(files),
+        rows_filtered=rows_read - q.rows_rejected - rows_kept,
+        rows_rejected=q.rows_rejected,
+        quarantine=q,
+    )
