@@ -221,15 +221,23 @@ def single_timestamp(text: str, file: str, table: str = "*") -> list[SeedValue]:
     return [SeedValue(table, best[1], file, best[2])]
 
 
-def infer_cursor_type(text: str, csv_timezone: str | None) -> str:
-    """The type a CSV cursor holding values like `text` lands as (for tables with no declared type)."""
-    if re.fullmatch(r"[+-]?\d+", text.strip()):
+def infer_cursor_type(text: str, target: Target) -> str:
+    """The type a CSV cursor lands as, for a table that declares none and has not landed yet.
+
+    From the config, not from how the seed happened to print its value: a table with `csv.timezone` lands
+    naive timestamps as timestamptz; one with `cursor_timezone` has naive timestamps; one with neither has
+    timestamps with an offset. Integers are bigint, bare dates date. A wrong guess is caught by the next
+    run (the cursor's landed type must be the watermark's: a SchemaError names both).
+    """
+    value = text.strip()
+    if re.fullmatch(r"[+-]?\d+", value):
         return "bigint"
-    when = parse_time(text)
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+    parse_time(value)  # ValueError when it is no time at all
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         return "date"
-    # Naive timestamps read in a configured zone land as UTC instants (engines.base.landed_type).
-    return "timestamptz" if when.tzinfo or csv_timezone else "timestamp"
+    if target.csv_timezone:
+        return "timestamptz"
+    return "timestamp" if target.cursor_timezone else "timestamptz"
 
 
 def to_watermark(value: SeedValue, target: Target, cursor_type: str, zone: str | None) -> Watermark:
@@ -320,7 +328,7 @@ def decide(
         if chosen is not None:
             hits = [t for t in hits if t.name in chosen]
         if v.table != "*" and not hits:
-            if chosen is None or not match(v.table, targets, source):
+            if chosen is None:  # with --table, the seed's other entries are not asked about
                 out.append(_unmatched(v, targets, source))
             continue
         if len(hits) > 1 and v.table != "*":
@@ -353,7 +361,7 @@ def decide(
             ctype = t.cursor_type or (types or {}).get(name)
             if ctype is None:
                 try:
-                    ctype = infer_cursor_type(v.text, t.csv_timezone)
+                    ctype = infer_cursor_type(v.text, t)
                 except ValueError:
                     raise ConfigError(
                         f"{v.file}: line {v.line}: {v.text!r} is not a timestamp, date or integer",
