@@ -324,7 +324,8 @@ def decide(
     found: dict[str, tuple[Target, list[SeedValue]]] = {}
     out: list[Decision] = []
     for v in values:
-        hits = list(targets) if v.table == "*" else match(v.table, targets, source)
+        # One value for every table: the tables a watermark means something for (those with a cursor).
+        hits = [t for t in targets if t.cursor] if v.table == "*" else match(v.table, targets, source)
         if chosen is not None:
             hits = [t for t in hits if t.name in chosen]
         if v.table != "*" and not hits:

@@ -115,8 +115,14 @@ def read_seed(path: str, layout: Layout = "auto") -> tuple[str, list[SeedValue]]
         return "max-timestamps", [v for f, t in texts for v in table_timestamps(t, f)]
     try:
         return "max-timestamps", [v for f, t in texts for v in table_timestamps(t, f)]
-    except ConfigError:
-        return "single", [v for f, t in texts for v in single_timestamp(t, f)]
+    except ConfigError as as_table:
+        try:
+            return "single", [v for f, t in texts for v in single_timestamp(t, f)]
+        except ConfigError as as_single:
+            raise ConfigError(
+                f"{as_table.message}; nor is it one column of timestamps ({as_single.message})",
+                hint=as_table.hint,
+            ) from None
 
 
 def targets(cfg: PipelineConfig, store: StateStore) -> tuple[list[Target], dict[str, str]]:
