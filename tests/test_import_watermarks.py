@@ -6,13 +6,15 @@ commit, `--dry-run` writes nothing, and the next run of a table is incremental f
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import boto3
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ingestion.cli import app
@@ -190,6 +192,44 @@ def test_cli_dry_run_writes_nothing_and_kept_watermarks_need_force(tmp_path, wri
     bad = _write(tmp_path, "bad.csv", "table_name,max_timestamp\norders,soon\n")
     refused = runner.invoke(app, ["import-watermarks", bad, "--config", config, "--force"])
     assert refused.exit_code == 2 and "bad.csv: line 2" in refused.output
+
+
+@given(
+    when=st.datetimes(
+        min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc)
+    ),
+    offset_minutes=st.integers(-14 * 60, 14 * 60),
+    style=st.sampled_from(["T", " "]),
+    zulu=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_seed_spelling_of_an_instant_is_that_instant_in_canonical_utc(when, offset_minutes, style, zulu):
+    """Spellings differ (offset, `Z`, `T` or space, nanoseconds); the watermark is the instant, in UTC."""
+    local = when.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    text = local.isoformat(sep=style)
+    if zulu and offset_minutes == 0:
+        text = text.replace("+00:00", "Z")
+    if local.microsecond:
+        text = text.replace(f".{local.microsecond:06d}", f".{local.microsecond:06d}789")  # nanoseconds
+    target = Target("s", "t", "updated_at", "timestamptz", None)
+    (value,) = single_timestamp(text + "\n", "last.csv")
+    got = to_watermark(value, target, "timestamptz", None)
+    assert got == Watermark(when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00", "timestamptz")
+
+
+def test_a_table_leased_by_a_run_is_reported_locked(tmp_path, write_config):
+    cfg = write_config(csv_doc(tmp_path / "in", tmp_path / "lake"))
+    store = StateStore(str(tmp_path / "lake"), "p")
+    held = store.acquire(
+        "s", "orders", "20260101T000000000000Z-abcdef", datetime.now(timezone.utc), timedelta(hours=1)
+    )
+    seed = _write(tmp_path, "m.csv", "table_name,max_timestamp\norders,2026-01-02 10:00:00\n")
+    (locked,) = import_watermarks(cfg, [seed]).decisions
+    assert locked.action == "locked" and "locked by run 20260101T000000000000Z-abcdef" in locked.note
+    assert store.read("s", "orders").watermark is None
+    store.release(held)
+    (done,) = import_watermarks(cfg, [seed]).decisions
+    assert done.action == "set" and store.read("s", "orders").watermark == done.new
 
 
 def test_a_bare_name_of_several_sources_needs_source(tmp_path, write_config):
