@@ -6,6 +6,7 @@ commit, `--dry-run` writes nothing, and the next run of a table is incremental f
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,10 @@ def test_layouts_parse_with_header_variants_and_refuse_what_they_cannot_read():
     with pytest.raises(ConfigError) as bad_value:
         single_timestamp("2024-05-01 12:00:00\n05/02/2024 noon\n", "last_load_timestamp.csv")
     assert "last_load_timestamp.csv: line 2" in bad_value.value.message
+    with pytest.raises(
+        ConfigError, match=re.escape("cdc/o.csv: line 1: '05/02/2024 12:00' is not a timestamp")
+    ):
+        single_timestamp("05/02/2024 12:00\n", "cdc/o.csv", "o")
 
 
 def _state(lake: Path, table: str):

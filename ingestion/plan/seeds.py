@@ -199,6 +199,11 @@ def single_timestamp(text: str, file: str, table: str = "*") -> list[SeedValue]:
                 f"{file}: line {rows[0][0]}: header {rows[0][1]} names no timestamp column",
                 hint=f"expected one column of timestamps, or a header with one of: {', '.join(TIME_COLUMNS)}",
             )
+        if hit is None and len(rows) == 1:  # one line that is no timestamp: not a header either
+            raise ConfigError(
+                f"{file}: line {rows[0][0]}: {rows[0][1][0]!r} is not a timestamp",
+                hint="expected e.g. 2024-05-01 12:34:56 or 2024-05-01T12:34:56+00:00",
+            )
         col, rows = hit or 0, rows[1:]
     elif len(rows[0][1]) > 1:
         col = next((i for i, cell in enumerate(rows[0][1]) if _is_time(cell)), 0)
