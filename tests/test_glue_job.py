@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import boto3
+import duckdb
 import pytest
 import yaml
 
@@ -94,46 +95,151 @@ def config_doc(inbox: Path, engine: str = "duckdb") -> dict:
     }
 
 
-def test_argument_mapping_uses_the_seeds_names():
-    args = glue_job.map_arguments(
-        {
-            "JOB_NAME": "tidemark-billing",
-            "config": "s3://cfg/ingestion.yml",
-            "env": "prod",
-            "engine": "spark",
-            "load_type": "full",
-            "tables": "s.t, u ,",
-            "pause": "TRUE",
-            "timestamp_s3_path": "s3://lake-bucket/lake/",
-            "database_name": "landing_{source}",
-        }
-    )
+SEED_ARGUMENTS = {
+    "JOB_NAME": "tidemark-billing",
+    "config": "s3://cfg/ingestion.yml",
+    "environment": "prod",
+    "engine": "spark",
+    "load_type": "cdc",
+    "tables": "s.t, u ,",
+    "pause": "TRUE",
+    "s3_output_path": "s3://lake-bucket/lake/",
+    "athena_database_name": "Sales-DB.prod",
+    "primary_key_s3_prefix": "s3://cfg/pk_registry/",
+    "register_database": "landing_{source}",
+    "cdc_path": "s3://seed/cdc/",
+    "timestamp_s3_path": "s3://seed/ts/",
+    "csv_file_name": "max_timestamps.csv",
+    "log_folder_path": "s3://seed/logs",
+}
+
+
+def test_every_seed_argument_is_mapped_to_its_seed_meaning():
+    args = glue_job.map_arguments(SEED_ARGUMENTS)
+    # every argument tidemark knows is here (the short names are checked below)
+    assert set(SEED_ARGUMENTS) | {"env", "output_path", "database_name"} == set(glue_job.KNOWN)
     assert args.job_name == "tidemark-billing" and args.config == "s3://cfg/ingestion.yml"
-    assert (args.env, args.engine, args.load_type, args.pause) == ("prod", "spark", "full", True)
+    assert (args.env, args.engine, args.load_type, args.pause) == ("prod", "spark", "incremental", True)
     assert args.tables == ("s.t", "u")
-    assert args.lake_root == "s3://lake-bucket/lake/"  # timestamp_s3_path stands in for the lake root
-    assert args.glue_database == "landing_{source}"
-    # output_path wins; a different timestamp_s3_path is reported, not silently dropped
-    both = glue_job.map_arguments(
-        {"JOB_NAME": "j", "output_path": "s3://a/lake", "timestamp_s3_path": "s3://b/ts"}
+    assert args.lake_root == "s3://lake-bucket/lake/"
+    assert args.source_database == "Sales-DB.prod"  # the SOURCE catalog database
+    assert args.pk_registry == "s3://cfg/pk_registry/"
+    assert args.glue_database == "landing_{source}"  # registration has its own argument
+    assert args.seeds == (("s3://seed/cdc/", "per-table"), ("s3://seed/ts/max_timestamps.csv", "auto"))
+    assert args.log_folder == "s3://seed/logs"
+    assert any("cdc is incremental" in n for n in args.notes)
+    # The short names mean the same; two names for one thing must agree.
+    short = glue_job.map_arguments(
+        {"JOB_NAME": "j", "env": "dev", "output_path": "s3://a/l", "database_name": "db"}
     )
-    assert both.lake_root == "s3://a/lake" and "ignored" in both.notes[0]
+    assert (short.env, short.lake_root, short.source_database) == ("dev", "s3://a/l", "db")
+    with pytest.raises(ConfigError, match="disagree"):
+        glue_job.map_arguments({"JOB_NAME": "j", "output_path": "s3://a/l", "s3_output_path": "s3://b/l"})
+    assert glue_job.map_arguments({"JOB_NAME": "j", "csv_file_name": "s3://x/last.csv"}).seeds == (
+        ("s3://x/last.csv", "auto"),
+    )
     bare = glue_job.map_arguments({"JOB_NAME": "j"})
-    assert (bare.config, bare.lake_root, bare.glue_database, bare.tables, bare.pause) == (
+    assert (bare.config, bare.lake_root, bare.glue_database, bare.source_database, bare.seeds) == (
         "ingestion.yml",
         None,
         None,
+        None,
         (),
-        False,
     )
     for bad in ({"engine": "pandas"}, {"load_type": "sometimes"}, {"pause": "maybe"}):
         with pytest.raises(ConfigError):
             glue_job.map_arguments({"JOB_NAME": "j", **bad})
 
 
-def test_resolved_options_asks_glue_only_for_arguments_present(awsglue):
-    argv = ["script.py", "--JOB_NAME", "j", "--env", "prod", "--extra-py-files", "x"]
-    assert glue_job.resolved_options(argv) == {"JOB_NAME": "j", "env": "prod"}
+def test_unknown_arguments_are_an_error_listing_the_known_and_glues_own_are_ignored(awsglue):
+    glue_own = ["--JOB_ID", "j_1", "--JOB_RUN_ID", "jr_1", "--job-bookmark-option", "job-bookmark-disable"]
+    glue_own += ["--TempDir", "s3://t/", "--enable-metrics", "true", "--extra-py-files", "x.whl"]
+    glue_own += ["--additional-python-modules", "tidemark", "--job-language", "python", "--conf", "a=b"]
+    argv = ["script.py", "--JOB_NAME", "j", "--environment", "prod", *glue_own]
+    assert glue_job.resolved_options(argv) == {"JOB_NAME": "j", "environment": "prod"}
+    with pytest.raises(ConfigError) as exc:
+        glue_job.resolved_options([*argv, "--databse_name", "sales", "--output-path", "s3://x"])
+    assert "--databse_name, --output-path" in exc.value.message
+    for name in glue_job.KNOWN:
+        assert f"--{name}" in (exc.value.hint or "")
+    assert glue_job.main([*argv, "--databse_name", "sales"]) == 2  # a job run with a typo fails, clearly
+
+
+def catalog_config(tmp_path: Path, catalogs: list[dict]) -> str:
+    doc = config_doc(tmp_path / "in")
+    doc["sources"] += catalogs
+    path = tmp_path / "ingestion.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_database_name_is_the_catalog_sources_database(tmp_path):
+    args = glue_job.map_arguments(
+        {
+            "JOB_NAME": "j",
+            "database_name": "Sales-DB.prod",
+            "primary_key_s3_prefix": "s3://cfg/pk/",
+            "register_database": "landing",
+            "output_path": "s3://lake/root",
+        }
+    )
+    # No glue_catalog source in the config: one is added, named after the database.
+    added = glue_job.build_config(args, catalog_config(tmp_path, []))
+    (source,) = added.catalog_sources()
+    assert (source.name, source.database, source.pk_registry) == (
+        "sales_db_prod",
+        "Sales-DB.prod",
+        "s3://cfg/pk/",
+    )
+    assert source.cursor == "updated_at" and source.tables is None  # the kind's defaults
+    assert [s.name for s in added.sources] == ["s", "sales_db_prod"]
+    assert added.catalog.glue_database == "landing" and added.lake_root == "s3://lake/root"
+    # Exactly one: it reads the job's database, its other settings stay.
+    one = {"name": "crm", "kind": "glue_catalog", "database": "old", "exclude": ["tmp_*"]}
+    (source,) = glue_job.build_config(args, catalog_config(tmp_path, [one])).catalog_sources()
+    assert (source.name, source.database, source.exclude, source.pk_registry) == (
+        "crm",
+        "Sales-DB.prod",
+        ("tmp_*",),
+        "s3://cfg/pk/",
+    )
+    # Several: the job can't tell which.
+    two = [one, {**one, "name": "erp"}]
+    with pytest.raises(ConfigError, match="2 glue_catalog sources"):
+        glue_job.build_config(args, catalog_config(tmp_path, two))
+    assert glue_job.source_name("2024 Raw") == "db_2024_raw"
+    with pytest.raises(ConfigError, match="no glue_catalog source"):
+        glue_job.build_config(
+            glue_job.map_arguments({"JOB_NAME": "j", "primary_key_s3_prefix": "s3://p/"}),
+            catalog_config(tmp_path, []),
+        )
+
+
+def test_seed_watermark_files_are_imported_before_the_run(awsglue, tmp_path, monkeypatch):
+    """--timestamp_s3_path + --csv_file_name: the seed's max_timestamps.csv seeds tables without state."""
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    monkeypatch.setitem(sys.modules, "awsglue.context", None)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_text(GOOD)
+    (inbox / "u_1.csv").write_text(GOOD)
+    config = tmp_path / "ingestion.yml"
+    config.write_text(yaml.safe_dump(config_doc(inbox)))
+    seeds = tmp_path / "seed"
+    seeds.mkdir()
+    (seeds / "max_timestamps.csv").write_text("table_name,max_timestamp\nt,2026-01-02 10:00:00\n")
+    lake, logs = tmp_path / "lake", tmp_path / "logs"
+    argv = ["glue_job.py", "--JOB_NAME", "shell", "--config", str(config), "--s3_output_path", str(lake)]
+    argv += ["--timestamp_s3_path", str(seeds), "--csv_file_name", "max_timestamps.csv"]
+    argv += ["--load_type", "cdc", "--tables", "t", "--log_folder_path", str(logs)]
+    assert glue_job.main(argv) == 0
+    landed = duckdb.sql(f"select id from read_parquet('{lake}/landing/s/t/**/*.parquet')").fetchall()
+    assert landed == [(2,)]  # incremental from the seed's watermark: row 1 is older
+    state = StateStore(str(lake), "p").read("s", "t")
+    assert state.watermark is not None and state.watermark.value.startswith("2026-01-02T10:00:00")
+    (log,) = logs.glob("*/*.jsonl")  # a copy of the run's log in the seeds' log folder
+    assert "imported the seed's watermark" in log.read_text()
+    assert list((lake / "_logs").glob("*/*.jsonl"))  # and the lake keeps its own
 
 
 def test_python_shell_job_downloads_the_config_and_lands_to_the_output_path(

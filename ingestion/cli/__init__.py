@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from ingestion import __version__
-from ingestion.cli import dbt, demo, observe, run, warehouse
+from ingestion.cli import dbt, demo, migrate, observe, run, warehouse
 from ingestion.cli.common import EXIT_CODES_HELP, EXIT_LOCKED, EXIT_USAGE, err, out
 from ingestion.errors import LeaseHeld, TidemarkError
 
@@ -72,6 +72,7 @@ def main_options(
 
 app.command()(run.run)
 app.command()(run.reset)
+app.command("import-watermarks")(migrate.import_watermarks)
 app.command()(observe.status)
 app.command()(observe.report)
 app.command("demo-data")(demo.demo_data)

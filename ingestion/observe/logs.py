@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,20 +84,34 @@ def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
     log.log(level, msg, extra={"fields": fields})
 
 
-def publish_log(lake_root: str, path: Path | None) -> str | None:
+def publish_log(lake_root: str, path: Path | None, also: str | None = None) -> str | None:
     """Upload a run's local JSON log to an S3 lake's `_logs/` (a local lake already holds it); returns where.
 
-    The file handler is closed first, so later log lines go to the console only. A failed upload is a
-    warning (the local file is kept), never an error: the run's outcome does not depend on it.
+    `also` (a folder or `s3://` prefix, the Glue seeds' `--log_folder_path`) gets a copy too, as
+    `<also>/<yyyy-mm-dd>/<run_id>.jsonl`. The file handler is closed first, so later log lines go to the
+    console only. A failed upload is a warning (the local file is kept), never an error: the run's outcome
+    does not depend on it.
     """
     from ingestion.lake import fs as lakefs
 
-    if path is None or not lakefs.is_remote(lake_root) or not path.exists():
+    remote = lakefs.is_remote(lake_root)
+    if path is None or not (remote or also) or not path.exists():
         return None
     for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
         if Path(handler.baseFilename) == path.resolve():
             log.removeHandler(handler)
             handler.close()
+    if also:
+        copy = lakefs.join(also, path.parent.name, path.name)
+        try:
+            with open(path, "rb") as src, lakefs.open_output(copy) as out:
+                shutil.copyfileobj(src, out)
+        except Exception as exc:
+            event(
+                "could not copy the run's log to the log folder", logging.WARNING, dest=copy, error=str(exc)
+            )
+    if not remote:
+        return None
     dest = lakefs.join(lake_root, "_logs", path.parent.name, path.name)
     try:
         lakefs.place(str(path), dest)
