@@ -725,3 +725,52 @@ def test_pk_registry_prefix_takes_the_latest_csv(tmp_path: Path) -> None:
     assert read_pk_registry(f"{tmp_path / 'reg'}/") == {"t": ("b", "c")}
     with pytest.raises(Exception, match="no CSV file under it"):
         read_pk_registry(f"{tmp_path / 'empty'}/")
+
+
+def test_an_imported_seed_watermark_makes_a_catalog_tables_first_run_incremental(
+    glue: Any, s3_bucket: str, tmp_path: Path, write_config
+) -> None:
+    """A team coming from a Glue script keeps its `max_timestamps.csv`: the catalog table's first run
+    reads from that watermark (inclusive), so rows the script already landed are not landed again."""
+    from ingestion.run.seeds import import_watermarks
+
+    db = f"seed_{uuid.uuid4().hex[:8]}"
+    glue.create_database(DatabaseInput={"Name": db})
+    _table(
+        glue,
+        db,
+        "orders",
+        f"s3://{s3_bucket}/seeded/",
+        [
+            (f.name, t)
+            for f, t in zip(ORDERS, ["bigint", "decimal(12,2)", "string", "timestamp"], strict=True)
+        ],
+        serde="org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+        parameters={"primary_key": "id"},
+    )
+    rows = [
+        {"id": n, "amount": Decimal("1.50"), "status": "s", "updated_at": datetime(2024, 5, n, 8)}
+        for n in range(1, 6)
+    ]
+    _put(s3_bucket, "seeded/a.parquet", _parquet(rows, ORDERS))
+    lake = tmp_path / "lake"
+    cfg = write_config(
+        {
+            "pipeline": "seeded",
+            "lake": {"root": str(lake)},
+            "sources": [{"name": "c", "kind": "glue_catalog", "database": db}],
+        }
+    )
+    seed = tmp_path / "max_timestamps.csv"
+    seed.write_text("table_name,max_timestamp\norders,2024-05-03 08:00:00\n")
+    (decision,) = import_watermarks(cfg, [str(seed)]).decisions
+    assert (decision.name, decision.action) == ("c.orders", "set"), decision
+    state = StateStore(str(lake), "seeded").read("c", "orders")
+    assert state is not None and state.watermark is not None
+    # The canonical form of a naive cursor: the instant in UTC, read in the cursor zone (UTC by default).
+    assert (state.watermark.type, state.watermark.value) == ("timestamp", "2024-05-03T08:00:00.000000+00:00")
+    report = run_pipeline(cfg)
+    assert report.ok, [(t.name, t.error) for t in report.tables]
+    (outcome,) = report.tables
+    assert (outcome.load_type, outcome.rows_landed) == ("incremental", 3)
+    assert sorted(_latest(lake, "c", "orders", "id", "updated_at")) == [3, 4, 5]

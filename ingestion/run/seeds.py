@@ -152,6 +152,28 @@ def targets(cfg: PipelineConfig, store: StateStore) -> tuple[list[Target], dict[
             out.append(
                 Target(jt.source, jt.name, jt.cursor, jt.cursor_type, jt.cursor_timezone, jt.primary_key)
             )
+    if cfg.catalog_sources():
+        from ingestion.run.catalog_job import CatalogJob, discover_catalog_tables
+
+        found, lost = discover_catalog_tables(cfg)
+        if lost:
+            raise SourceError(
+                f"source {lost[0].source}: could not read table {lost[0].table} of its catalog: {lost[0].error}",
+                hint="the import needs each catalog table's cursor and its type; check the database is readable",
+            )
+        for cj in found:
+            if isinstance(cj, CatalogJob):
+                spec = cj.spec
+                # A CSV table's cursor is typed from its values on its first run, like a configured CSV table.
+                ctype = None if spec.format == "csv" else spec.cursor_type
+                out.append(
+                    Target(spec.source, spec.name, spec.cursor, ctype, spec.cursor_timezone, spec.primary_key)
+                )
+            else:
+                jt = cj.jdbc_table
+                out.append(
+                    Target(jt.source, jt.name, jt.cursor, jt.cursor_type, jt.cursor_timezone, jt.primary_key)
+                )
     return out, types
 
 
@@ -187,9 +209,6 @@ def import_watermarks(
     decisions = decide(
         values, known, states, source=source, tables=tables, zone=zone, force=force, types=types
     )
-    if cfg.catalog_sources():  # their tables' cursor types come from catalog discovery, not wired in here yet
-        later = "; glue_catalog sources' tables take no imported watermark in this version (their first run is full)"
-        decisions = [replace(d, note=d.note + later) if d.action == "unknown" else d for d in decisions]
     if not dry_run:
         now = now or datetime.now(timezone.utc)
         decisions = [commit(store, d, now, cfg, force) if d.writes else d for d in decisions]
