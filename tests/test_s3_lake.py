@@ -364,9 +364,6 @@ def test_spark_on_s3_killed_then_rerun_lands_every_row_once(s3_lake, s3a_spark, 
     config = tmp_path / "ingestion.yml"
     config.write_text(yaml.safe_dump(cfg_doc))
     s3 = boto3.client("s3")
-    s3.put_object(
-        Bucket=bucket, Key="lake/_tmp/20260101T000000000000Z-dead00/s/t/part-00000-x.parquet", Body=b"x"
-    )
     env = {k: v for k, v in os.environ.items() if k not in ("TIDEMARK_LAKE", "PYSPARK_SUBMIT_ARGS")}
     killed = subprocess.run(
         [sys.executable, "-m", "ingestion", "run", "--config", str(config)],
@@ -377,6 +374,9 @@ def test_spark_on_s3_killed_then_rerun_lands_every_row_once(s3_lake, s3a_spark, 
         timeout=600,
     )
     assert killed.returncode == -9, killed.stderr[-3000:]
+    dead = StateStore(f"s3://{bucket}/lake", "p").read("s", "t")
+    assert dead is not None and dead.lease is not None  # the killed run's lease names it
+    s3.put_object(Bucket=bucket, Key=f"lake/_tmp/{dead.lease.run_id}/s/t/part-00000-x.parquet", Body=b"x")
     report = run_pipeline(parse_config(cfg_doc))
     assert report.ok, report.tables[0].error
     assert sorted(r["id"] for r in landed_rows(bucket)) == [1, 2, 3, 5, 6]

@@ -103,7 +103,7 @@ def test_renewal_keeps_others_out_and_force_unlock_fences_the_holder(store):
 
 def test_a_lease_that_ends_without_a_release_names_its_run_for_cleanup(store):
     # Taken over after it lapsed, force-unlocked, or released by a run that could not remove its files:
-    # each leaves the run's id in the state, and a committed run is never named.
+    # each leaves the run's id in the state (a committed one too: its staging may be left).
     store.acquire("s", "t", "run-a", T0, HOUR)
     b = store.acquire("s", "t", "run-b", T0 + 2 * HOUR, HOUR)
     assert b.state.abandoned_runs == ("run-a",)
@@ -117,9 +117,9 @@ def test_a_lease_that_ends_without_a_release_names_its_run_for_cleanup(store):
     d = store.acquire("s", "t", "run-d", T0 + 4 * HOUR, HOUR)
     store.release(store.commit(d, landed(d.state, "run-d")), abandon=True)
     state = store.read("s", "t")
-    assert state.abandoned_runs == ("run-c",) and state.lease is None
+    assert state.abandoned_runs == ("run-c", "run-d") and state.lease is None
     assert b"abandoned_runs" in state.to_json()
-    clean = store.forget_abandoned(store.acquire("s", "t", "run-e", T0 + 5 * HOUR, HOUR), {"run-c"})
+    clean = store.forget_abandoned(store.acquire("s", "t", "run-e", T0 + 5 * HOUR, HOUR), {"run-c", "run-d"})
     assert b"abandoned_runs" not in clean.state.to_json()  # the usual document has no such key
 
 

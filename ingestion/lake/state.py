@@ -545,8 +545,9 @@ class LeaseKeeper:
 
 
 def _abandon(state: TableState, lease: Lease | None) -> tuple[str, ...]:
-    """`state`'s abandoned runs plus the run of a lease that ends without a release (unless committed)."""
+    """`state`'s abandoned runs plus the run of a lease that ends without a release (a committed one too:
+    its staging may be left, though its files and rejects are the table's)."""
     runs = state.abandoned_runs
-    if lease is None or lease.run_id in runs or lease.run_id in state.committed_runs:
+    if lease is None or lease.run_id in runs:
         return runs
     return (*runs, lease.run_id)

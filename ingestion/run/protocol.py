@@ -134,10 +134,11 @@ def remove_abandoned(ctx: RunContext, keeper: LeaseKeeper, source: str, table: s
     if not dead:
         return []
     lake, removed = ctx.cfg.lake_root, []
-    for run_id in sorted(dead - set(state.committed_runs)):  # a committed run's files are the table's
-        removed += remove_abandoned_files(table_dir(lake, source, table), run_id)
-        remove_rejects(lake, source, table, only={run_id})
-        remove_key_snapshot(lake, source, table, run_id)
+    for run_id in sorted(dead):
+        if run_id not in state.committed_runs:  # a committed run's files, rejects and keys are the table's
+            removed += remove_abandoned_files(table_dir(lake, source, table), run_id)
+            remove_rejects(lake, source, table, only={run_id})
+            remove_key_snapshot(lake, source, table, run_id)
         remove_run_scratch(lake, source, table, run_id)
     keeper.forget_abandoned(dead)
     return removed
