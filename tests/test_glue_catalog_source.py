@@ -725,3 +725,130 @@ def test_pk_registry_prefix_takes_the_latest_csv(tmp_path: Path) -> None:
     assert read_pk_registry(f"{tmp_path / 'reg'}/") == {"t": ("b", "c")}
     with pytest.raises(Exception, match="no CSV file under it"):
         read_pk_registry(f"{tmp_path / 'empty'}/")
+
+
+def _run(cfg: Path, engine: str, request: pytest.FixtureRequest) -> Any:
+    if engine == "spark":
+        from ingestion.config import SparkConfig
+        from ingestion.engines.spark.engine import SparkEngine
+
+        return run_pipeline(
+            cfg, engine=SparkEngine(SparkConfig(), spark=request.getfixturevalue("s3a_spark"))
+        )
+    return run_pipeline(cfg)
+
+
+@pytest.mark.parametrize(
+    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
+def test_bad_json_lines_and_misfit_values_are_rejected_with_their_line(
+    engine: str, glue: Any, s3_bucket: str, tmp_path: Path, write_config, request: pytest.FixtureRequest
+) -> None:
+    """A malformed JSON line, a value that doesn't fit the catalog's type (never nulled, rounded or
+    widened) and a null key are row rejects with file, line and reason; the rest of the file lands, nested
+    columns as JSON text. A Parquet file's null-key reject names its 1-based row number. Same on both
+    engines."""
+    db = f"bad_{uuid.uuid4().hex[:8]}"
+    glue.create_database(DatabaseInput={"Name": db})
+    _table(
+        glue,
+        db,
+        "events",
+        f"s3://{s3_bucket}/bad/events/",
+        [
+            ("id", "bigint"),
+            ("kind", "string"),
+            ("amount", "decimal(12,2)"),
+            ("n", "int"),
+            ("on_day", "date"),
+            ("tags", "array<string>"),
+            ("meta", "struct<k:int,v:string>"),
+        ],
+        serde="org.openx.data.jsonserde.JsonSerDe",
+        parameters={"classification": "json", "primary_key": "id"},
+    )
+    lines = [
+        '{"id": 1, "kind": "a", "amount": 1.5, "n": 7, "on_day": "2024-01-02", "tags": ["x", "y"], '
+        '"meta": {"k": 1, "v": "q"}}',
+        '{"id": 2, "kind": "broken',
+        "",
+        '{"id": "abc", "kind": "text id"}',
+        '{"id": 3, "amount": 1.234}',
+        '{"id": 4, "n": 1.5}',
+        '{"id": null, "kind": "no key"}',
+        '{"id": 5, "kind": 5, "amount": "2.25", "extra": true}',
+        "[1, 2]",
+    ]
+    bad = f"s3://{s3_bucket}/bad/events/a.json"
+    _put(s3_bucket, "bad/events/a.json", ("\n".join(lines) + "\n").encode())
+    good = f"s3://{s3_bucket}/bad/events/b.json"  # every line parses: DuckDB's fast path
+    _put(s3_bucket, "bad/events/b.json", b'{"id": 6, "kind": "b"}\n{"kind": "keyless"}\n')
+    _table(
+        glue,
+        db,
+        "things",
+        f"s3://{s3_bucket}/bad/things/",
+        [("id", "bigint"), ("attrs", "struct<a:bigint,b:string>"), ("names", "array<string>")],
+        serde="org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+        parameters={"classification": "parquet", "primary_key": "id"},
+    )
+    things = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("attrs", pa.struct([("a", pa.int64()), ("b", pa.string())])),
+            ("names", pa.list_(pa.string())),
+        ]
+    )
+    rows = [
+        {"id": 1, "attrs": {"a": 1, "b": None}, "names": ["p", "q"]},
+        {"id": 2, "attrs": None, "names": []},
+        {"id": None, "attrs": {"a": 3, "b": "z"}, "names": None},
+    ]
+    _put(s3_bucket, "bad/things/t.parquet", _parquet(rows, things))
+    lake = tmp_path / "lake"
+    cfg = write_config(
+        {
+            "pipeline": "bad_json",
+            "lake": {"root": str(lake)},
+            "sources": [{"name": "bad", "kind": "glue_catalog", "database": db}],
+        }
+    )
+    report = _run(cfg, engine, request)
+    assert report.ok, [(t.name, t.error) for t in report.tables]
+    by = {t.table: t for t in report.tables}
+    assert (by["events"].rows_read, by["events"].rows_rejected, by["events"].rows_landed) == (10, 7, 3)
+    landed = duckdb.sql(
+        "select id, kind, amount, n, on_day, tags, meta, _source_file from read_parquet("
+        f"'{lake}/landing/bad/events/**/*.parquet') order by id"
+    ).fetchall()
+    assert landed == [
+        (1, "a", Decimal("1.50"), 7, datetime(2024, 1, 2).date(), '["x","y"]', '{"k":1,"v":"q"}', bad),
+        (5, "5", Decimal("2.25"), None, None, None, None, bad),
+        (6, "b", None, None, None, None, None, good),
+    ]
+    rejected = duckdb.sql(
+        "select _source_file, _line, _record, _reason_code, _column, _raw, _reason from read_parquet("
+        f"'{lake}/_rejected/bad/events/**/*.parquet') order by _source_file, _line"
+    ).fetchall()
+    assert [r[:5] for r in rejected] == [
+        (bad, 2, 1, "malformed_json", None),
+        (bad, 4, 3, "type_mismatch", "id"),
+        (bad, 5, 4, "type_mismatch", "amount"),
+        (bad, 6, 5, "type_mismatch", "n"),
+        (bad, 7, 6, "null_key", "id"),
+        (bad, 9, 8, "malformed_json", None),
+        (good, 2, 1, "null_key", "id"),
+    ]
+    assert [r[5] for r in rejected[:4]] == [lines[1], lines[3], lines[4], lines[5]]
+    assert "'1.234' is not a valid decimal(12,2)" in rejected[2][6]
+    assert "'1.5' is not a valid bigint" in rejected[3][6]
+
+    assert (by["things"].rows_read, by["things"].rows_rejected, by["things"].rows_landed) == (3, 1, 2)
+    assert duckdb.sql(
+        f"select id, attrs, names from read_parquet('{lake}/landing/bad/things/**/*.parquet') order by id"
+    ).fetchall() == [(1, '{"a":1,"b":null}', '["p","q"]'), (2, None, "[]")]
+    assert duckdb.sql(
+        f"select _line, _record, _reason_code from read_parquet('{lake}/_rejected/bad/things/**/*.parquet')"
+    ).fetchall() == [(3, 2, "null_key")]
+    state = StateStore(str(lake), "bad_json").read("bad", "events")
+    assert state is not None and state.columns["tags"] == "string" and state.columns["n"] == "bigint"
