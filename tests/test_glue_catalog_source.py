@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ingestion.errors import SchemaError
 from ingestion.lake.state import StateStore
-from ingestion.plan.catalog import GlueTable, csv_options, fold_types, widen_type
+from ingestion.plan.catalog import GlueTable, csv_options, fold_types, landed_type, widen_type
 from ingestion.run.pipeline import run_pipeline
 from ingestion.sources.jdbc import read_pk_registry
 
@@ -44,6 +45,9 @@ def test_serde_options_and_widening_rules() -> None:
     )
     o = csv_options(lazy)
     assert (o.delimiter, o.header, o.null_values) == ("|", False, ("", "\\N"))
+    assert landed_type("struct<a:int,b:array<string>>") == landed_type("map<string,int>") == "string"
+    with pytest.raises(SchemaError, match="binary"):
+        landed_type("binary")
     assert widen_type("bigint", "decimal(12,2)") == "decimal(21,2)"
     assert widen_type("decimal(12,2)", "decimal(10,4)") == "decimal(14,4)"
     assert widen_type("date", "timestamp") == "timestamp"
@@ -340,12 +344,23 @@ def test_catalog_tables_land_full_then_incremental(
     assert state.watermark is not None and state.watermark.value.startswith("2024-01-02T09:00")
 
 
+@pytest.mark.parametrize(
+    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
 def test_a_jdbc_connection_table_is_read_through_postgres(
-    glue: Any, s3_bucket: str, tmp_path: Path, write_config, pg_db: Any, caplog: pytest.LogCaptureFixture
+    engine: str,
+    glue: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+    write_config,
+    pg_db: Any,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A crawled PostgreSQL table (location db.schema.table, a Glue connection with URL, user and
-    password) lands through the PostgreSQL path, full then incremental; the password is never printed.
-    A connection to another database kind fails that table only, with what to do."""
+    password) lands through the PostgreSQL path (on Spark through Spark's JDBC reader), full then
+    incremental; the password is never printed. A connection to another database kind fails that table
+    only, with what to do."""
     import logging
 
     db = f"mixed_{uuid.uuid4().hex[:8]}"
@@ -412,7 +427,7 @@ def test_a_jdbc_connection_table_is_read_through_postgres(
         }
     )
     caplog.set_level(logging.DEBUG)
-    report = run_pipeline(cfg)
+    report = _run(cfg, engine, request)
     by = {t.table: t for t in report.tables}
     assert by["notes"].status == "landed" and by["notes"].rows_landed == 1
     assert by["mysql_x_items"].status == "failed"
@@ -439,7 +454,7 @@ def test_a_jdbc_connection_table_is_read_through_postgres(
     assert lake_rows() == source_rows()
     pg_db.con.execute("update orders set amount = 9.99, updated_at = '2024-01-02 10:00+00' where id = 2")
     pg_db.con.execute("insert into orders values (3, 3.00, '2024-01-02 11:00+00')")
-    again = {t.table: t for t in run_pipeline(cfg).tables}["postgres_db_public_orders"]
+    again = {t.table: t for t in _run(cfg, engine, request).tables}["postgres_db_public_orders"]
     assert again.load_type == "incremental" and again.rows_landed == 2, again.error
     assert lake_rows() == source_rows()
     state = StateStore(str(lake), "glue_mixed").read("mixed", "postgres_db_public_orders")
