@@ -867,3 +867,61 @@ def test_bad_json_lines_and_misfit_values_are_rejected_with_their_line(
     ).fetchall() == [(3, 2, "null_key")]
     state = StateStore(str(lake), "bad_json").read("bad", "events")
     assert state is not None and state.columns["tags"] == "string" and state.columns["n"] == "bigint"
+
+
+def test_sdk_debug_logging_never_prints_the_glue_connection_password(glue: Any, tmp_path: Path) -> None:
+    """With botocore and urllib3 at DEBUG, neither tidemark's log file and console nor a handler someone
+    else put on the root logger shows a Glue connection's password: the SDK logs no body of the call that
+    fetches it, and every record through those handlers has registered secrets masked."""
+    import logging
+
+    from ingestion.config import GlueCatalogSourceConfig
+    from ingestion.observe.logs import log, setup_logging
+    from ingestion.redact import SDK_LOGGERS
+    from ingestion.sources.catalog import glue_connection
+
+    password = f"Pw {uuid.uuid4().hex}, x"  # a space and a comma: beyond what key=value patterns mask
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    glue.create_connection(
+        ConnectionInput={
+            "Name": name,
+            "ConnectionType": "JDBC",
+            "ConnectionProperties": {
+                "JDBC_CONNECTION_URL": "jdbc:postgresql://127.0.0.1:5432/shop",
+                "USERNAME": "loader",
+                "PASSWORD": password,
+            },
+        }
+    )
+    theirs = io.StringIO()
+    root_handler = logging.StreamHandler(theirs)
+    root = logging.getLogger()
+    root.addHandler(root_handler)
+    levels = {n: logging.getLogger(n).level for n in ("botocore", "urllib3")}
+    path = setup_logging("run-redact", str(tmp_path / "lake"))
+    assert path is not None
+    try:
+        for n in levels:
+            logging.getLogger(n).setLevel(logging.DEBUG)
+        source = GlueCatalogSourceConfig.model_validate(
+            {"name": "s", "kind": "glue_catalog", "database": "d"}
+        )
+        conn = glue_connection(source, name, None, glue)
+        assert conn.password == password and conn.user == "loader"
+        # Now registered: a raw call that logs the response body is masked in every handler.
+        glue.get_connection(Name=name, HidePassword=False)
+        glue.get_connection(Name=name, HidePassword=False)  # once more: a record per call, not a cache
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+        root.removeHandler(root_handler)
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            for n in SDK_LOGGERS:
+                logging.getLogger(n).removeHandler(h)
+            h.close()
+    ours = path.read_text()
+    body = [json.loads(line)["event"] for line in ours.splitlines() if "Response body" in line]
+    assert len(body) == 2 and all("PASSWORD" in b and "***" in b for b in body)  # only the raw calls
+    assert password not in ours and password not in theirs.getvalue()
+    assert "Response body" in theirs.getvalue()

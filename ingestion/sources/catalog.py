@@ -26,7 +26,7 @@ from ingestion.plan.catalog import (
 from ingestion.plan.csv import FileFacts
 from ingestion.plan.json_lines import json_text, parse_line, split_lines
 from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject
-from ingestion.redact import redact, register_secret
+from ingestion.redact import redact, register_secret, sdk_bodies_unlogged
 from ingestion.sources.jdbc import PgConnection, parse_jdbc_url, secret_password
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ def glue_connection(
 
     glue = glue or glue_client(source)
     try:
-        doc = glue.get_connection(Name=name, HidePassword=False, **_ids(source))["Connection"]
+        with sdk_bodies_unlogged():  # the response holds the password, not yet registered
+            doc = glue.get_connection(Name=name, HidePassword=False, **_ids(source))["Connection"]
     except Exception as exc:
         raise SourceError(
             f"source {source.name}: cannot read the Glue connection {name!r}: {type(exc).__name__}: {exc}",
@@ -79,7 +80,8 @@ def glue_connection(
         password = password or secret_password(secret, source.name)
         if not user:
             try:
-                value = aws_client("secretsmanager").get_secret_value(SecretId=secret).get("SecretString")
+                with sdk_bodies_unlogged():
+                    value = aws_client("secretsmanager").get_secret_value(SecretId=secret).get("SecretString")
                 user = json.loads(value).get("username")
             except Exception:
                 user = None
