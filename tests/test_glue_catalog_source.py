@@ -925,3 +925,60 @@ def test_sdk_debug_logging_never_prints_the_glue_connection_password(glue: Any, 
     assert len(body) == 2 and all("PASSWORD" in b and "***" in b for b in body)  # only the raw calls
     assert password not in ours and password not in theirs.getvalue()
     assert "Response body" in theirs.getvalue()
+
+
+_REJECT = "type_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("value", "ltype", "expected"),
+    [
+        ("1.5", "bigint", _REJECT),
+        ("1E2", "bigint", _REJECT),
+        ("-0", "bigint", 0),
+        ("99999999999999999999", "bigint", _REJECT),
+        ('"12"', "bigint", _REJECT),
+        ("true", "bigint", _REJECT),
+        ("1e2", "double", 100.0),
+        ('"NaN"', "double", _REJECT),
+        ("1.500", "decimal(12,2)", Decimal("1.50")),
+        ("1.234", "decimal(12,2)", _REJECT),
+        ("12345678901.5", "decimal(12,2)", _REJECT),
+        ('"+1.5"', "decimal(12,2)", Decimal("1.50")),
+        ('" 1.5"', "decimal(12,2)", _REJECT),
+        ('"2024-01-01T10"', "timestamp", datetime(2024, 1, 1, 10)),
+        ('"2024-01-01 10:00"', "timestamp", datetime(2024, 1, 1, 10)),
+        ('"2024-01-01T10:00:00+0200"', "timestamp", datetime(2024, 1, 1, 8)),
+        ('"2024-01-01T10:00:00.1234567"', "timestamp", _REJECT),
+        ('"20240101"', "timestamp", _REJECT),
+        ('"2024-01-02"', "date", datetime(2024, 1, 2).date()),
+        ('"2024-02-30"', "date", _REJECT),
+        ("5", "string", "5"),
+        ('{"x": [1, 2.50]}', "string", '{"x":[1,2.50]}'),
+        ("1", "boolean", _REJECT),
+    ],
+)
+def test_the_json_line_rule_and_duckdbs_fast_path_agree(value: str, ltype: str, expected: Any) -> None:
+    """A value lands exactly or its row is rejected (the line rule: the Spark engine's, and DuckDB's for a
+    file with a bad line); whatever pyarrow's reader (DuckDB's fast path for good files) lands, the rule
+    lands the same value."""
+    import pyarrow.json as pj
+
+    from ingestion.plan.json_lines import parse_line
+    from ingestion.sources.catalog import _decimals_fit, arrow_type
+
+    line = f'{{"a": {value}}}'
+    row, bad = parse_line(line, [("a", "a", ltype)])
+    if expected == _REJECT:
+        assert row is None and bad is not None and bad[0] == _REJECT and bad[2] == "a"
+    else:
+        assert bad is None and row == (expected,)
+    try:
+        fast = pj.read_json(
+            pa.BufferReader(line.encode() + b"\n"),
+            parse_options=pj.ParseOptions(explicit_schema=pa.schema([("a", arrow_type(ltype))])),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return  # the fast path refuses the file: the line rule decides
+    if _decimals_fit(fast):
+        assert row == (fast.column(0)[0].as_py(),)

@@ -31,9 +31,10 @@ from typing import Any
 from ingestion.plan.rejects import INVALID_ENCODING, MALFORMED_JSON, REPLACEMENT_CHAR, TYPE_MISMATCH
 
 _INT64 = (-(2**63), 2**63 - 1)
+_NUMERAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIMESTAMP = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+    r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}(?::\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
 )
 
 
@@ -80,7 +81,8 @@ def convert(value: Any, ltype: str) -> Any:
         p, _, s = ltype[len("decimal(") : -1].partition(",")
         precision, scale = int(p), int(s or 0)
         try:
-            d = Decimal(value) if isinstance(value, (str, Decimal)) or type(value) is int else None
+            numeral = isinstance(value, str) and _NUMERAL.fullmatch(value)
+            d = Decimal(value) if numeral or isinstance(value, Decimal) or type(value) is int else None
         except InvalidOperation:
             d = None
         if d is None or not d.is_finite():

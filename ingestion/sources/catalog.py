@@ -363,6 +363,22 @@ def _plain(value: Any, t: pa.DataType) -> Any:
     return value
 
 
+def _decimals_fit(data: pa.Table) -> bool:
+    """Every decimal value of the table within its column's precision."""
+    from decimal import Decimal
+
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    for col in data.columns:
+        if pt.is_decimal(col.type) and col.null_count < len(col):
+            limit = Decimal(10) ** (col.type.precision - col.type.scale)
+            low, high = pc.min_max(col).values()
+            if abs(low.as_py()) >= limit or abs(high.as_py()) >= limit:
+                return False
+    return True
+
+
 def _read_json_lines(spec: CatalogSpec, f: CatalogFile) -> tuple[pa.Table, list[Reject]]:
     """A JSON-lines file: pyarrow's reader when every line is good (and each is a row), else line by line
     with `plan.json_lines` (the same rule the Spark engine applies), keeping each bad line as a reject."""
@@ -384,7 +400,9 @@ def _read_json_lines(spec: CatalogSpec, f: CatalogFile) -> tuple[pa.Table, list[
                 unexpected_field_behavior="ignore",  # the catalog's columns, as Athena and Spark read it
             ),
         )
-        if data.num_rows == len(lines):  # no blank line: row i is line i + 1
+        # No blank line (row i is line i + 1), and no decimal past its precision (pyarrow's reader lets
+        # 12345678901.5 into a decimal(12,2)): else line by line, which rejects it.
+        if data.num_rows == len(lines) and _decimals_fit(data):
             return data.append_column(LINE, pa.array(range(1, len(lines) + 1), pa.int64())), []
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass

@@ -216,7 +216,11 @@ def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
             (files[0].facts.relpath, _partition_frame(spark, batch, files)) for files in groups.values()
         ]
         q = Quarantine()
+        parsed: list[DataFrame] = []
         if spec.format == "json":
+            # Parsed once: the rejects are collected from the same rows that land.
+            parsed = [df.cache() for _, df in frames]
+            frames = [(path, df) for (path, _), df in zip(frames, parsed, strict=True)]
             _parse_rejects(q, frames)
             frames = [
                 (path, df.where(F.col(REJECT_COLUMNS[0]).isNull()).drop(*REJECT_COLUMNS))
@@ -278,6 +282,8 @@ def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
         ctype = types.get(spec.cursor, "") if spec.cursor else ""
         rows_landed, max_cursor = write_observed(out, spark_uri(staging), spec.cursor, ctype, "written")
         rows.unpersist()
+        for df in parsed:
+            df.unpersist()
         staged_files(staging, rows_landed, batch.name)
         files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
     except Exception as exc:
