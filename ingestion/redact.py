@@ -7,8 +7,11 @@ AWS access key ids and secret access keys.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import overload
 
 MASK = "***"
@@ -65,3 +68,25 @@ def redact(text: str | None) -> str | None:
 def error_text(exc: BaseException) -> str:
     """`Class: message` of an exception, redacted: what outcomes, logs and the ledger carry."""
     return redact(f"{type(exc).__name__}: {exc}")
+
+
+# The SDK loggers whose DEBUG records carry request and response bodies (a Glue connection's password,
+# a Secrets Manager secret).
+SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
+@contextmanager
+def sdk_bodies_unlogged() -> Iterator[None]:
+    """Within: the AWS SDK logs nothing below INFO, so a response holding a secret is never in a log
+    record, whatever handlers the process has (the secret is registered only once it has arrived)."""
+    names = [n for n in [*SDK_LOGGERS, *logging.root.manager.loggerDict] if n.split(".")[0] in SDK_LOGGERS]
+    loggers = [logging.getLogger(n) for n in dict.fromkeys(names)]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        if lg.getEffectiveLevel() < logging.INFO:
+            lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, before, strict=True):
+            lg.setLevel(level)

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ingestion.errors import SchemaError
 from ingestion.lake.state import StateStore
-from ingestion.plan.catalog import GlueTable, csv_options, fold_types, widen_type
+from ingestion.plan.catalog import GlueTable, csv_options, fold_types, landed_type, widen_type
 from ingestion.run.pipeline import run_pipeline
 from ingestion.sources.jdbc import read_pk_registry
 
@@ -44,6 +45,9 @@ def test_serde_options_and_widening_rules() -> None:
     )
     o = csv_options(lazy)
     assert (o.delimiter, o.header, o.null_values) == ("|", False, ("", "\\N"))
+    assert landed_type("struct<a:int,b:array<string>>") == landed_type("map<string,int>") == "string"
+    with pytest.raises(SchemaError, match="binary"):
+        landed_type("binary")
     assert widen_type("bigint", "decimal(12,2)") == "decimal(21,2)"
     assert widen_type("decimal(12,2)", "decimal(10,4)") == "decimal(14,4)"
     assert widen_type("date", "timestamp") == "timestamp"
@@ -340,12 +344,23 @@ def test_catalog_tables_land_full_then_incremental(
     assert state.watermark is not None and state.watermark.value.startswith("2024-01-02T09:00")
 
 
+@pytest.mark.parametrize(
+    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
 def test_a_jdbc_connection_table_is_read_through_postgres(
-    glue: Any, s3_bucket: str, tmp_path: Path, write_config, pg_db: Any, caplog: pytest.LogCaptureFixture
+    engine: str,
+    glue: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+    write_config,
+    pg_db: Any,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A crawled PostgreSQL table (location db.schema.table, a Glue connection with URL, user and
-    password) lands through the PostgreSQL path, full then incremental; the password is never printed.
-    A connection to another database kind fails that table only, with what to do."""
+    password) lands through the PostgreSQL path (on Spark through Spark's JDBC reader), full then
+    incremental; the password is never printed. A connection to another database kind fails that table
+    only, with what to do."""
     import logging
 
     db = f"mixed_{uuid.uuid4().hex[:8]}"
@@ -412,7 +427,7 @@ def test_a_jdbc_connection_table_is_read_through_postgres(
         }
     )
     caplog.set_level(logging.DEBUG)
-    report = run_pipeline(cfg)
+    report = _run(cfg, engine, request)
     by = {t.table: t for t in report.tables}
     assert by["notes"].status == "landed" and by["notes"].rows_landed == 1
     assert by["mysql_x_items"].status == "failed"
@@ -439,7 +454,7 @@ def test_a_jdbc_connection_table_is_read_through_postgres(
     assert lake_rows() == source_rows()
     pg_db.con.execute("update orders set amount = 9.99, updated_at = '2024-01-02 10:00+00' where id = 2")
     pg_db.con.execute("insert into orders values (3, 3.00, '2024-01-02 11:00+00')")
-    again = {t.table: t for t in run_pipeline(cfg).tables}["postgres_db_public_orders"]
+    again = {t.table: t for t in _run(cfg, engine, request).tables}["postgres_db_public_orders"]
     assert again.load_type == "incremental" and again.rows_landed == 2, again.error
     assert lake_rows() == source_rows()
     state = StateStore(str(lake), "glue_mixed").read("mixed", "postgres_db_public_orders")
@@ -725,6 +740,248 @@ def test_pk_registry_prefix_takes_the_latest_csv(tmp_path: Path) -> None:
     assert read_pk_registry(f"{tmp_path / 'reg'}/") == {"t": ("b", "c")}
     with pytest.raises(Exception, match="no CSV file under it"):
         read_pk_registry(f"{tmp_path / 'empty'}/")
+
+
+def _run(cfg: Path, engine: str, request: pytest.FixtureRequest) -> Any:
+    if engine == "spark":
+        from ingestion.config import SparkConfig
+        from ingestion.engines.spark.engine import SparkEngine
+
+        return run_pipeline(
+            cfg, engine=SparkEngine(SparkConfig(), spark=request.getfixturevalue("s3a_spark"))
+        )
+    return run_pipeline(cfg)
+
+
+@pytest.mark.parametrize(
+    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
+def test_bad_json_lines_and_misfit_values_are_rejected_with_their_line(
+    engine: str, glue: Any, s3_bucket: str, tmp_path: Path, write_config, request: pytest.FixtureRequest
+) -> None:
+    """A malformed JSON line, a value that doesn't fit the catalog's type (never nulled, rounded or
+    widened) and a null key are row rejects with file, line and reason; the rest of the file lands, nested
+    columns as JSON text. A Parquet file's null-key reject names its 1-based row number. Same on both
+    engines."""
+    db = f"bad_{uuid.uuid4().hex[:8]}"
+    glue.create_database(DatabaseInput={"Name": db})
+    _table(
+        glue,
+        db,
+        "events",
+        f"s3://{s3_bucket}/bad/events/",
+        [
+            ("id", "bigint"),
+            ("kind", "string"),
+            ("amount", "decimal(12,2)"),
+            ("n", "int"),
+            ("on_day", "date"),
+            ("tags", "array<string>"),
+            ("meta", "struct<k:int,v:string>"),
+        ],
+        serde="org.openx.data.jsonserde.JsonSerDe",
+        parameters={"classification": "json", "primary_key": "id"},
+    )
+    lines = [
+        '{"id": 1, "kind": "a", "amount": 1.5, "n": 7, "on_day": "2024-01-02", "tags": ["x", "y"], '
+        '"meta": {"k": 1, "v": "q"}}',
+        '{"id": 2, "kind": "broken',
+        "",
+        '{"id": "abc", "kind": "text id"}',
+        '{"id": 3, "amount": 1.234}',
+        '{"id": 4, "n": 1.5}',
+        '{"id": null, "kind": "no key"}',
+        '{"id": 5, "kind": 5, "amount": "2.25", "extra": true}',
+        "[1, 2]",
+    ]
+    bad = f"s3://{s3_bucket}/bad/events/a.json"
+    _put(s3_bucket, "bad/events/a.json", ("\n".join(lines) + "\n").encode())
+    good = f"s3://{s3_bucket}/bad/events/b.json"  # every line parses: DuckDB's fast path
+    _put(s3_bucket, "bad/events/b.json", b'{"id": 6, "kind": "b"}\n{"kind": "keyless"}\n')
+    _table(
+        glue,
+        db,
+        "things",
+        f"s3://{s3_bucket}/bad/things/",
+        [("id", "bigint"), ("attrs", "struct<a:bigint,b:string>"), ("names", "array<string>")],
+        serde="org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+        parameters={"classification": "parquet", "primary_key": "id"},
+    )
+    things = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("attrs", pa.struct([("a", pa.int64()), ("b", pa.string())])),
+            ("names", pa.list_(pa.string())),
+        ]
+    )
+    rows = [
+        {"id": 1, "attrs": {"a": 1, "b": None}, "names": ["p", "q"]},
+        {"id": 2, "attrs": None, "names": []},
+        {"id": None, "attrs": {"a": 3, "b": "z"}, "names": None},
+    ]
+    _put(s3_bucket, "bad/things/t.parquet", _parquet(rows, things))
+    lake = tmp_path / "lake"
+    cfg = write_config(
+        {
+            "pipeline": "bad_json",
+            "lake": {"root": str(lake)},
+            "sources": [{"name": "bad", "kind": "glue_catalog", "database": db}],
+        }
+    )
+    report = _run(cfg, engine, request)
+    assert report.ok, [(t.name, t.error) for t in report.tables]
+    by = {t.table: t for t in report.tables}
+    assert (by["events"].rows_read, by["events"].rows_rejected, by["events"].rows_landed) == (10, 7, 3)
+    landed = duckdb.sql(
+        "select id, kind, amount, n, on_day, tags, meta, _source_file from read_parquet("
+        f"'{lake}/landing/bad/events/**/*.parquet') order by id"
+    ).fetchall()
+    assert landed == [
+        (1, "a", Decimal("1.50"), 7, datetime(2024, 1, 2).date(), '["x","y"]', '{"k":1,"v":"q"}', bad),
+        (5, "5", Decimal("2.25"), None, None, None, None, bad),
+        (6, "b", None, None, None, None, None, good),
+    ]
+    rejected = duckdb.sql(
+        "select _source_file, _line, _record, _reason_code, _column, _raw, _reason from read_parquet("
+        f"'{lake}/_rejected/bad/events/**/*.parquet') order by _source_file, _line"
+    ).fetchall()
+    assert [r[:5] for r in rejected] == [
+        (bad, 2, 1, "malformed_json", None),
+        (bad, 4, 3, "type_mismatch", "id"),
+        (bad, 5, 4, "type_mismatch", "amount"),
+        (bad, 6, 5, "type_mismatch", "n"),
+        (bad, 7, 6, "null_key", "id"),
+        (bad, 9, 8, "malformed_json", None),
+        (good, 2, 1, "null_key", "id"),
+    ]
+    assert [r[5] for r in rejected[:4]] == [lines[1], lines[3], lines[4], lines[5]]
+    assert "'1.234' is not a valid decimal(12,2)" in rejected[2][6]
+    assert "'1.5' is not a valid bigint" in rejected[3][6]
+
+    assert (by["things"].rows_read, by["things"].rows_rejected, by["things"].rows_landed) == (3, 1, 2)
+    assert duckdb.sql(
+        f"select id, attrs, names from read_parquet('{lake}/landing/bad/things/**/*.parquet') order by id"
+    ).fetchall() == [(1, '{"a":1,"b":null}', '["p","q"]'), (2, None, "[]")]
+    assert duckdb.sql(
+        f"select _line, _record, _reason_code from read_parquet('{lake}/_rejected/bad/things/**/*.parquet')"
+    ).fetchall() == [(3, 2, "null_key")]
+    state = StateStore(str(lake), "bad_json").read("bad", "events")
+    assert state is not None and state.columns["tags"] == "string" and state.columns["n"] == "bigint"
+
+
+def test_sdk_debug_logging_never_prints_the_glue_connection_password(glue: Any, tmp_path: Path) -> None:
+    """With botocore and urllib3 at DEBUG, neither tidemark's log file and console nor a handler someone
+    else put on the root logger shows a Glue connection's password: the SDK logs no body of the call that
+    fetches it, and every record through those handlers has registered secrets masked."""
+    import logging
+
+    from ingestion.config import GlueCatalogSourceConfig
+    from ingestion.observe.logs import log, setup_logging
+    from ingestion.redact import SDK_LOGGERS
+    from ingestion.sources.catalog import glue_connection
+
+    password = f"Pw {uuid.uuid4().hex}, x"  # a space and a comma: beyond what key=value patterns mask
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    glue.create_connection(
+        ConnectionInput={
+            "Name": name,
+            "ConnectionType": "JDBC",
+            "ConnectionProperties": {
+                "JDBC_CONNECTION_URL": "jdbc:postgresql://127.0.0.1:5432/shop",
+                "USERNAME": "loader",
+                "PASSWORD": password,
+            },
+        }
+    )
+    theirs = io.StringIO()
+    root_handler = logging.StreamHandler(theirs)
+    root = logging.getLogger()
+    root.addHandler(root_handler)
+    levels = {n: logging.getLogger(n).level for n in ("botocore", "urllib3")}
+    path = setup_logging("run-redact", str(tmp_path / "lake"))
+    assert path is not None
+    try:
+        for n in levels:
+            logging.getLogger(n).setLevel(logging.DEBUG)
+        source = GlueCatalogSourceConfig.model_validate(
+            {"name": "s", "kind": "glue_catalog", "database": "d"}
+        )
+        conn = glue_connection(source, name, None, glue)
+        assert conn.password == password and conn.user == "loader"
+        # Now registered: a raw call that logs the response body is masked in every handler.
+        glue.get_connection(Name=name, HidePassword=False)
+        glue.get_connection(Name=name, HidePassword=False)  # once more: a record per call, not a cache
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+        root.removeHandler(root_handler)
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            for n in SDK_LOGGERS:
+                logging.getLogger(n).removeHandler(h)
+            h.close()
+    ours = path.read_text()
+    body = [json.loads(line)["event"] for line in ours.splitlines() if "Response body" in line]
+    assert len(body) == 2 and all("PASSWORD" in b and "***" in b for b in body)  # only the raw calls
+    assert password not in ours and password not in theirs.getvalue()
+    assert "Response body" in theirs.getvalue()
+
+
+_REJECT = "type_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("value", "ltype", "expected"),
+    [
+        ("1.5", "bigint", _REJECT),
+        ("1E2", "bigint", _REJECT),
+        ("-0", "bigint", 0),
+        ("99999999999999999999", "bigint", _REJECT),
+        ('"12"', "bigint", _REJECT),
+        ("true", "bigint", _REJECT),
+        ("1e2", "double", 100.0),
+        ('"NaN"', "double", _REJECT),
+        ("1.500", "decimal(12,2)", Decimal("1.50")),
+        ("1.234", "decimal(12,2)", _REJECT),
+        ("12345678901.5", "decimal(12,2)", _REJECT),
+        ('"+1.5"', "decimal(12,2)", Decimal("1.50")),
+        ('" 1.5"', "decimal(12,2)", _REJECT),
+        ('"2024-01-01T10"', "timestamp", datetime(2024, 1, 1, 10)),
+        ('"2024-01-01 10:00"', "timestamp", datetime(2024, 1, 1, 10)),
+        ('"2024-01-01T10:00:00+0200"', "timestamp", datetime(2024, 1, 1, 8)),
+        ('"2024-01-01T10:00:00.1234567"', "timestamp", _REJECT),
+        ('"20240101"', "timestamp", _REJECT),
+        ('"2024-01-02"', "date", datetime(2024, 1, 2).date()),
+        ('"2024-02-30"', "date", _REJECT),
+        ("5", "string", "5"),
+        ('{"x": [1, 2.50]}', "string", '{"x":[1,2.50]}'),
+        ("1", "boolean", _REJECT),
+    ],
+)
+def test_the_json_line_rule_and_duckdbs_fast_path_agree(value: str, ltype: str, expected: Any) -> None:
+    """A value lands exactly or its row is rejected (the line rule: the Spark engine's, and DuckDB's for a
+    file with a bad line); whatever pyarrow's reader (DuckDB's fast path for good files) lands, the rule
+    lands the same value."""
+    import pyarrow.json as pj
+
+    from ingestion.plan.json_lines import parse_line
+    from ingestion.sources.catalog import _decimals_fit, arrow_type
+
+    line = f'{{"a": {value}}}'
+    row, bad = parse_line(line, [("a", "a", ltype)])
+    if expected == _REJECT:
+        assert row is None and bad is not None and bad[0] == _REJECT and bad[2] == "a"
+    else:
+        assert bad is None and row == (expected,)
+    try:
+        fast = pj.read_json(
+            pa.BufferReader(line.encode() + b"\n"),
+            parse_options=pj.ParseOptions(explicit_schema=pa.schema([("a", arrow_type(ltype))])),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return  # the fast path refuses the file: the line rule decides
+    if _decimals_fit(fast):
+        assert row == (fast.column(0)[0].as_py(),)
 
 
 def test_an_imported_seed_watermark_makes_a_catalog_tables_first_run_incremental(

@@ -10,14 +10,56 @@ import json
 import logging
 import shutil
 import sys
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ingestion.redact import redact
+from ingestion.redact import SDK_LOGGERS, redact
 
 LOGGER = "tidemark"
 log = logging.getLogger(LOGGER)
+
+
+class RedactFilter(logging.Filter):
+    """Masks secrets in every record a handler emits (message, arguments, structured fields, traceback),
+    whoever logged it: a library's DEBUG record with a request or response body included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_tidemark_redacted", False):
+            return True
+        record.msg, record.args = redact(record.getMessage()), None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip())
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        record._tidemark_redacted = True
+        return True
+
+
+REDACT = RedactFilter()
+
+
+def _install(handlers: list[logging.Handler]) -> None:
+    """Mask secrets in tidemark's handlers, route the SDKs' records (at whatever level they are set) to
+    them, and mask secrets in handlers others put on the root and SDK loggers (Glue's, Airflow's)."""
+    for h in handlers:
+        h.addFilter(REDACT)
+        h._tidemark = True  # type: ignore[attr-defined]
+    for name in SDK_LOGGERS:
+        lib = logging.getLogger(name)
+        for h in [h for h in lib.handlers if getattr(h, "_tidemark", False)]:
+            lib.removeHandler(h)
+        for h in handlers:
+            lib.addHandler(h)
+        lib.propagate = True
+    for lg in (logging.getLogger(), *(logging.getLogger(n) for n in SDK_LOGGERS)):
+        for h in lg.handlers:
+            if REDACT not in h.filters:
+                h.addFilter(REDACT)
 
 
 class JsonFormatter(logging.Formatter):
@@ -67,6 +109,7 @@ def setup_logging(run_id: str, lake_root: str | None, *, verbose: bool = False) 
         console.setFormatter(JsonFormatter(run_id))
     log.addHandler(console)
     if lake_root is None:
+        _install([console])
         return None
     from ingestion.lake.fs import scratch_root
 
@@ -76,6 +119,7 @@ def setup_logging(run_id: str, lake_root: str | None, *, verbose: bool = False) 
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonFormatter(run_id))
     log.addHandler(handler)
+    _install([console, handler])
     return path
 
 
@@ -100,6 +144,8 @@ def publish_log(lake_root: str, path: Path | None, also: str | None = None) -> s
     for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
         if Path(handler.baseFilename) == path.resolve():
             log.removeHandler(handler)
+            for name in SDK_LOGGERS:
+                logging.getLogger(name).removeHandler(handler)
             handler.close()
     if also:
         copy = lakefs.join(also, path.parent.name, path.name)

@@ -25,6 +25,7 @@ from ingestion.plan.normalize import DECIMAL, STRING, clean_header, widen
 
 Format = Literal["parquet", "csv", "json"]
 CURSOR_TYPES = ("timestamptz", "timestamp", "date", "bigint")
+NESTED_TYPES = ("struct<", "array<", "map<")
 # Table parameters that name a primary key (comma-separated), as teams write them on crawled tables.
 KEY_PARAMETERS = ("primary_key", "primaryKey", "primary_keys", "primaryKeys", "pk")
 _SERDE_FORMATS = {
@@ -160,9 +161,11 @@ def landed_type(glue_type: str) -> str:
         return t
     if t in ("string",) or t.startswith(("varchar", "char")):
         return STRING
+    if t.startswith(NESTED_TYPES):
+        return STRING  # landed as its JSON text (both engines), never flattened or dropped
     raise SchemaError(
-        f"catalog type {glue_type!r} has no landed equivalent (binary and nested types are not landed)",
-        hint="exclude the table, or expose the column as a string in the catalog",
+        f"catalog type {glue_type!r} has no landed equivalent (binary columns are not landed)",
+        hint="exclude the table, or expose the column as a string (e.g. base64) in the catalog",
     )
 
 
@@ -290,7 +293,12 @@ def resolve_table(
     fmt = table_format(table)
     raw = [c.name for c in table.columns] + [k.name for k in table.partition_keys]
     cleaned = clean_header(raw, file=where)
-    types = [landed_type(c.type) for c in (*table.columns, *table.partition_keys)]
+    types = []
+    for c in (*table.columns, *table.partition_keys):
+        try:
+            types.append(landed_type(c.type))
+        except SchemaError as exc:
+            raise SchemaError(f"{where}: column {c.name}: {exc.message}", hint=exc.hint) from None
     columns = dict(zip(cleaned, types, strict=True))
     to_landed = dict(zip(raw, cleaned, strict=True))
     cfg = source.table_config(table.name)

@@ -27,6 +27,7 @@ TYPE_MISMATCH = "type_mismatch"
 BAD_CURSOR = "bad_cursor"  # the cursor value is not a time or number of the cursor's type
 NULL_KEY = "null_key"  # a primary key column is null or empty: never a merge group
 REPEATED_HEADER = "repeated_header"  # the header line again, mid-file (concatenated exports)
+MALFORMED_JSON = "malformed_json"  # a JSON-lines record that is not a JSON object
 REASONS = (
     MISSING_COLUMNS,
     EXTRA_COLUMNS,
@@ -37,6 +38,7 @@ REASONS = (
     BAD_CURSOR,
     NULL_KEY,
     REPEATED_HEADER,
+    MALFORMED_JSON,
 )
 
 # DuckDB's reject table `error_type` → reason code.

@@ -24,12 +24,15 @@ from ingestion.plan.catalog import (
     partition_columns,
 )
 from ingestion.plan.csv import FileFacts
+from ingestion.plan.json_lines import json_text, parse_line, split_lines
 from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject
-from ingestion.redact import redact, register_secret
+from ingestion.redact import redact, register_secret, sdk_bodies_unlogged
 from ingestion.sources.jdbc import PgConnection, parse_jdbc_url, secret_password
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+LINE = "_line"  # a read row's line in its file (JSON lines), or its 1-based row number (Parquet)
 
 
 def glue_client(source: GlueCatalogSourceConfig) -> Any:
@@ -54,7 +57,8 @@ def glue_connection(
 
     glue = glue or glue_client(source)
     try:
-        doc = glue.get_connection(Name=name, HidePassword=False, **_ids(source))["Connection"]
+        with sdk_bodies_unlogged():  # the response holds the password, not yet registered
+            doc = glue.get_connection(Name=name, HidePassword=False, **_ids(source))["Connection"]
     except Exception as exc:
         raise SourceError(
             f"source {source.name}: cannot read the Glue connection {name!r}: {type(exc).__name__}: {exc}",
@@ -76,7 +80,8 @@ def glue_connection(
         password = password or secret_password(secret, source.name)
         if not user:
             try:
-                value = aws_client("secretsmanager").get_secret_value(SecretId=secret).get("SecretString")
+                with sdk_bodies_unlogged():
+                    value = aws_client("secretsmanager").get_secret_value(SecretId=secret).get("SecretString")
                 user = json.loads(value).get("username")
             except Exception:
                 user = None
@@ -270,39 +275,30 @@ def lake_type(t: pa.DataType, where: str) -> str:
     )
 
 
-def read_file(spec: CatalogSpec, f: CatalogFile) -> pa.Table:
+def read_file(spec: CatalogSpec, f: CatalogFile) -> tuple[pa.Table, list[Reject]]:
     """One Parquet or JSON-lines file as Arrow, columns cleaned to the landed names, partition values
-    added as columns (typed as the catalog declares the key), `_source_file` the file's path."""
+    added as columns (typed as the catalog declares the key), `_source_file` the file's path and `_line`
+    the row's line (JSON lines: the physical 1-based line; Parquet: the 1-based row number in the file);
+    and the file's rejected lines (`plan.json_lines`: malformed JSON, values that don't fit the catalog's
+    type). Nested Parquet columns land as their JSON text."""
     import pyarrow as pa
-    import pyarrow.json as pj
-    import pyarrow.parquet as pq
 
     from ingestion.plan.normalize import clean_header
 
     path = f.facts.path
+    rejects: list[Reject] = []
     try:
         if spec.format == "parquet":
-            fs, key = lakefs.filesystem(path)
-            with fs.open_input_file(key) as fh:
-                data = pq.read_table(fh)
+            data = _read_parquet(path)
         else:
-            declared = {
-                raw: arrow_type(spec.columns[name])
-                for raw, name in zip(spec.raw_columns, spec.columns, strict=False)
-            }
-            with lakefs.open_input(path) as fh:
-                data = pj.read_json(
-                    fh,
-                    parse_options=pj.ParseOptions(
-                        explicit_schema=pa.schema(list(declared.items())),
-                        unexpected_field_behavior="ignore",  # the catalog's columns, as Athena and Spark read it
-                    ),
-                )
+            data, rejects = _read_json_lines(spec, f)
     except Exception as exc:
         raise SourceError(
             f"{spec.source}.{spec.name}: cannot read {path} as {spec.format}: {type(exc).__name__}: {exc}",
             hint="check the file and the table's format in the catalog",
         ) from None
+    lines = data.column(LINE)
+    data = data.drop_columns([LINE])
     names = clean_header(data.column_names, file=path)
     data = data.rename_columns(names)
     n = data.num_rows
@@ -319,7 +315,111 @@ def read_file(spec: CatalogSpec, f: CatalogFile) -> pa.Table:
         if key in data.column_names:
             data = data.drop_columns([key])
         data = data.append_column(key, typed)
-    return data.append_column("_source_file", pa.array([f.facts.relpath] * n, pa.string()))
+    data = data.append_column("_source_file", pa.array([f.facts.relpath] * n, pa.string()))
+    return data.append_column(LINE, lines), rejects
+
+
+def _read_parquet(path: str) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pyarrow.types as pt
+
+    fs, key = lakefs.filesystem(path)
+    with fs.open_input_file(key) as fh:
+        data = pq.read_table(fh)
+    for i, fld in enumerate(data.schema):
+        if (
+            pt.is_struct(fld.type)
+            or pt.is_list(fld.type)
+            or pt.is_large_list(fld.type)
+            or pt.is_map(fld.type)
+        ):
+            text = [None if v is None else json_text(_plain(v, fld.type)) for v in data.column(i).to_pylist()]
+            data = data.set_column(i, fld.name, pa.array(text, pa.string()))
+    return data.append_column(LINE, pa.array(range(1, data.num_rows + 1), pa.int64()))
+
+
+def _plain(value: Any, t: pa.DataType) -> Any:
+    """A nested Parquet value as JSON-ready Python (maps as objects, times as ISO text), as Spark's
+    `to_json` writes it."""
+    import datetime as dt
+
+    import pyarrow.types as pt
+
+    if value is None:
+        return None
+    if pt.is_struct(t):
+        return {
+            t.field(i).name: _plain(value.get(t.field(i).name), t.field(i).type) for i in range(t.num_fields)
+        }
+    if pt.is_map(t):
+        return {str(k): _plain(v, t.item_type) for k, v in value}
+    if pt.is_list(t) or pt.is_large_list(t):
+        return [_plain(v, t.value_type) for v in value]
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def _decimals_fit(data: pa.Table) -> bool:
+    """Every decimal value of the table within its column's precision."""
+    from decimal import Decimal
+
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    for col in data.columns:
+        if pt.is_decimal(col.type) and col.null_count < len(col):
+            limit = Decimal(10) ** (col.type.precision - col.type.scale)
+            low, high = pc.min_max(col).values()
+            if abs(low.as_py()) >= limit or abs(high.as_py()) >= limit:
+                return False
+    return True
+
+
+def _read_json_lines(spec: CatalogSpec, f: CatalogFile) -> tuple[pa.Table, list[Reject]]:
+    """A JSON-lines file: pyarrow's reader when every line is good (and each is a row), else line by line
+    with `plan.json_lines` (the same rule the Spark engine applies), keeping each bad line as a reject."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    fields = [
+        (raw, name, spec.columns[name]) for raw, name in zip(spec.raw_columns, spec.columns, strict=False)
+    ]
+    schema = pa.schema([(raw, arrow_type(t)) for raw, _, t in fields])
+    with lakefs.open_input(f.facts.path) as fh:
+        body = fh.read()
+    lines = split_lines(body)
+    try:
+        data = pj.read_json(
+            pa.BufferReader(body),
+            parse_options=pj.ParseOptions(
+                explicit_schema=schema,
+                unexpected_field_behavior="ignore",  # the catalog's columns, as Athena and Spark read it
+            ),
+        )
+        # No blank line (row i is line i + 1), and no decimal past its precision (pyarrow's reader lets
+        # 12345678901.5 into a decimal(12,2)): else line by line, which rejects it.
+        if data.num_rows == len(lines) and _decimals_fit(data):
+            return data.append_column(LINE, pa.array(range(1, len(lines) + 1), pa.int64())), []
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    rows: list[tuple[Any, ...]] = []
+    numbers: list[int] = []
+    rejects: list[Reject] = []
+    for number, text in enumerate(lines, 1):
+        row, bad = parse_line(text, fields)
+        if bad is not None:
+            code, reason, column = bad
+            rejects.append(Reject(f.facts.relpath, number - 1, code, reason, column, text, line=number))
+        elif row is not None:
+            rows.append(row)
+            numbers.append(number)
+    columns = [pa.array([r[i] for r in rows], schema.field(i).type) for i in range(len(fields))]
+    data = pa.Table.from_arrays([*columns, pa.array(numbers, pa.int64())], names=[*schema.names, LINE])
+    return data, rejects
 
 
 def conform(tables: Sequence[tuple[str, pa.Table]], types: Mapping[str, str]) -> pa.Table:
@@ -327,13 +427,18 @@ def conform(tables: Sequence[tuple[str, pa.Table]], types: Mapping[str, str]) ->
     narrowed: `fold_types` chose only widenings)."""
     import pyarrow as pa
 
-    schema = pa.schema([(c, arrow_type(t)) for c, t in types.items()] + [("_source_file", pa.string())])
+    schema = pa.schema(
+        [(c, arrow_type(t)) for c, t in types.items()] + [("_source_file", pa.string()), (LINE, pa.int64())]
+    )
     out = []
     for path, t in tables:
         cols = []
         for fld in schema:
             if fld.name in t.column_names:
                 col = t.column(fld.name)
+                if fld.name == LINE:
+                    cols.append(col)
+                    continue
                 try:
                     cols.append(col.cast(fld.type, safe=True) if col.type != fld.type else col)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -351,15 +456,16 @@ def file_types(data: pa.Table, where: str) -> dict[str, str]:
     return {
         name: lake_type(data.schema.field(name).type, f"{where}: column {name}")
         for name in data.column_names
-        if name != "_source_file"
+        if name not in ("_source_file", LINE)
     }
 
 
 def null_key_rejects(
-    files: Sequence[tuple[str, pa.Table]], keys: Sequence[str]
+    files: Sequence[tuple[str, pa.Table]], keys: Sequence[str], parsed: Mapping[str, Sequence[Reject]]
 ) -> tuple[pa.Table | None, Quarantine]:
     """The files' rows without those whose key has a null column (rejected, with the row as JSON: a NULL
-    key is never a merge group), and the quarantine that records them and each file's counts."""
+    key is never a merge group), and the quarantine that records them, the lines the reader rejected
+    (`parsed`) and each file's counts (read = landable + rejected)."""
     import json
 
     import pyarrow as pa
@@ -368,7 +474,11 @@ def null_key_rejects(
     q = Quarantine()
     kept: list[pa.Table] = []
     for path, data in files:
-        counts = q.files[path] = FileCounts(path, read=data.num_rows, accepted=data.num_rows)
+        bad_lines = list(parsed.get(path, ()))
+        q.rejects += bad_lines
+        counts = q.files[path] = FileCounts(
+            path, read=data.num_rows + len(bad_lines), accepted=data.num_rows, rejected=len(bad_lines)
+        )
         if keys and data.num_rows:
             nulls = [pc.is_null(data.column(k)) for k in keys]
             bad = nulls[0]
@@ -379,13 +489,16 @@ def null_key_rejects(
                 row = data.slice(i, 1).to_pylist()[0]
                 column = next(k for k in keys if row.get(k) is None)
                 row.pop("_source_file", None)
+                line = row.pop(LINE)
                 raw = json.dumps(row, default=str)
                 q.rejects.append(
-                    Reject(path, i, NULL_KEY, f"primary key column {column} is null", column, raw)
+                    Reject(
+                        path, line - 1, NULL_KEY, f"primary key column {column} is null", column, raw, line
+                    )
                 )
             if rows:
                 data = data.filter(pc.invert(bad))
-            counts.rejected = len(rows)
+            counts.rejected += len(rows)
         counts.landable = data.num_rows
         kept.append(data)
     return (pa.concat_tables(kept) if kept else None), q

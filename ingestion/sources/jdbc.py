@@ -21,7 +21,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from ingestion.config import JdbcSourceConfig
 from ingestion.errors import ConfigError, SourceError
 from ingestion.plan.jdbc import CatalogColumn, CatalogTable
-from ingestion.redact import redact, register_secret
+from ingestion.redact import redact, register_secret, sdk_bodies_unlogged
 
 if TYPE_CHECKING:
     import psycopg
@@ -122,7 +122,8 @@ def secret_password(secret_id: str, source: str) -> str:
     from ingestion.lake.s3 import aws_client
 
     try:
-        value = aws_client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString")
+        with sdk_bodies_unlogged():  # the response is the secret
+            value = aws_client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString")
     except Exception as exc:
         raise SourceError(
             f"source {source}: cannot read the password secret {secret_id!r}: {type(exc).__name__}: {exc}",

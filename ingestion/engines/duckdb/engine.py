@@ -154,7 +154,10 @@ class DuckDBEngine:
         if batch.csv is not None:
             return self.land_csv(batch.csv)
         spec = batch.spec
-        read = [(f.facts.relpath, read_file(spec, f)) for f in batch.files]
+        read, parsed = [], {}
+        for f in batch.files:
+            data, parsed[f.facts.relpath] = read_file(spec, f)
+            read.append((f.facts.relpath, data))
         types = fold_types(
             batch.name,
             batch.committed,
@@ -163,7 +166,7 @@ class DuckDBEngine:
         for c in (*spec.primary_key, *([spec.cursor] if spec.cursor else [])):
             types.setdefault(c, spec.columns[c])  # no file yet: the catalog's type
         conformed = [(path, conform([(path, data)], types)) for path, data in read]
-        rows, quarantine = null_key_rejects(conformed, spec.primary_key)
+        rows, quarantine = null_key_rejects(conformed, spec.primary_key, parsed)
         landing = ArrowLanding(
             batch.name,
             types,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from functools import reduce
+from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
 from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 # Rows of a file with a null key are rejected and reach the driver; past this many the run fails
 # rather than pull an unbounded number of rows onto it.
 MAX_NULL_KEY_REJECTS = 100_000
+LINE = "_line"
+REJECT_COLUMNS = ("_reject_code", "_reject_reason", "_reject_column", "_reject_raw")
 
 
 class _CatalogCsv(_SparkCsv):
@@ -106,24 +108,67 @@ def _file_path(uri_column: Any) -> Any:
     return F.regexp_replace(s3, r"^file:(//)?", "")
 
 
+def _json_frame(spark: SparkSession, batch: CatalogBatch, files: list[CatalogFile]) -> DataFrame:
+    """JSON-lines files parsed line by line on the executors: each file whole in one task (`binaryFiles`),
+    so every row knows its physical line; bad lines stay in the frame with their reason."""
+    from pyspark import cloudpickle
+
+    from ingestion.plan import json_lines
+
+    # Shipped by value: the executors need no tidemark install for it (stdlib only).
+    cloudpickle.register_pickle_by_value(json_lines)
+    spec = batch.spec
+    sc = spark.sparkContext
+    fields = [
+        (raw, name, spec.columns[name]) for raw, name in zip(spec.raw_columns, spec.columns, strict=False)
+    ]
+    rdds = [
+        sc.binaryFiles(spark_uri(f.facts.path)).flatMap(
+            partial(json_lines.file_rows, fields, f.facts.relpath)
+        )
+        for f in files
+    ]
+    schema = ", ".join(
+        [f"{quote_spark(raw)} {spark_type(t)}" for raw, _, t in fields]
+        + [f"{SOURCE_FILE} string", f"{LINE} bigint"]
+        + [f"{c} string" for c in REJECT_COLUMNS]
+    )
+    return spark.createDataFrame(sc.union(rdds), schema=schema, verifySchema=False)
+
+
 def _partition_frame(spark: SparkSession, batch: CatalogBatch, files: list[CatalogFile]) -> DataFrame:
-    """One partition's files as a DataFrame: cleaned names, partition values, `_source_file`."""
+    """One partition's files as a DataFrame: cleaned names, partition values, `_source_file`, `_line`
+    (JSON: the physical line; Parquet: the 1-based row number in its file), and for JSON the reject
+    columns of lines that did not parse or fit. Nested Parquet columns as their JSON text."""
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     spec = batch.spec
-    uris = [spark_uri(f.facts.path) for f in files]
     if spec.format == "parquet":
-        df = spark.read.option("mergeSchema", "true").parquet(*uris)
-    else:
-        schema = ", ".join(
-            f"{quote_spark(raw)} {spark_type(spec.columns[name])}"
-            for raw, name in zip(spec.raw_columns, spec.columns, strict=False)
+        df = spark.read.option("mergeSchema", "true").parquet(*[spark_uri(f.facts.path) for f in files])
+        nested = (T.StructType, T.ArrayType, T.MapType)
+        data = [
+            (
+                F.to_json(F.col(quote_spark(c.name)), {"ignoreNullFields": "false"})
+                if isinstance(c.dataType, nested)
+                else F.col(quote_spark(c.name))
+            ).alias(c.name)
+            for c in df.schema.fields
+        ]
+        df = df.select(
+            *data,
+            _file_path(F.input_file_name()).alias(SOURCE_FILE),
+            (F.col("_metadata.row_index") + 1).alias(LINE),
         )
-        df = spark.read.schema(schema).option("mode", "FAILFAST").json(uris)
-    df = df.toDF(*clean_header(df.columns, file=f"{batch.name} ({files[0].facts.relpath})"))
+    else:
+        df = _json_frame(spark, batch, files)
+    extra = [c for c in df.columns if c in (SOURCE_FILE, LINE, *REJECT_COLUMNS)]
+    data_cols = [c for c in df.columns if c not in extra]
+    cleaned = clean_header(data_cols, file=f"{batch.name} ({files[0].facts.relpath})")
+    df = df.toDF(*cleaned, *extra)
     for key, value in files[0].partition:
         df = df.drop(key).withColumn(key, F.lit(value).cast(spark_type(spec.columns[key])))
-    return df.withColumn(SOURCE_FILE, _file_path(F.input_file_name()))
+    return df
 
 
 def _conform(df: DataFrame, types: Mapping[str, str]) -> DataFrame:
@@ -133,7 +178,26 @@ def _conform(df: DataFrame, types: Mapping[str, str]) -> DataFrame:
         (F.col(quote_spark(c)) if c in df.columns else F.lit(None)).cast(spark_type(t)).alias(c)
         for c, t in types.items()
     ]
-    return df.select(*cols, F.col(SOURCE_FILE))
+    return df.select(*cols, F.col(SOURCE_FILE), F.col(LINE))
+
+
+def _parse_rejects(q: Quarantine, frames: list[tuple[str, DataFrame]]) -> None:
+    """Bring the JSON lines that did not parse or fit to the driver (capped) and count them per file."""
+    from pyspark.sql import functions as F
+
+    cols = [SOURCE_FILE, LINE, *REJECT_COLUMNS]
+    bad_frames = [df.where(F.col(REJECT_COLUMNS[0]).isNotNull()).select(*cols) for _, df in frames]
+    bad = reduce(lambda a, b: a.unionByName(b), bad_frames).limit(MAX_NULL_KEY_REJECTS + 1).collect()
+    if len(bad) > MAX_NULL_KEY_REJECTS:
+        raise EngineError(
+            f"more than {MAX_NULL_KEY_REJECTS} lines are not valid JSON or do not fit the catalog's types",
+            hint="check the files and the table's columns in the catalog",
+        )
+    for path, line, code, reason, column, raw in bad:
+        q.rejects.append(Reject(path, line - 1, code, reason, column, raw, line))
+        counts = q.files.setdefault(path, FileCounts(path))
+        counts.read += 1
+        counts.rejected += 1
 
 
 def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
@@ -151,13 +215,24 @@ def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
         frames = [
             (files[0].facts.relpath, _partition_frame(spark, batch, files)) for files in groups.values()
         ]
+        q = Quarantine()
+        parsed: list[DataFrame] = []
+        if spec.format == "json":
+            # Parsed once: the rejects are collected from the same rows that land.
+            parsed = [df.cache() for _, df in frames]
+            frames = [(path, df) for (path, _), df in zip(frames, parsed, strict=True)]
+            _parse_rejects(q, frames)
+            frames = [
+                (path, df.where(F.col(REJECT_COLUMNS[0]).isNull()).drop(*REJECT_COLUMNS))
+                for path, df in frames
+            ]
         found = [
             (
                 path,
                 {
                     c.name: lake_type(c.dataType, f"{path}: column {c.name}")
                     for c in df.schema.fields
-                    if c.name != SOURCE_FILE
+                    if c.name not in (SOURCE_FILE, LINE)
                 },
             )
             for path, df in frames
@@ -166,9 +241,11 @@ def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
         for c in (*spec.primary_key, *([spec.cursor] if spec.cursor else [])):
             types.setdefault(c, spec.columns[c])
         rows = reduce(lambda a, b: a.unionByName(b), [_conform(df, types) for _, df in frames]).cache()
-        q = Quarantine()
         for path, n in rows.groupBy(SOURCE_FILE).count().collect():
-            q.files[path] = FileCounts(path, read=int(n), accepted=int(n), landable=int(n))
+            counts = q.files.setdefault(path, FileCounts(path))
+            counts.read += int(n)
+            counts.accepted += int(n)
+            counts.landable += int(n)
         if spec.primary_key:
             null_key = reduce(lambda a, b: a | b, [F.col(quote_spark(k)).isNull() for k in spec.primary_key])
             bad = rows.where(null_key).limit(MAX_NULL_KEY_REJECTS + 1).collect()
@@ -179,11 +256,13 @@ def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
                 )
             for row in bad:
                 d = row.asDict()
-                path = d.pop(SOURCE_FILE)
+                path, line = d.pop(SOURCE_FILE), d.pop(LINE)
                 column = next(k for k in spec.primary_key if d.get(k) is None)
                 raw = json.dumps(d, default=str)
                 q.rejects.append(
-                    Reject(path, 0, NULL_KEY, f"primary key column {column} is null", column, raw)
+                    Reject(
+                        path, line - 1, NULL_KEY, f"primary key column {column} is null", column, raw, line
+                    )
                 )
                 q.files[path].rejected += 1
                 q.files[path].landable -= 1
@@ -203,6 +282,8 @@ def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
         ctype = types.get(spec.cursor, "") if spec.cursor else ""
         rows_landed, max_cursor = write_observed(out, spark_uri(staging), spec.cursor, ctype, "written")
         rows.unpersist()
+        for df in parsed:
+            df.unpersist()
         staged_files(staging, rows_landed, batch.name)
         files = publish_staged(staging, batch.target, batch.run_id) if rows_landed else []
     except Exception as exc:
