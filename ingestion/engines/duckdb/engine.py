@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 
+from ingestion.config import DuckDBConfig
 from ingestion.contract import SOURCE_FILE
 from ingestion.engines.base import (
     CsvBatch,
@@ -114,16 +117,47 @@ def fits_expr(col: str, target: str, rules: dict[str, TypeRule], *, key: bool = 
     return f"({col} IS NULL OR {col} = '' OR {' OR '.join(alts)})"
 
 
+def default_memory_limit() -> str:
+    """Half the machine's RAM: room for the Python process, the OS and the page cache beside DuckDB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): DuckDB's own default
+        return ""
+    return f"{max(total // 2 // 2**20, 256)}MB"
+
+
 class DuckDBEngine:
-    """Lands batches in process; each batch gets its own connection, so tables can land in parallel."""
+    """Lands batches in process; each batch gets its own connection, so tables can land in parallel.
+
+    One in-memory database for the run, bounded by `memory_limit`: what does not fit (a large file's
+    text table, the dedup's sort) spills to a folder of its own under `temp_directory`, removed at close.
+    """
 
     name = "duckdb"
 
-    def __init__(self) -> None:
-        self.db = duckdb.connect(":memory:")
+    def __init__(self, settings: DuckDBConfig | None = None) -> None:
+        settings = settings or DuckDBConfig()
+        parent = settings.temp_directory
+        if parent:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.temp_directory = tempfile.mkdtemp(prefix="tidemark-duckdb-", dir=parent)
+        config = {"temp_directory": self.temp_directory}
+        memory = settings.memory_limit or default_memory_limit()
+        if memory:
+            config["memory_limit"] = memory.replace(" ", "")
+        if settings.threads:
+            config["threads"] = str(settings.threads)
+        try:
+            self.db = duckdb.connect(":memory:", config=config)
+        except duckdb.Error as exc:
+            shutil.rmtree(self.temp_directory, ignore_errors=True)
+            raise EngineError(
+                f"DuckDB refused its settings {config}: {exc}", hint="fix the duckdb: block of the config"
+            ) from exc
 
     def close(self) -> None:
         self.db.close()
+        shutil.rmtree(self.temp_directory, ignore_errors=True)  # spill files of the run
 
     def land_csv(self, batch: CsvBatch) -> LandedBatch:
         """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`.
@@ -238,10 +272,9 @@ class _DuckDBCsv:
         names, table = self.names[f.relpath], self.tables[f.relpath]
         if not names:
             return {}
-        every = dict.fromkeys(names, rules)
         if self.accepted[f.relpath] <= SAMPLE_ROWS:
-            return self._rule_counts(table, every)
-        sample = self._rule_counts(f"(SELECT * FROM {table} LIMIT {SAMPLE_ROWS})", every)
+            return self._rule_counts_long(table, names, rules)
+        sample = self._rule_counts_long(f"(SELECT * FROM {table} LIMIT {SAMPLE_ROWS})", names, rules)
         exact = [self.batch.cursor] if self.batch.cursor else []
         return with_lower_bounds(self._rule_counts(table, candidate_rules(sample, rules, exact)), rules)
 
@@ -260,6 +293,25 @@ class _DuckDBCsv:
             row = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
             assert row is not None
             out.update(unpack_rule_counts(part, row))
+        return out
+
+    def _rule_counts_long(
+        self, source: str, names: list[str], rules: tuple[TypeRule, ...]
+    ) -> dict[str, ColumnStats]:
+        """`_rule_counts` with every rule for every column, over the values unpivoted into one column: a
+        query of one term per rule whatever the width, so a 500-column file costs what its values do
+        (the wide form's planning grows faster than its columns). For samples and small files."""
+        cols = ", ".join(quote_ident(c) for c in names)
+        checks = [f"count(*) FILTER (WHERE {rule_ok_expr('v', rule)})" for rule in rules]
+        found = self.con.execute(
+            f"SELECT col, count(NULLIF(v, '')), count(*) FILTER (WHERE v = ''), {', '.join(checks)} "
+            f"FROM (UNPIVOT (SELECT {cols} FROM {source}) ON {cols} INTO NAME col VALUE v) GROUP BY col"
+        ).fetchall()  # nulls are left out by UNPIVOT: they count nowhere
+        out = {c: ColumnStats(0, {r.name: 0 for r in rules}, empty=0) for c in names}
+        for col, non_null, empty, *ok in found:
+            out[str(col)] = ColumnStats(
+                int(non_null), {r.name: int(k) for r, k in zip(rules, ok, strict=True)}, empty=int(empty)
+            )
         return out
 
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
@@ -311,34 +363,39 @@ class _DuckDBCsv:
             ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], zone)]
             bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
             select += f" WHERE {quote_ident(batch.cursor)} IS NULL OR {quote_ident(batch.cursor)} >= {bound}"
-        kept, landed = f"kept_{self.n}", f"landed_{self.n}"
-        con.execute(f"CREATE TEMP TABLE {kept} AS {select}")
-        rows_kept = count_rows(con, kept)
-        dedup = f"SELECT * FROM {kept}"
+        # One pass from the text tables to the Parquet file: no table of kept rows, none of deduplicated
+        # rows (each was a full copy of the batch in memory).
+        if batch.lower_bound and batch.cursor:
+            rows_kept = count_rows(con, f"({select}) AS kept")
+        else:
+            rows_kept = sum(count_rows(con, self.tables[f.relpath]) for f in files)
+        dedup = select
         if batch.primary_key:
             dedup += (
                 f" QUALIFY row_number() OVER ({dedup_window(batch.primary_key, batch.cursor, columns)}) = 1"
             )
-        con.execute(f"CREATE TEMP TABLE {landed} AS {dedup}")
         # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
         # a truncated file where dbt reads.
         Path(batch.staging).mkdir(parents=True, exist_ok=True)
-        if count_rows(con, landed):  # nothing left after filter and dedup: no file, as on Spark
-            stage_parquet(con, landed, batch.staging, batch.ingested_at)
-        staged = sorted(str(p) for p in Path(batch.staging).rglob("*.parquet"))
-        # Count what was written, not what was meant to be: the conservation check depends on it.
-        rows_landed = (
-            int(
-                con.execute(
-                    f"SELECT count(*) FROM read_parquet([{', '.join(sql_string(p) for p in staged)}])"
-                ).fetchone()[0]  # type: ignore[index]
+        staged = stage_parquet(con, f"({dedup})", batch.staging, batch.ingested_at)
+        # Count what was written, not what was meant to be (the conservation check depends on it): the
+        # row counts of the file's own footer.
+        rows_landed = int(
+            con.execute(
+                f"SELECT coalesce(sum(row_group_num_rows), 0) FROM "
+                f"(SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata({sql_string(staged)}))"
+            ).fetchone()[0]  # type: ignore[index]
+        )
+        top = None
+        if rows_landed == 0:  # nothing left after filter and dedup: no file, as on Spark
+            Path(staged).unlink()
+        else:
+            top = max_cursor(
+                con,
+                f"read_parquet({sql_string(staged)})",
+                batch.cursor,
+                landed_type(plan.types[batch.cursor], zone) if batch.cursor else "",
             )
-            if staged
-            else 0
-        )
-        top = max_cursor(
-            con, landed, batch.cursor, landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
-        )
         published = publish_staged(batch.staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, top, tuple(published))
 
