@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import replace
@@ -117,6 +118,27 @@ def fits_expr(col: str, target: str, rules: dict[str, TypeRule], *, key: bool = 
     return f"({col} IS NULL OR {col} = '' OR {' OR '.join(alts)})"
 
 
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def limit_bytes(limit: str) -> int:
+    """Bytes of a memory_limit setting such as '4GB' or '512 MiB' (DuckDB's units: KB = 1000 B)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", limit)
+    if not m or m.group(2).upper() not in _UNITS:
+        raise EngineError(f"memory_limit {limit!r} is not a size", hint="write it as e.g. '4GB' or '512MiB'")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def reader_line_limit(memory_limit: str) -> int:
+    """The longest record DuckDB's CSV reader takes: MAX_LINE_BYTES, unless the memory limit is so small
+    that its buffers (two records long, one per thread) would not fit: then an eighth of the limit."""
+    return min(MAX_LINE_BYTES, limit_bytes(memory_limit) // 8) if memory_limit else MAX_LINE_BYTES
+
+
+_MEMORY_PER_THREAD = 96 * 2**20  # the least memory per DuckDB thread the engine plans with
+
+
 def default_memory_limit() -> str:
     """Half the machine's RAM: room for the Python process, the OS and the page cache beside DuckDB."""
     try:
@@ -143,10 +165,16 @@ class DuckDBEngine:
         self.temp_directory = tempfile.mkdtemp(prefix="tidemark-duckdb-", dir=parent)
         config = {"temp_directory": self.temp_directory}
         memory = settings.memory_limit or default_memory_limit()
+        self.line_limit = reader_line_limit(memory)
+        self.row_group_bytes = limit_bytes(memory) // 8 if memory else 0
         if memory:
             config["memory_limit"] = memory.replace(" ", "")
-        if settings.threads:
-            config["threads"] = str(settings.threads)
+        threads = settings.threads
+        if not threads and memory:
+            # DuckDB's sort and window need some memory per thread (2 threads fail in 64MB, 1 lands)
+            threads = max(1, min(os.cpu_count() or 1, limit_bytes(memory) // _MEMORY_PER_THREAD))
+        if threads:
+            config["threads"] = str(threads)
         try:
             self.db = duckdb.connect(":memory:", config=config)
         except duckdb.Error as exc:
@@ -166,7 +194,7 @@ class DuckDBEngine:
         """
         local = os.path.join(scratch_dir(batch.lake_root, batch.run_id), "_inbox", batch.source, batch.table)
         batch = replace(batch, files=tuple(download(batch.files, local)))
-        ops = _DuckDBCsv(self.db.cursor(), batch)  # a connection of its own: temp tables stay per batch
+        ops = _DuckDBCsv(self.db.cursor(), batch, self.line_limit, self.row_group_bytes)  # a connection of its own: temp tables stay per batch
         try:
             return land_csv_files(batch, ops)
         except duckdb.Error as exc:
@@ -186,8 +214,15 @@ class DuckDBEngine:
 class _DuckDBCsv:
     """The CSV steps of one batch on one DuckDB connection: one temp table of text columns per file."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, batch: CsvBatch) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        batch: CsvBatch,
+        line_limit: int = MAX_LINE_BYTES,
+        row_group_bytes: int = 0,
+    ) -> None:
         self.con, self.batch = con, batch
+        self.line_limit, self.row_group_bytes = line_limit, row_group_bytes
         self.n = next(_batch_ids)
         self.tables: dict[str, str] = {}  # relpath → temp table of text columns
         self.names: dict[str, list[str]] = {}
@@ -206,7 +241,7 @@ class _DuckDBCsv:
             f"read_csv({sql_string(f.path)}, columns = {{{positional}}}, header = {str(o.header).lower()}, "
             f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, escape = {sql_string(o.escape)}, "
             f"encoding = {sql_string(o.encoding.replace('-sig', ''))}, auto_detect = false, strict_mode = true, "
-            f"null_padding = false, max_line_size = {MAX_LINE_BYTES}, buffer_size = {2 * MAX_LINE_BYTES}, "
+            f"null_padding = false, max_line_size = {self.line_limit}, buffer_size = {2 * self.line_limit}, "
             f"store_rejects = true, rejects_table = {sql_string(rej)}, rejects_scan = {sql_string(scan)}, "
             # PostgreSQL COPY: an unquoted empty field is NULL, a quoted "" the empty string.
             "allow_quoted_nulls = false, nullstr = '', compression = 'none')"
@@ -233,8 +268,12 @@ class _DuckDBCsv:
         for line, pos, error_type, found_line in found:
             csv_line = (found_line or "").lstrip("\r\n")  # DuckDB may start it on the CR/LF before it
             code = DUCKDB_ERRORS.get(str(error_type))
-            if code in (INVALID_ENCODING, LINE_TOO_LONG):
-                reason = _REASON_TEXT[code]
+            if code == INVALID_ENCODING:
+                reason = "bytes that are not valid in the file's encoding"
+            elif code == LINE_TOO_LONG:
+                reason = f"record longer than {self.line_limit} bytes"
+                if self.line_limit < MAX_LINE_BYTES:
+                    reason += " (DuckDB's reader under this memory_limit: raise duckdb.memory_limit)"
             else:  # the same classifier as the Spark engine's: parity by construction
                 code, reason = classify_structural(csv_line, len(names), o)
             record = int(line) - 1 - header
@@ -377,7 +416,7 @@ class _DuckDBCsv:
         # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
         # a truncated file where dbt reads.
         Path(batch.staging).mkdir(parents=True, exist_ok=True)
-        staged = stage_parquet(con, f"({dedup})", batch.staging, batch.ingested_at)
+        staged = stage_parquet(con, f"({dedup})", batch.staging, batch.ingested_at, self.row_group_bytes)
         # Count what was written, not what was meant to be (the conservation check depends on it): the
         # row counts of the file's own footer.
         rows_landed = int(
@@ -398,12 +437,6 @@ class _DuckDBCsv:
             )
         published = publish_staged(batch.staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, top, tuple(published))
-
-
-_REASON_TEXT = {
-    INVALID_ENCODING: "bytes that are not valid in the file's encoding",
-    LINE_TOO_LONG: f"record longer than {MAX_LINE_BYTES} bytes",
-}
 
 
 def _records_of_accepted(ordinals: list[int], rejected: list[int]) -> list[int]:
