@@ -14,7 +14,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from ingestion.config import DuckDBConfig, parse_config
+from ingestion.config import parse_config
 from ingestion.engines import get_engine
 from ingestion.engines.duckdb.engine import DuckDBEngine, limit_bytes, reader_line_limit
 from ingestion.errors import ConfigError, EngineError
@@ -46,7 +46,9 @@ def _landed(lake: Path) -> str:
 def test_the_memory_settings_reach_duckdb_and_its_spill_folder_goes_at_close(tmp_path):
     cfg_dir = tmp_path / "conf"
     cfg_dir.mkdir()
-    doc = _doc(tmp_path, tmp_path / "lake", {"memory_limit": "300MB", "temp_directory": "spill", "threads": 1})
+    doc = _doc(
+        tmp_path, tmp_path / "lake", {"memory_limit": "300MB", "temp_directory": "spill", "threads": 1}
+    )
     cfg = parse_config(doc).model_copy(update={"config_path": cfg_dir / "ingestion.yml"})
     engine = get_engine("duckdb", cfg)
     assert isinstance(engine, DuckDBEngine)
@@ -104,7 +106,9 @@ def test_a_file_larger_than_the_memory_limit_lands_by_spilling(tmp_path):
 
     def watch() -> None:  # the biggest the spill folder got during the run
         while not done.is_set():
-            seen.append(sum(p.stat().st_size for p in spill.rglob("*") if p.is_file()) if spill.exists() else 0)
+            seen.append(
+                sum(p.stat().st_size for p in spill.rglob("*") if p.is_file()) if spill.exists() else 0
+            )
             done.wait(0.2)
 
     watcher = threading.Thread(target=watch)

@@ -163,7 +163,7 @@ class DuckDBEngine:
         if parent:
             Path(parent).mkdir(parents=True, exist_ok=True)
         self.temp_directory = tempfile.mkdtemp(prefix="tidemark-duckdb-", dir=parent)
-        config = {"temp_directory": self.temp_directory}
+        config: dict[str, str | bool | int | float | list[str]] = {"temp_directory": self.temp_directory}
         memory = settings.memory_limit or default_memory_limit()
         self.line_limit = reader_line_limit(memory)
         self.row_group_bytes = limit_bytes(memory) // 8 if memory else 0
@@ -194,7 +194,9 @@ class DuckDBEngine:
         """
         local = os.path.join(scratch_dir(batch.lake_root, batch.run_id), "_inbox", batch.source, batch.table)
         batch = replace(batch, files=tuple(download(batch.files, local)))
-        ops = _DuckDBCsv(self.db.cursor(), batch, self.line_limit, self.row_group_bytes)  # a connection of its own: temp tables stay per batch
+        ops = _DuckDBCsv(
+            self.db.cursor(), batch, self.line_limit, self.row_group_bytes
+        )  # a connection of its own: temp tables stay per batch
         try:
             return land_csv_files(batch, ops)
         except duckdb.Error as exc:
