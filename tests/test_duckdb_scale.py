@@ -6,6 +6,7 @@ Speed lives in bench/ (scenarios 1, 7 and 8); these check that the work is done 
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingestion.config import parse_config
 from ingestion.engines import get_engine
@@ -177,3 +180,30 @@ def test_a_500_column_file_lands_typed(tmp_path):
             got = [str(Decimal(v).normalize()) for v in got]
             want = [str(Decimal(v).normalize()) for v in want]
         assert got == want, c
+
+
+_NUMBERS = st.one_of(
+    st.from_regex(r"[+-]?[0-9]{1,21}(\.[0-9]{0,19})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.integers(min_value=-(10**21), max_value=10**21).map(str),
+    st.text(alphabet="0123456789+-.eE ", max_size=22),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), _NUMBERS), min_size=1, max_size=40))
+def test_the_integer_shortcut_of_type_inference_counts_what_every_rule_would(values):
+    """The full inference pass checks decimal and double only where the bigint rule fails (it takes every
+    value bigint takes): its counts equal those of every rule checked on every value."""
+    from ingestion.config import CsvOptions
+    from ingestion.engines.base import CsvBatch
+    from ingestion.engines.duckdb.engine import _DuckDBCsv
+    from ingestion.plan.normalize import TYPE_RULES
+
+    con = duckdb.connect()
+    con.execute("CREATE TEMP TABLE t (a VARCHAR, b VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", [(v, v) for v in values])
+    batch = CsvBatch("s", "t", (), CsvOptions(), (), None, "r", datetime.now(timezone.utc), "x", "y")
+    ops = _DuckDBCsv(con, batch)
+    shortcut = ops._rule_counts("t", {"a": TYPE_RULES})
+    every = ops._rule_counts_long("t", ["b"], TYPE_RULES)
+    assert shortcut["a"] == every["b"]

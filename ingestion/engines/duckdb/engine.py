@@ -37,8 +37,10 @@ from ingestion.errors import EngineError
 from ingestion.lake.layout import publish_staged, scratch_dir
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
+    DECIMAL,
     SAMPLE_ROWS,
     STRING,
+    TYPE_RULES,
     ColumnStats,
     TypePlan,
     TypeRule,
@@ -117,6 +119,11 @@ def fits_expr(col: str, target: str, rules: dict[str, TypeRule], *, key: bool = 
     # An empty string in a typed column is its null: a number or a time has no empty value.
     return f"({col} IS NULL OR {col} = '' OR {' OR '.join(alts)})"
 
+
+_BIGINT = next(r for r in TYPE_RULES if r.name == "bigint")
+# The rules that take every value the default bigint rule takes (pattern, length and cast):
+# tests/test_duckdb_scale.py checks the implication on DuckDB itself.
+_WIDER_THAN_BIGINT = tuple(r for r in TYPE_RULES if r.name in (DECIMAL, "double"))
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -324,14 +331,23 @@ class _DuckDBCsv:
         scan per `COLUMN_BATCH` columns, so a wide file's query stays small (cost linear in the columns)."""
         out: dict[str, ColumnStats] = {}
         for part in column_batches(rules):
-            checks = []
-            for c, col_rules in part.items():
+            checks, integers = [], []
+            for k, (c, col_rules) in enumerate(part.items()):
                 checks.append(f"count(NULLIF({quote_ident(c)}, ''))")  # "" is no value (types nothing)
                 checks.append(f"count(*) FILTER (WHERE {quote_ident(c)} = '')")
-                checks += [
-                    f"count(*) FILTER (WHERE {rule_ok_expr(quote_ident(c), rule)})" for rule in col_rules
-                ]
-            row = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
+                integer = next((r for r in col_rules if r == _BIGINT), None)
+                if integer:  # its check once per value, as a column of the scan
+                    integers.append(f"{rule_ok_expr(quote_ident(c), integer)} AS __tidemark_int_{k}")
+                for rule in col_rules:
+                    ok = rule_ok_expr(quote_ident(c), rule)
+                    if integer and rule == integer:
+                        ok = f"__tidemark_int_{k}"
+                    elif integer and rule in _WIDER_THAN_BIGINT:
+                        # every value the bigint rule takes these take too: checked only where it fails
+                        ok = f"CASE WHEN __tidemark_int_{k} THEN TRUE ELSE {ok} END"
+                    checks.append(f"count(*) FILTER (WHERE {ok})")
+            scan = f"(SELECT *, {', '.join(integers)} FROM {source})" if integers else source
+            row = self.con.execute(f"SELECT {', '.join(checks)} FROM {scan}").fetchone()
             assert row is not None
             out.update(unpack_rule_counts(part, row))
         return out
