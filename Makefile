@@ -172,10 +172,10 @@ check-glue: $(GLUE_VENV)/.glue ## parse the dbt project with dbt-glue (own venv;
 	  --target-path target/glue --log-path target/glue/logs
 	$(GLUE_VENV)/bin/python tests/glue/check_manifest.py target/glue/manifest.json
 
-# Benchmarks (bench/README.md): SIZE=1m|5m|10m, REPS=3, SCENARIOS=1,2,3,4,5,6; rewrites bench/RESULTS.md.
+# Benchmarks (bench/README.md): SIZE=1m|5m|10m, REPS=3, SCENARIOS=1,2,3,4,5,6,7,8; rewrites bench/RESULTS.md.
 SIZE ?= 1m
 REPS ?= 3
-SCENARIOS ?= 1,2,3,4,5,6
+SCENARIOS ?= 1,2,3,4,5,6,7,8
 bench: $(VENV)/.bench profiles.yml ## throughput and incremental cost vs DuckDB, Spark and dlt → bench/RESULTS.md
 	$(PY) bench/run.py --size $(SIZE) --reps $(REPS) --scenarios $(SCENARIOS)
 

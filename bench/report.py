@@ -12,6 +12,8 @@ SCENARIOS = {
     "4": "JDBC incremental pull of a 1 % delta (upserted rows with a later updated_at)",
     "5": "dbt CDC merge of a 1 % delta into the curated DuckDB table vs --full-refresh",
     "6": "Spark on local-cluster[2,1,1024] (two executor JVMs): full CSV load, tidemark vs raw Spark",
+    "7": "Larger than memory: the CSV under a DuckDB memory_limit of 40 % of its size",
+    "8": "A wide file: 500 columns × 20 rows (DuckDB engine)",
 }
 
 # (scenario, what, numerator tool, denominator tool, target: the ratio should be at most this)
@@ -22,7 +24,7 @@ RATIOS: list[tuple[str, str, str, str, float | None]] = [
         "tidemark DuckDB / DuckDB dedup",
         "tidemark (duckdb)",
         "DuckDB dedup (CSV→Parquet, latest per key)",
-        None,
+        1.3,
     ),
     ("1", "tidemark DuckDB / dlt CSV→Parquet", "tidemark (duckdb)", "dlt CSV→Parquet (pyarrow)", 1.0),
     ("1", "tidemark DuckDB / dlt merge", "tidemark (duckdb)", "dlt merge into DuckDB", 1.0),
@@ -162,6 +164,46 @@ def ratio_rows(res: dict[str, Any]) -> list[str]:
     return out
 
 
+# (scenario, what, numerator tool, denominator tool, target) on peak memory
+MEMORY_RATIOS: list[tuple[str, str, str, str, float | None]] = [
+    (
+        "1",
+        "peak memory: tidemark DuckDB / DuckDB dedup",
+        "tidemark (duckdb)",
+        "DuckDB dedup (CSV→Parquet, latest per key)",
+        1.5,
+    ),
+]
+
+
+def memory_ratio_rows(res: dict[str, Any]) -> list[str]:
+    out = []
+    for sc, what, num, den, target in MEMORY_RATIOS:
+        runs = res["scenarios"].get(sc, {})
+        if num not in runs or den not in runs:
+            continue
+        value = max(runs[num]["peak_mb"]) / max(runs[den]["peak_mb"])
+        verdict = "" if target is None else ("met" if value <= target else "**not met**")
+        out.append(f"| {sc} | {what} | {value:.2f} | {'' if target is None else f'≤ {target}'} | {verdict} |")
+    return out
+
+
+def growth_table(others: list[dict[str, Any]]) -> list[str]:
+    """Scenario 1 per size (each size is its own run: `--size 5m`), so the growth curve shows."""
+    out = [
+        "| size | rows | tool | median s | peak memory MB | run |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for res in sorted(others, key=lambda r: r["rows"]):
+        for tool, r in res["scenarios"].get("1", {}).items():
+            if tool.startswith("tidemark (duckdb)") or tool.startswith("DuckDB"):
+                out.append(
+                    f"| {res['size']} | {res['rows']:,} | {tool} | {fmt_s(_median(r))} | "
+                    f"{max(r['peak_mb']):.0f} | {res['started']}, {res['commit']} |"
+                )
+    return out
+
+
 def profile_lines(name: str, data: dict[str, Any]) -> list[str]:
     if "dbt" in data:
         timing = data["dbt"]
@@ -224,7 +266,9 @@ def before_after(res: dict[str, Any], base: dict[str, Any]) -> list[str]:
     return out
 
 
-def render(res: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+def render(
+    res: dict[str, Any], baseline: dict[str, Any] | None, sizes: list[dict[str, Any]] | None = None
+) -> str:
     m = res["machine"]
     lines = [
         "# tidemark benchmarks",
@@ -248,6 +292,7 @@ def render(res: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         "raw Spark).",
         "",
         *ratio_rows(res),
+        *memory_ratio_rows(res),
         "",
     ]
     for sc, title in SCENARIOS.items():
@@ -260,6 +305,7 @@ def render(res: dict[str, Any], baseline: dict[str, Any] | None) -> str:
             *scenario_table(runs),
             "",
         ]
+        lines += [*res.get("notes", {}).get(sc, []), ""] if res.get("notes", {}).get(sc) else []
         if sc in PROFILE_INTRO and any(n.split("-", 1)[0] == sc for n in res["profiles"]):
             lines += ["Where the time goes. " + PROFILE_INTRO[sc], ""]
         for name, data in sorted(res["profiles"].items()):
@@ -269,6 +315,8 @@ def render(res: dict[str, Any], baseline: dict[str, Any] | None) -> str:
                 lines.append(f"- `{name}`:")
             lines += profile_lines(name, data)
         lines.append("")
+    if sizes and len(sizes) > 1:
+        lines += ["## Scenario 1 by size", "", *growth_table(sizes), ""]
     if res["skipped"]:
         lines += ["## Skipped", "", *[f"- {k}: {v}" for k, v in res["skipped"].items()], ""]
     if baseline:

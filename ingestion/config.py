@@ -460,6 +460,22 @@ class SparkConfig(_Model):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class DuckDBConfig(_Model):
+    """DuckDB settings for `engine: duckdb`: how much memory it may use, and where it spills beyond that."""
+
+    memory_limit: str | None = Field(
+        None,
+        pattern=r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+        description="DuckDB's memory_limit (e.g. '4GB'); default: half the machine's RAM",
+    )
+    temp_directory: str | None = Field(
+        None,
+        description="where DuckDB spills what does not fit in memory_limit (a folder of its own is made "
+        "inside and removed at the end of the run); default: the system's temporary folder",
+    )
+    threads: int | None = Field(None, ge=1, le=1024, description="DuckDB's threads; default: the CPU count")
+
+
 class CatalogConfig(_Model):
     """Glue Data Catalog registration of landed tables after each commit (off unless `glue_database` is set)."""
 
@@ -477,6 +493,7 @@ class PipelineConfig(_Model):
     engine: Engine = "duckdb"
     lake: LakeConfig = LakeConfig()
     spark: SparkConfig = SparkConfig()
+    duckdb: DuckDBConfig = DuckDBConfig()
     catalog: CatalogConfig = CatalogConfig()
     max_parallel_tables: int = Field(2, ge=1, le=64, description="tables landed at the same time")
     lease_ttl_seconds: int = Field(3600, ge=10, description="a run's claim on a table lapses after this")

@@ -37,6 +37,17 @@
     {%- if source_columns and target_columns and flags.WHICH in ["run", "build", "retry"] -%}
         {%- do tidemark.cdc_widen_columns(source_columns, target_columns, this) -%}
     {%- endif -%}
+    {#- The landing time to read from, fetched first and written as a literal: a constant filter reaches
+        the Parquet scan, whose row-group statistics skip every file landed before it; the same filter as
+        a subquery reads the whole landed history on every merge. None: the table holds no row yet, so
+        everything landed is new. -#}
+    {%- set cutoff = none -%}
+    {%- if target_columns -%}
+        {%- set cutoff_sql -%}
+            select cast({{ dbt.dateadd("hour", -lookback, "greatest(max(_ingested_at), coalesce(max(_deleted_at), max(_ingested_at)))") }} as {{ dbt.type_string() }}) from {{ this }}
+        {%- endset -%}
+        {%- set cutoff = run_query(cutoff_sql).columns[0].values()[0] -%}
+    {%- endif -%}
     {%- set target_names = target_columns | map(attribute="name") | map("lower") | list -%}
     {%- set source_types = {} -%}
     {%- for c in source_columns -%}{%- do source_types.update({c.name: c.data_type}) -%}{%- endfor -%}
@@ -53,7 +64,11 @@ batch as (
         {{ adapter.quote(name) }}{{ "," if not loop.last }}
         {%- endfor %}
     from {{ relation }}
-    {%- if incremental %}
+    {%- if incremental and target_columns %}
+    {%- if cutoff is not none %}
+    where _ingested_at >= cast('{{ cutoff }}' as {{ source_types["_ingested_at"] }})
+    {%- endif %}
+    {%- elif incremental %}
     where _ingested_at >= (
         select {{ dbt.dateadd("hour", -lookback, "greatest(max(_ingested_at), coalesce(max(_deleted_at), max(_ingested_at)))") }}
         from {{ this }}

@@ -228,3 +228,30 @@ def test_long_lines_are_blanked_in_a_copy_and_rejected_with_their_numbers(tmp_pa
         )
     with pytest.raises(SourceError, match=r"line 1 is longer than 20 bytes.*header"):
         blank_long_lines(facts("d.csv", b"id," + b"h" * 30 + b"\n1,2\n"), str(tmp_path / "s"), opts, limit=20)
+
+
+def test_the_long_line_precheck_never_passes_a_file_with_a_long_line(tmp_path):
+    """The seek-based precheck of `blank_long_lines` (files larger than the limit): every file it lets
+    through has no line of `limit` bytes or more, and a file of short lines is let through unread."""
+    import random
+
+    from ingestion.config import CsvOptions
+    from ingestion.plan.csv import FileFacts
+    from ingestion.sources.csv import _lines_shorter_than, blank_long_lines
+
+    rnd, limit = random.Random(20), 40
+    for case in range(300):
+        lines = [b"x" * rnd.choice([0, 3, 19, 20, 21, 38, 39, 40, 41, 60]) for _ in range(rnd.randint(2, 12))]
+        data = b"\n".join(lines) + (b"\n" if rnd.random() < 0.5 else b"")
+        if len(data) <= limit:
+            continue
+        longest = max(len(line) for line in lines)
+        path = tmp_path / f"f{case}.csv"
+        path.write_bytes(data)
+        if _lines_shorter_than(str(path), len(data), limit):
+            assert longest < limit, (case, data)
+    short = tmp_path / "short.csv"
+    short.write_bytes(b"id,v\n" + b"1,abc\n" * 50)
+    f = FileFacts("short.csv", str(short), short.stat().st_size, 0)
+    assert _lines_shorter_than(f.path, short.stat().st_size, limit)
+    assert blank_long_lines(f, str(tmp_path / "s"), CsvOptions(), limit=limit) == (f, [])

@@ -14,7 +14,10 @@ def get_engine(name: str, config: PipelineConfig) -> Engine:
     if name == "duckdb":
         from ingestion.engines.duckdb.engine import DuckDBEngine
 
-        return DuckDBEngine()
+        settings = config.duckdb
+        if settings.temp_directory:  # relative to the config file, like every other path in it
+            settings = settings.model_copy(update={"temp_directory": config.resolve(settings.temp_directory)})
+        return DuckDBEngine(settings)
     if name == "spark":
         from ingestion.engines.spark.engine import SparkEngine
         from ingestion.engines.spark.jdbc import with_jdbc_driver

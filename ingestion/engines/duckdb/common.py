@@ -43,15 +43,22 @@ _CURSOR_TEXT = {
 }
 
 
-def stage_parquet(con: duckdb.DuckDBPyConnection, table: str, staging: str, ingested_at: datetime) -> None:
-    """Write `table` to `<staging>/_ingest_date=<run date>/part-0.parquet`.
+def stage_parquet(
+    con: duckdb.DuckDBPyConnection, table: str, staging: str, ingested_at: datetime, row_group_bytes: int = 0
+) -> str:
+    """Write `table` (a table or a parenthesized query) to `<staging>/_ingest_date=<run date>/part-0.parquet`;
+    returns the file's path. `row_group_bytes` bounds a row group's size in memory (0: DuckDB's default).
 
     A batch has one partition (the run's date): a plain COPY into its folder writes what PARTITION_BY
     would (the partition column stays out of the file), in half the time.
     """
     folder = Path(staging) / f"{PARTITION_COLUMN}={partition_value(ingested_at)}"
     folder.mkdir(parents=True, exist_ok=True)
-    con.execute(f"COPY {table} TO {sql_string(str(folder / 'part-0.parquet'))} (FORMAT parquet)")
+    path = str(folder / "part-0.parquet")
+    # A row group is built in memory, unspillable: under a small memory_limit it must be small too.
+    size = f", ROW_GROUP_SIZE_BYTES {row_group_bytes}" if row_group_bytes else ""
+    con.execute(f"COPY {table} TO {sql_string(path)} (FORMAT parquet{size})")
+    return path
 
 
 def count_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:

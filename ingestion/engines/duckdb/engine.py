@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 
+from ingestion.config import DuckDBConfig
 from ingestion.contract import SOURCE_FILE
 from ingestion.engines.base import (
     CatalogBatch,
@@ -35,8 +39,10 @@ from ingestion.lake.layout import publish_staged, scratch_dir
 from ingestion.plan.catalog import fold_types
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
+    DECIMAL,
     SAMPLE_ROWS,
     STRING,
+    TYPE_RULES,
     ColumnStats,
     TypePlan,
     TypeRule,
@@ -117,16 +123,79 @@ def fits_expr(col: str, target: str, rules: dict[str, TypeRule], *, key: bool = 
     return f"({col} IS NULL OR {col} = '' OR {' OR '.join(alts)})"
 
 
+_BIGINT = next(r for r in TYPE_RULES if r.name == "bigint")
+# The rules that take every value the default bigint rule takes (pattern, length and cast):
+# tests/test_duckdb_scale.py checks the implication on DuckDB itself.
+_WIDER_THAN_BIGINT = tuple(r for r in TYPE_RULES if r.name in (DECIMAL, "double"))
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def limit_bytes(limit: str) -> int:
+    """Bytes of a memory_limit setting such as '4GB' or '512 MiB' (DuckDB's units: KB = 1000 B)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", limit)
+    if not m or m.group(2).upper() not in _UNITS:
+        raise EngineError(f"memory_limit {limit!r} is not a size", hint="write it as e.g. '4GB' or '512MiB'")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def reader_line_limit(memory_limit: str) -> int:
+    """The longest record DuckDB's CSV reader takes: MAX_LINE_BYTES, unless the memory limit is so small
+    that its buffers (two records long, one per thread) would not fit: then an eighth of the limit."""
+    return min(MAX_LINE_BYTES, limit_bytes(memory_limit) // 8) if memory_limit else MAX_LINE_BYTES
+
+
+_MEMORY_PER_THREAD = 96 * 2**20  # the least memory per DuckDB thread the engine plans with
+
+
+def default_memory_limit() -> str:
+    """Half the machine's RAM: room for the Python process, the OS and the page cache beside DuckDB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): DuckDB's own default
+        return ""
+    return f"{max(total // 2 // 2**20, 256)}MB"
+
+
 class DuckDBEngine:
-    """Lands batches in process; each batch gets its own connection, so tables can land in parallel."""
+    """Lands batches in process; each batch gets its own connection, so tables can land in parallel.
+
+    One in-memory database for the run, bounded by `memory_limit`: what does not fit (a large file's
+    text table, the dedup's sort) spills to a folder of its own under `temp_directory`, removed at close.
+    """
 
     name = "duckdb"
 
-    def __init__(self) -> None:
-        self.db = duckdb.connect(":memory:")
+    def __init__(self, settings: DuckDBConfig | None = None) -> None:
+        settings = settings or DuckDBConfig()
+        parent = settings.temp_directory
+        if parent:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.temp_directory = tempfile.mkdtemp(prefix="tidemark-duckdb-", dir=parent)
+        config: dict[str, str | bool | int | float | list[str]] = {"temp_directory": self.temp_directory}
+        memory = settings.memory_limit or default_memory_limit()
+        self.line_limit = reader_line_limit(memory)
+        self.row_group_bytes = limit_bytes(memory) // 8 if memory else 0
+        if memory:
+            config["memory_limit"] = memory.replace(" ", "")
+        threads = settings.threads
+        if not threads and memory:
+            # DuckDB's sort and window need some memory per thread (2 threads fail in 64MB, 1 lands)
+            threads = max(1, min(os.cpu_count() or 1, limit_bytes(memory) // _MEMORY_PER_THREAD))
+        if threads:
+            config["threads"] = str(threads)
+        try:
+            self.db = duckdb.connect(":memory:", config=config)
+        except duckdb.Error as exc:
+            shutil.rmtree(self.temp_directory, ignore_errors=True)
+            raise EngineError(
+                f"DuckDB refused its settings {config}: {exc}", hint="fix the duckdb: block of the config"
+            ) from exc
 
     def close(self) -> None:
         self.db.close()
+        shutil.rmtree(self.temp_directory, ignore_errors=True)  # spill files of the run
 
     def land_csv(self, batch: CsvBatch) -> LandedBatch:
         """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`.
@@ -135,7 +204,9 @@ class DuckDBEngine:
         """
         local = os.path.join(scratch_dir(batch.lake_root, batch.run_id), "_inbox", batch.source, batch.table)
         batch = replace(batch, files=tuple(download(batch.files, local)))
-        ops = _DuckDBCsv(self.db.cursor(), batch)  # a connection of its own: temp tables stay per batch
+        ops = _DuckDBCsv(
+            self.db.cursor(), batch, self.line_limit, self.row_group_bytes
+        )  # a connection of its own: temp tables stay per batch
         try:
             return land_csv_files(batch, ops)
         except duckdb.Error as exc:
@@ -196,8 +267,15 @@ class DuckDBEngine:
 class _DuckDBCsv:
     """The CSV steps of one batch on one DuckDB connection: one temp table of text columns per file."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, batch: CsvBatch) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        batch: CsvBatch,
+        line_limit: int = MAX_LINE_BYTES,
+        row_group_bytes: int = 0,
+    ) -> None:
         self.con, self.batch = con, batch
+        self.line_limit, self.row_group_bytes = line_limit, row_group_bytes
         self.n = next(_batch_ids)
         self.tables: dict[str, str] = {}  # relpath → temp table of text columns
         self.names: dict[str, list[str]] = {}
@@ -216,7 +294,7 @@ class _DuckDBCsv:
             f"read_csv({sql_string(f.path)}, columns = {{{positional}}}, header = {str(o.header).lower()}, "
             f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, escape = {sql_string(o.escape)}, "
             f"encoding = {sql_string(o.encoding.replace('-sig', ''))}, auto_detect = false, strict_mode = true, "
-            f"null_padding = false, max_line_size = {MAX_LINE_BYTES}, buffer_size = {2 * MAX_LINE_BYTES}, "
+            f"null_padding = false, max_line_size = {self.line_limit}, buffer_size = {2 * self.line_limit}, "
             f"store_rejects = true, rejects_table = {sql_string(rej)}, rejects_scan = {sql_string(scan)}, "
             # PostgreSQL COPY: an unquoted empty field is NULL, a quoted "" the empty string.
             "allow_quoted_nulls = false, nullstr = '', compression = 'none')"
@@ -245,8 +323,12 @@ class _DuckDBCsv:
         for line, pos, error_type, found_line in found:
             csv_line = (found_line or "").lstrip("\r\n")  # DuckDB may start it on the CR/LF before it
             code = DUCKDB_ERRORS.get(str(error_type))
-            if code in (INVALID_ENCODING, LINE_TOO_LONG):
-                reason = _REASON_TEXT[code]
+            if code == INVALID_ENCODING:
+                reason = "bytes that are not valid in the file's encoding"
+            elif code == LINE_TOO_LONG:
+                reason = f"record longer than {self.line_limit} bytes"
+                if self.line_limit < MAX_LINE_BYTES:
+                    reason += " (DuckDB's reader under this memory_limit: raise duckdb.memory_limit)"
             else:  # the same classifier as the Spark engine's: parity by construction
                 code, reason = classify_structural(csv_line, len(names), o)
             record = int(line) - 1 - header
@@ -284,10 +366,9 @@ class _DuckDBCsv:
         names, table = self.names[f.relpath], self.tables[f.relpath]
         if not names:
             return {}
-        every = dict.fromkeys(names, rules)
         if self.accepted[f.relpath] <= SAMPLE_ROWS:
-            return self._rule_counts(table, every)
-        sample = self._rule_counts(f"(SELECT * FROM {table} LIMIT {SAMPLE_ROWS})", every)
+            return self._rule_counts_long(table, names, rules)
+        sample = self._rule_counts_long(f"(SELECT * FROM {table} LIMIT {SAMPLE_ROWS})", names, rules)
         exact = [self.batch.cursor] if self.batch.cursor else []
         return with_lower_bounds(self._rule_counts(table, candidate_rules(sample, rules, exact)), rules)
 
@@ -296,16 +377,44 @@ class _DuckDBCsv:
         scan per `COLUMN_BATCH` columns, so a wide file's query stays small (cost linear in the columns)."""
         out: dict[str, ColumnStats] = {}
         for part in column_batches(rules):
-            checks = []
-            for c, col_rules in part.items():
+            checks, integers = [], []
+            for k, (c, col_rules) in enumerate(part.items()):
                 checks.append(f"count(NULLIF({quote_ident(c)}, ''))")  # "" is no value (types nothing)
                 checks.append(f"count(*) FILTER (WHERE {quote_ident(c)} = '')")
-                checks += [
-                    f"count(*) FILTER (WHERE {rule_ok_expr(quote_ident(c), rule)})" for rule in col_rules
-                ]
-            row = self.con.execute(f"SELECT {', '.join(checks)} FROM {source}").fetchone()
+                integer = next((r for r in col_rules if r == _BIGINT), None)
+                if integer:  # its check once per value, as a column of the scan
+                    integers.append(f"{rule_ok_expr(quote_ident(c), integer)} AS __tidemark_int_{k}")
+                for rule in col_rules:
+                    ok = rule_ok_expr(quote_ident(c), rule)
+                    if integer and rule == integer:
+                        ok = f"__tidemark_int_{k}"
+                    elif integer and rule in _WIDER_THAN_BIGINT:
+                        # every value the bigint rule takes these take too: checked only where it fails
+                        ok = f"CASE WHEN __tidemark_int_{k} THEN TRUE ELSE {ok} END"
+                    checks.append(f"count(*) FILTER (WHERE {ok})")
+            scan = f"(SELECT *, {', '.join(integers)} FROM {source})" if integers else source
+            row = self.con.execute(f"SELECT {', '.join(checks)} FROM {scan}").fetchone()
             assert row is not None
             out.update(unpack_rule_counts(part, row))
+        return out
+
+    def _rule_counts_long(
+        self, source: str, names: list[str], rules: tuple[TypeRule, ...]
+    ) -> dict[str, ColumnStats]:
+        """`_rule_counts` with every rule for every column, over the values unpivoted into one column: a
+        query of one term per rule whatever the width, so a 500-column file costs what its values do
+        (the wide form's planning grows faster than its columns). For samples and small files."""
+        cols = ", ".join(quote_ident(c) for c in names)
+        checks = [f"count(*) FILTER (WHERE {rule_ok_expr('v', rule)})" for rule in rules]
+        found = self.con.execute(
+            f"SELECT col, count(NULLIF(v, '')), count(*) FILTER (WHERE v = ''), {', '.join(checks)} "
+            f"FROM (UNPIVOT (SELECT {cols} FROM {source}) ON {cols} INTO NAME col VALUE v) GROUP BY col"
+        ).fetchall()  # nulls are left out by UNPIVOT: they count nowhere
+        out = {c: ColumnStats(0, {r.name: 0 for r in rules}, empty=0) for c in names}
+        for col, non_null, empty, *ok in found:
+            out[str(col)] = ColumnStats(
+                int(non_null), {r.name: int(k) for r, k in zip(rules, ok, strict=True)}, empty=int(empty)
+            )
         return out
 
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
@@ -357,42 +466,41 @@ class _DuckDBCsv:
             ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], zone)]
             bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
             select += f" WHERE {quote_ident(batch.cursor)} IS NULL OR {quote_ident(batch.cursor)} >= {bound}"
-        kept, landed = f"kept_{self.n}", f"landed_{self.n}"
-        con.execute(f"CREATE TEMP TABLE {kept} AS {select}")
-        rows_kept = count_rows(con, kept)
-        dedup = f"SELECT * FROM {kept}"
+        # One pass from the text tables to the Parquet file: no table of kept rows, none of deduplicated
+        # rows (each was a full copy of the batch in memory).
+        if batch.lower_bound and batch.cursor:
+            rows_kept = count_rows(con, f"({select}) AS kept")
+        else:
+            rows_kept = sum(count_rows(con, self.tables[f.relpath]) for f in files)
+        dedup = select
         if batch.primary_key:
             dedup += (
                 f" QUALIFY row_number() OVER ({dedup_window(batch.primary_key, batch.cursor, columns)}) = 1"
             )
-        con.execute(f"CREATE TEMP TABLE {landed} AS {dedup}")
         # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
         # a truncated file where dbt reads.
         Path(batch.staging).mkdir(parents=True, exist_ok=True)
-        if count_rows(con, landed):  # nothing left after filter and dedup: no file, as on Spark
-            stage_parquet(con, landed, batch.staging, batch.ingested_at)
-        staged = sorted(str(p) for p in Path(batch.staging).rglob("*.parquet"))
-        # Count what was written, not what was meant to be: the conservation check depends on it.
-        rows_landed = (
-            int(
-                con.execute(
-                    f"SELECT count(*) FROM read_parquet([{', '.join(sql_string(p) for p in staged)}])"
-                ).fetchone()[0]  # type: ignore[index]
+        staged = stage_parquet(con, f"({dedup})", batch.staging, batch.ingested_at, self.row_group_bytes)
+        # Count what was written, not what was meant to be (the conservation check depends on it): the
+        # row counts of the file's own footer.
+        rows_landed = int(
+            con.execute(
+                f"SELECT coalesce(sum(row_group_num_rows), 0) FROM "
+                f"(SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata({sql_string(staged)}))"
+            ).fetchone()[0]  # type: ignore[index]
+        )
+        top = None
+        if rows_landed == 0:  # nothing left after filter and dedup: no file, as on Spark
+            Path(staged).unlink()
+        else:
+            top = max_cursor(
+                con,
+                f"read_parquet({sql_string(staged)})",
+                batch.cursor,
+                landed_type(plan.types[batch.cursor], zone) if batch.cursor else "",
             )
-            if staged
-            else 0
-        )
-        top = max_cursor(
-            con, landed, batch.cursor, landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
-        )
         published = publish_staged(batch.staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, top, tuple(published))
-
-
-_REASON_TEXT = {
-    INVALID_ENCODING: "bytes that are not valid in the file's encoding",
-    LINE_TOO_LONG: f"record longer than {MAX_LINE_BYTES} bytes",
-}
 
 
 def _records_of_accepted(ordinals: list[int], rejected: list[int]) -> list[int]:
