@@ -232,11 +232,11 @@ def overlapping_defaults(tables: tuple[CsvTableConfig, ...]) -> list[tuple[CsvTa
 DEFAULT_DRIVER_JAR = "/usr/share/java/postgresql.jar"
 
 
-class JdbcTableConfig(_Model):
-    """Settings for one PostgreSQL table; anything left out comes from the source's defaults."""
+class _TableSettings(_Model):
+    """What a discovered table (PostgreSQL, Glue catalog) may set for itself; the rest is the source's."""
 
     name: Identifier
-    primary_key: tuple[Identifier, ...] | None = Field(None, description="default: the table's PK constraint")
+    primary_key: tuple[Identifier, ...] | None = None
     cursor: Identifier | None = Field(
         None, description="default: the source's `cursor` when the table has it"
     )
@@ -244,17 +244,13 @@ class JdbcTableConfig(_Model):
     cursor_timezone: str | None = None
     lookback: str | float | None = None
     load_type: LoadType = "auto"
-    detect_deletes: bool | None = None
-    num_partitions: int | None = Field(None, ge=1, le=256)
-    partition_column: Identifier | None = None
-    fetchsize: int | None = Field(None, ge=1)
 
     @field_validator("cursor_timezone")
     @classmethod
     def _zone(cls, v: str | None) -> str | None:
         return CsvTableConfig._zone(v)
 
-    @field_validator("name", "cursor", "partition_column")
+    @field_validator("name", "cursor")
     @classmethod
     def _names(cls, v: str | None) -> str | None:
         return None if v is None else _identifier(v)
@@ -268,6 +264,21 @@ class JdbcTableConfig(_Model):
     @classmethod
     def _lookback(cls, v: str | float | None) -> str | float | None:
         return v if v is None else CsvTableConfig._lookback(v)
+
+
+class JdbcTableConfig(_TableSettings):
+    """Settings for one PostgreSQL table; anything left out comes from the source's defaults."""
+
+    primary_key: tuple[Identifier, ...] | None = Field(None, description="default: the table's PK constraint")
+    detect_deletes: bool | None = None
+    num_partitions: int | None = Field(None, ge=1, le=256)
+    partition_column: Identifier | None = None
+    fetchsize: int | None = Field(None, ge=1)
+
+    @field_validator("partition_column")
+    @classmethod
+    def _partition_column(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v)
 
 
 class JdbcSourceConfig(_Model):
@@ -351,10 +362,9 @@ class JdbcSourceConfig(_Model):
         return next((t for t in self.tables if t.name == name), None)
 
 
-class CatalogTableConfig(_Model):
+class CatalogTableConfig(_TableSettings):
     """Settings for one table of a Glue Data Catalog database; anything left out comes from the source."""
 
-    name: Identifier = Field(description="the catalog table's name")
     primary_key: tuple[Identifier, ...] | None = Field(
         None, description="default: the table's parameters (primary_key), then the source's pk_registry"
     )
@@ -362,29 +372,6 @@ class CatalogTableConfig(_Model):
         None, description="default: the source's `cursor` when the table has it, else new files/partitions"
     )
     full_load: bool = Field(False, description="no cursor and no file tracking: every run lands all of it")
-    cursor_timezone: str | None = None
-    lookback: str | float | None = None
-    load_type: LoadType = "auto"
-
-    @field_validator("cursor_timezone")
-    @classmethod
-    def _zone(cls, v: str | None) -> str | None:
-        return CsvTableConfig._zone(v)
-
-    @field_validator("name", "cursor")
-    @classmethod
-    def _names(cls, v: str | None) -> str | None:
-        return None if v is None else _identifier(v)
-
-    @field_validator("primary_key", mode="before")
-    @classmethod
-    def _key(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, v: str | float | None) -> str | float | None:
-        return v if v is None else CsvTableConfig._lookback(v)
 
 
 class GlueCatalogSourceConfig(_Model):

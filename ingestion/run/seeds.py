@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from ingestion.config import PipelineConfig
 from ingestion.errors import ConfigError, LeaseHeld, SourceError, StateConflict
@@ -27,6 +28,9 @@ from ingestion.plan.seeds import (
     single_timestamp,
     table_timestamps,
 )
+
+if TYPE_CHECKING:
+    from ingestion.run.jdbc_job import JdbcJob
 
 
 @dataclass(frozen=True)
@@ -147,11 +151,7 @@ def targets(cfg: PipelineConfig, store: StateStore) -> tuple[list[Target], dict[
                 f"source {failed[0].source}: could not discover its tables: {failed[0].error}",
                 hint="the import needs each PostgreSQL table's cursor type; check the source can be reached",
             )
-        for job in jobs:
-            jt = job.jdbc_table
-            out.append(
-                Target(jt.source, jt.name, jt.cursor, jt.cursor_type, jt.cursor_timezone, jt.primary_key)
-            )
+        out += [_jdbc_target(job) for job in jobs]
     if cfg.catalog_sources():
         from ingestion.run.catalog_job import CatalogJob, discover_catalog_tables
 
@@ -170,11 +170,14 @@ def targets(cfg: PipelineConfig, store: StateStore) -> tuple[list[Target], dict[
                     Target(spec.source, spec.name, spec.cursor, ctype, spec.cursor_timezone, spec.primary_key)
                 )
             else:
-                jt = cj.jdbc_table
-                out.append(
-                    Target(jt.source, jt.name, jt.cursor, jt.cursor_type, jt.cursor_timezone, jt.primary_key)
-                )
+                out.append(_jdbc_target(cj))
     return out, types
+
+
+def _jdbc_target(job: JdbcJob) -> Target:
+    """A PostgreSQL table (a `jdbc` source's, or a catalog entry's connection) as an import target."""
+    jt = job.jdbc_table
+    return Target(jt.source, jt.name, jt.cursor, jt.cursor_type, jt.cursor_timezone, jt.primary_key)
 
 
 def import_watermarks(

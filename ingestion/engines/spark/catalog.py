@@ -16,7 +16,7 @@ from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
 from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
-from ingestion.engines.base import CatalogBatch, CsvBatch, FileRead, land_csv_files
+from ingestion.engines.base import CatalogBatch, CsvBatch, FileRead
 from ingestion.engines.spark.common import (
     dedup_window,
     metadata_columns,
@@ -25,7 +25,7 @@ from ingestion.engines.spark.common import (
     staged_files,
     write_observed,
 )
-from ingestion.engines.spark.engine import _SparkCsv
+from ingestion.engines.spark.csv import _SparkCsv, land_csv_ops
 from ingestion.errors import EngineError, SchemaError
 from ingestion.lake import fs as lakefs
 from ingestion.lake.layout import partition_value, publish_staged
@@ -61,17 +61,7 @@ class _CatalogCsv(_SparkCsv):
 
 def land_catalog_csv(spark: SparkSession, batch: CsvBatch) -> LandedBatch:
     """A catalog CSV table through the shared CSV flow (as `SparkEngine.land_csv`, with partition values)."""
-    ops = _CatalogCsv(spark, batch)
-    try:
-        return land_csv_files(batch, ops, text_dir=batch.lake_text_copies)
-    except EngineError:
-        raise
-    except Exception as exc:
-        if type(exc).__module__.startswith(("pyspark", "py4j")):
-            raise EngineError(f"{batch.name}: Spark failed: {exc}") from exc
-        raise
-    finally:
-        ops.close()
+    return land_csv_ops(batch, _CatalogCsv(spark, batch))
 
 
 def lake_type(t: Any, where: str) -> str:

@@ -1,0 +1,432 @@
+"""The Spark engine's CSV steps: the shared CSV flow's operations on Spark DataFrames."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from functools import reduce
+from typing import TYPE_CHECKING
+
+from ingestion.config import CsvOptions
+from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
+from ingestion.engines.base import (
+    CsvBatch,
+    FileRead,
+    Written,
+    land_csv_files,
+    landed_type,
+)
+from ingestion.engines.spark.common import (
+    SQL_TYPES,
+    dedup_window,
+    metadata_columns,
+    spark_uri,
+    staged_files,
+    write_observed,
+)
+from ingestion.errors import EngineError
+from ingestion.formats import to_java_pattern
+from ingestion.lake import fs as lakefs
+from ingestion.lake.layout import partition_value, publish_staged
+from ingestion.plan.csv import FileFacts, LandedBatch
+from ingestion.plan.normalize import (
+    SAMPLE_ROWS,
+    STRING,
+    ColumnStats,
+    TypePlan,
+    TypeRule,
+    accepted_rules,
+    candidate_rules,
+    column_batches,
+    fit_rules,
+    unpack_rule_counts,
+    with_lower_bounds,
+)
+from ingestion.plan.rejects import (
+    BAD_QUOTING,
+    INVALID_ENCODING,
+    LINE_TOO_LONG,
+    MAX_LINE_BYTES,
+    RAW_LIMIT,
+    REPEATED_HEADER,
+    REPLACEMENT_CHAR,
+    Reject,
+    check_order,
+    classify_structural,
+    trailing_delimiter,
+    value_reject,
+)
+from ingestion.sources.csv import decodes_cleanly, has_crlf
+from ingestion.sqltext import quote_spark
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+# Spark's names for the encodings the config allows.
+SPARK_CHARSETS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "latin-1": "iso-8859-1", "utf-16": "utf-16"}
+CORRUPT = "_tidemark_corrupt"
+# Spark's null string, set to one no field holds: unquoted empty fields are null, quoted "" stay "".
+NO_NULL = "\x00tidemark-no-null\x00"
+RECORD = "_tidemark_record"
+
+
+def parse_col(c: str, rule: TypeRule):
+    """Text column `c` as `rule`'s type, or null when it doesn't parse."""
+    from pyspark.sql import functions as F
+
+    col = F.col(quote_spark(c))
+    if rule.fmt:
+        pattern = to_java_pattern(rule.fmt)
+        if rule.name == "date":
+            return F.to_date(col, pattern)
+        if rule.name == "timestamp":
+            return F.to_timestamp_ntz(col, F.lit(pattern))
+        return F.to_timestamp(col, pattern)
+    return F.expr(f"try_cast({quote_spark(c)} AS {SQL_TYPES[rule.name]})")
+
+
+def rule_ok_col(c: str, rule: TypeRule):
+    """True when text column `c` matches `rule`'s pattern and parses as its type.
+
+    Spark's AND stops at the first false side: the length bounds (cheap) spare most values the regex,
+    the regex spares most the parse.
+    """
+    from pyspark.sql import functions as F
+
+    col = F.col(quote_spark(c))
+    low, high = rule.lengths
+    fits_length = F.length(col).between(low, high) if high else F.length(col) >= low
+    return fits_length & col.rlike(f"^(?:{rule.pattern})$") & parse_col(c, rule).isNotNull()
+
+
+def fits_col(c: str, target: str, rules: dict[str, TypeRule], *, key: bool = False):
+    """True when text column `c` is null or a value a `target` column takes (pattern and parse).
+
+    A `key` column must also hold a value: a null or empty key is never landed.
+    """
+    from pyspark.sql import functions as F
+
+    col = F.col(quote_spark(c))
+    present = col.isNotNull() & (col != F.lit(""))
+    if target == STRING:
+        return present if key else F.lit(True)
+    alts = [rule_ok_col(c, rules[n]) for n in accepted_rules(target) if n in rules]
+    if key:
+        return present & reduce(lambda a, b: a | b, alts)
+    # An empty string in a typed column is its null: a number or a time has no empty value.
+    return col.isNull() | (col == F.lit("")) | reduce(lambda a, b: a | b, alts)
+
+
+def cast_col(c: str, target: str, rules: dict[str, TypeRule], zone: str | None):
+    """Text column `c` cast to its landed type; naive times read in `zone` land as UTC instants."""
+    from pyspark.sql import functions as F
+
+    if target == STRING:
+        return F.col(quote_spark(c))
+    expr = parse_col(c, rules[target])
+    if rules[target].fmt is None and target == "timestamp" and "date" in rules and rules["date"].fmt:
+        expr = F.coalesce(expr, parse_col(c, rules["date"]).cast("timestamp_ntz"))
+    if target == "timestamp" and zone:
+        # the wall clock as if UTC (the session zone), then shifted from `zone` to UTC
+        return F.to_utc_timestamp(expr.cast("timestamp"), zone)
+    return expr.cast(SQL_TYPES[target])
+
+
+class _SparkCsv:
+    """The CSV steps of one batch: one DataFrame of text columns per file, cached while the batch lands."""
+
+    def __init__(self, spark: SparkSession, batch: CsvBatch) -> None:
+        self.spark, self.batch = spark, batch
+        self.frames: dict[str, DataFrame] = {}  # file → its accepted rows (a filter over `cached`)
+        self.cached: dict[str, DataFrame] = {}  # file → every row read, cached once
+        self.names: dict[str, list[str]] = {}
+        self.accepted: dict[str, int] = {}
+        self.starts: dict[str, dict[int, int]] = {}  # file → partition → index of its first record
+
+    def close(self) -> None:
+        for df in self.cached.values():
+            df.unpersist()
+        lakefs.remove_tree(self.batch.lake_staging)
+        lakefs.remove_tree(self.batch.lake_text_copies)
+
+    def record_index(self, relpath: str, mono_id: int) -> int:
+        """The 0-based record index in the file of a row's monotonically increasing id."""
+        if relpath not in self.starts:  # one pass over the cache, only for files with rejects
+            self.starts[relpath] = _partition_starts(self.cached[relpath])
+        return _record_index(mono_id, self.starts[relpath])
+
+    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        o = self.batch.options
+        positional = [f"c{k}" for k in range(len(names))]
+        schema = StructType([StructField(c, StringType()) for c in [*positional, CORRUPT]])
+        df = (
+            self.spark.read.schema(schema)
+            .option("header", o.header)
+            .option("sep", o.delimiter)
+            .option("quote", o.quote)
+            .option("escape", o.escape)
+            .option("encoding", SPARK_CHARSETS.get(o.encoding, o.encoding))
+            .option("multiLine", o.multiline)
+            # Spark's own line-ending detection rewrites \r\n inside a quoted field of a Windows file to
+            # \n; told the file's line ending, it keeps the value as the file has it (so does DuckDB).
+            .options(**({"lineSep": "\r\n"} if o.multiline and has_crlf(f.path) else {}))
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT)
+            .option("unescapedQuoteHandling", "RAISE_ERROR")
+            .option("maxCharsPerColumn", -1)
+            .option("enforceSchema", True)
+            # PostgreSQL COPY: an unquoted empty field is null, a quoted "" the empty string.
+            .option("nullValue", NO_NULL)
+            .option("emptyValue", "")
+            .csv(spark_uri(f.path))
+        )
+        # File order survives in the monotonically increasing id: (partition << 33) + row in partition,
+        # partitions ordered by file offset. Record indexes are worked out from it only for rejects.
+        df = df.withColumn(RECORD, F.monotonically_increasing_id())
+        cols = []
+        for k, c in enumerate(names):
+            col = F.col(positional[k])
+            tokens = [v for v in o.null_values if v]  # other tokens match quoted or not (as on DuckDB)
+            if tokens:
+                col = F.when(col.isin(tokens), F.lit(None).cast("string")).otherwise(col)
+            cols.append(col.alias(c))
+        # A value holding U+FFFD came from bytes the decoder couldn't read (DuckDB refuses those rows),
+        # unless every byte of the file is valid: then it is a real U+FFFD character, and lands. Which of
+        # the two is decided below, only for a file where such a value turns up.
+        garbled = (
+            F.lit(False)
+            if not positional
+            else F.array_contains(
+                F.transform(
+                    F.array(*[F.col(p) for p in positional]),
+                    lambda v: F.coalesce(v.contains(REPLACEMENT_CHAR), F.lit(False)),
+                ),
+                True,
+            )
+        )
+        # The header line again mid-file (concatenated exports): rejected, so it types nothing.
+        repeated = (
+            F.array(
+                # the first field may carry the byte-order mark of a concatenated file's own header
+                F.regexp_replace(F.coalesce(F.col(positional[0]), F.lit("")), "^\ufeff", ""),
+                *[F.coalesce(F.col(p), F.lit("")) for p in positional[1:]],
+            )
+            == F.array(*[F.lit(n) for n in raw_names])
+            if o.header and positional
+            else F.lit(False)
+        )
+        if o.multiline and unbalanced_quotes(self.spark, f.path, o):
+            # Spark reads an unclosed quote to the end of the file without complaint; DuckDB refuses the
+            # record that opened it. That record is the file's last one: it swallowed the rest.
+            last = df.agg(F.max(RECORD)).first()[0]  # type: ignore[index]
+            df = df.withColumn(
+                CORRUPT, F.when(F.col(RECORD) == F.lit(last), F.lit(UNCLOSED)).otherwise(F.col(CORRUPT))
+            )
+        # DuckDB refuses a record longer than MAX_LINE_BYTES (line_too_long); Spark reads it: flag it.
+        record_text = F.coalesce(F.col(CORRUPT), F.concat_ws(o.delimiter, *[F.col(p) for p in positional]))
+        too_long = F.octet_length(record_text) > F.lit(MAX_LINE_BYTES)
+        df = df.select(
+            *cols,
+            F.lit(f.relpath).alias(SOURCE_FILE),
+            F.col(RECORD),
+            F.col(CORRUPT),
+            garbled.alias("_garbled"),
+            F.coalesce(repeated, F.lit(False)).alias("_header"),
+            too_long.alias("_long"),
+        ).persist()
+        self.cached[f.relpath] = df  # unpersisted when the batch is done
+        # Only a capped prefix of a too-long record reaches the driver.
+        capped = [
+            F.when(F.col("_long"), F.substring(F.col(c), 1, RAW_LIMIT)).otherwise(F.col(c)).alias(c)
+            for c in [CORRUPT, *names]
+        ]
+        bad_rows = (
+            df.where(F.col(CORRUPT).isNotNull() | F.col("_garbled") | F.col("_header") | F.col("_long"))
+            .select(RECORD, "_garbled", "_header", "_long", *capped)
+            .collect()
+        )
+        bad = [row.asDict() for row in bad_rows]
+        if any(row["_garbled"] for row in bad) and decodes_cleanly(f.path, o):
+            # Every byte is valid: the U+FFFD values are real characters, and their rows are not garbled.
+            df = df.withColumn("_garbled", F.lit(False))
+            bad = [
+                {**row, "_garbled": False}
+                for row in bad
+                if row[CORRUPT] is not None or row["_header"] or row["_long"]
+            ]
+        rejects, tolerated = [], []
+        for row in bad:
+            raw = row[CORRUPT]
+            if row["_long"]:
+                raw = raw or o.delimiter.join("" if row[c] is None else row[c] for c in names)
+                code, reason = LINE_TOO_LONG, f"record longer than {MAX_LINE_BYTES} bytes"
+                rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw[:RAW_LIMIT]))
+                continue
+            if raw not in (None, UNCLOSED) and not row["_garbled"] and trailing_delimiter(raw, len(names), o):
+                tolerated.append(int(row[RECORD]))  # DuckDB reads `1,a,` under `id,name` as `1,a`
+                continue
+            if raw is None:
+                raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
+            if row["_header"] and row[CORRUPT] is None:
+                code, reason = REPEATED_HEADER, "the header line repeated as a data row"
+                raw = o.delimiter.join(raw_names)
+            elif row["_garbled"]:
+                code, reason = INVALID_ENCODING, "bytes that are not valid in the file's encoding"
+            elif raw == UNCLOSED:
+                raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
+                code, reason = BAD_QUOTING, "unterminated or stray quote"
+            else:
+                code, reason = classify_structural(raw, len(names), o)
+            rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw))
+        # Record indexes need the per-partition counts of every row, rejected ones included (the cache).
+        rejects = [replace(r, record=self.record_index(f.relpath, r.record)) for r in rejects]
+        ok = F.col(CORRUPT).isNull() & ~F.col("_garbled") & ~F.col("_header") & ~F.col("_long")
+        good = df.where(ok | F.col(RECORD).isin(tolerated) if tolerated else ok).drop(
+            CORRUPT, "_garbled", "_header", "_long"
+        )
+        self.frames[f.relpath], self.names[f.relpath] = good, names
+        self.accepted[f.relpath] = good.count()
+        return FileRead(self.accepted[f.relpath], tuple(rejects))
+
+    def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
+        names, df = self.names[f.relpath], self.frames[f.relpath]
+        if not names:
+            return {}
+        every = dict.fromkeys(names, rules)
+        if self.accepted[f.relpath] <= SAMPLE_ROWS:
+            return _rule_counts(df, every)
+        sample = _rule_counts(df.limit(SAMPLE_ROWS), every)
+        exact = [self.batch.cursor] if self.batch.cursor else []
+        return with_lower_bounds(_rule_counts(df, candidate_rules(sample, rules, exact)), rules)
+
+    def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
+        from pyspark.sql import functions as F
+
+        names, df = self.names[f.relpath], self.frames[f.relpath]
+        keys, cursor = self.batch.primary_key, self.batch.cursor
+        fits = {
+            c: fits_col(c, plan.types[c], fit_rules(rules, declared=c in self.batch.declared), key=c in keys)
+            for c in names
+        }
+        order = check_order(names, keys, cursor)
+        first_bad = F.coalesce(*[F.when(~fits[c], F.lit(c)) for c in order], F.lit(None).cast("string"))
+        # A flat coalesce, not a chain of ANDs: expression depth must not grow with the column count.
+        marked = df.withColumn("_bad_column", first_bad)
+        bad = marked.where(F.col("_bad_column").isNotNull()).orderBy(RECORD).collect()
+        self.frames[f.relpath] = marked.where(F.col("_bad_column").isNull()).drop("_bad_column")
+        out = []
+        for row in bad:
+            col = row["_bad_column"]
+            raw = self.batch.options.delimiter.join("" if row[c] is None else row[c] for c in names)
+            code, reason = value_reject(col, row[col], plan.types[col], keys=keys, cursor=cursor)
+            out.append(
+                Reject(f.relpath, self.record_index(f.relpath, int(row[RECORD])), code, reason, col, raw)
+            )
+        return out
+
+    def write(self, files: list[FileFacts], columns: list[str], plan: TypePlan) -> Written:
+        from pyspark.sql import functions as F
+
+        batch = self.batch
+        rules = {r.name: r for r in batch.rules}
+        zone = batch.options.timezone
+        frames = [self.frames[f.relpath].drop(RECORD) for f in files]
+        raw = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+        typed = raw.select(
+            *[cast_col(c, plan.types[c], rules, zone).alias(c) for c in columns],
+            *metadata_columns(batch.run_id, batch.ingested_at, source_file=True),
+        )
+        ctype = landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
+        if batch.lower_bound and batch.cursor:
+            bound = F.lit(batch.lower_bound.value).cast(SQL_TYPES[ctype])
+            typed = typed.where(F.col(batch.cursor).isNull() | (F.col(batch.cursor) >= bound))
+            rows_kept = typed.count()
+        else:
+            rows_kept = sum(self.frames[f.relpath].count() for f in files)
+        if batch.primary_key:
+            w = dedup_window(batch.primary_key, batch.cursor, columns)
+            typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
+        out = typed.withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
+        # Executors write on the lake's filesystem; the files are then renamed (or copied server-side)
+        # into landing/: no byte passes through the driver.
+        staging = batch.lake_staging
+        rows_landed, max_cursor = write_observed(out, spark_uri(staging), batch.cursor, ctype, "written")
+        staged_files(staging, rows_landed, batch.name)
+        files_out = publish_staged(staging, batch.target, batch.run_id)
+        return Written(rows_kept, rows_landed, max_cursor, tuple(files_out))
+
+
+UNCLOSED = "\x00unclosed quote"
+
+
+def unbalanced_quotes(spark: SparkSession, path: str, options: CsvOptions) -> bool:
+    """Does the file hold an odd number of quote characters (so a quote is never closed)?
+
+    Only decidable this cheaply when quotes are escaped by doubling: every well-formed field then adds an
+    even number. The executors count them over the file's lines (line breaks hold no quote; the quote is
+    ASCII, so reading Latin-1 text as UTF-8 changes no count); only the total reaches the driver.
+    """
+    from pyspark.sql import functions as F
+
+    if options.escape != options.quote or options.encoding == "utf-16":
+        return False
+    # Split on the quote, not length arithmetic: Spark measures a string's length by its UTF-8 lead bytes,
+    # and an invalid byte before a quote (Latin-1 text) would swallow the quote; splitting decodes first
+    # (an invalid byte becomes one U+FFFD, the quote survives).
+    quotes = F.size(F.split(F.col("value"), re.escape(options.quote), -1)) - 1
+    total = spark.read.text(spark_uri(path)).agg(F.sum(quotes)).first()[0]  # type: ignore[index]
+    return int(total or 0) % 2 == 1
+
+
+def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[str, ColumnStats]:
+    """Per column, its non-null values and the values satisfying each of its rules: one scan per
+    `COLUMN_BATCH` columns, so a wide file's plan stays small (cost linear in the columns)."""
+    from pyspark.sql import functions as F
+
+    out: dict[str, ColumnStats] = {}
+    for part in column_batches(rules):
+        aggs = []
+        for c, col_rules in part.items():
+            aggs.append(F.count(F.when(F.col(quote_spark(c)) != F.lit(""), F.lit(1))))  # "" is no value
+            aggs.append(F.count(F.when(F.col(quote_spark(c)) == F.lit(""), F.lit(1))))
+            aggs += [F.count(F.when(rule_ok_col(c, rule), F.lit(1))) for rule in col_rules]
+        row = df.agg(*aggs).first()
+        assert row is not None
+        out.update(unpack_rule_counts(part, row))
+    return out
+
+
+def _partition_starts(df: DataFrame) -> dict[int, int]:
+    """Index of the first record of each input partition (ids carry the partition in their high bits)."""
+    from pyspark.sql import functions as F
+
+    counts = sorted(
+        (int(r[0]), int(r[1])) for r in df.groupBy(F.shiftright(F.col(RECORD), 33)).count().collect()
+    )
+    starts, total = {}, 0
+    for part, n in counts:
+        starts[part] = total
+        total += n
+    return starts
+
+
+def _record_index(mono_id: int, starts: dict[int, int]) -> int:
+    """The 0-based record index in the file of a row's monotonically increasing id."""
+    return starts[mono_id >> 33] + (mono_id & ((1 << 33) - 1))
+
+
+def land_csv_ops(batch: CsvBatch, ops: _SparkCsv) -> LandedBatch:
+    """The shared CSV flow with Spark operations; a Spark failure becomes an EngineError naming the table."""
+    try:
+        return land_csv_files(batch, ops, text_dir=batch.lake_text_copies)
+    except EngineError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith(("pyspark", "py4j")):
+            raise EngineError(f"{batch.name}: Spark failed: {exc}") from exc
+        raise
+    finally:
+        ops.close()
