@@ -315,7 +315,8 @@ def test_inference_from_a_sample_still_decides_on_every_value(tmp_path, monkeypa
             return SparkEngine(SparkConfig(), spark=spark)
     else:
         engine = DuckDBEngine
-    module = f"ingestion.engines.{engine_name}.engine"
+    # The module holding the engine's CSV steps (Spark's live in engines/spark/csv.py).
+    module = f"ingestion.engines.{engine_name}.{'csv' if engine_name == 'spark' else 'engine'}"
     outcomes = {}
     for mode, sample in (("sampled", 10_000), ("every rule on every row", 10**9)):
         monkeypatch.setattr(f"{module}.SAMPLE_ROWS", sample)
