@@ -346,13 +346,23 @@ def test_postgres_table_lands_to_an_s3_lake_and_registers_its_new_column(
     assert [c["Name"] for c in cols][-1] == "channel"  # appended, the others kept in place
 
 
+# Every point of the commit protocol once, as in test_crash.py's Spark matrix.
+SPARK_S3_FAULTS = [
+    "run_started=kill",
+    *[f"{p}@t=kill" for p in ("lease_acquired", "orphans_removed", "batch_written", "state_committed")],
+    "lease_released@t=kill",
+    "run_finished=kill",
+]
+
+
 @pytest.mark.slow
 @pytest.mark.spark
-@pytest.mark.parametrize("fault", ["batch_written@t=kill", "state_committed@t=kill"])
+@pytest.mark.parametrize("fault", SPARK_S3_FAULTS)
 def test_spark_on_s3_killed_then_rerun_lands_every_row_once(s3_lake, s3a_spark, tmp_path, fault):
-    """SIGKILL a Spark run on the S3 lake after its files are published (before / after the commit), and
-    plant what a run killed mid-write leaves (staging under _tmp/): a clean rerun lands every row once,
-    removes the dead run's files and staging, and leaves nothing of either behind."""
+    """SIGKILL a Spark run on the S3 lake at every point of the commit protocol (the crash matrix of
+    test_crash.py, on S3 through S3A), and plant what a run killed mid-write leaves (staging under _tmp/):
+    a clean rerun lands every row once, removes the dead run's files, rejects and staging, and leaves
+    nothing of either behind."""
     from tests.spark_cluster import s3a_jars
 
     bucket = s3_lake
@@ -375,8 +385,13 @@ def test_spark_on_s3_killed_then_rerun_lands_every_row_once(s3_lake, s3a_spark, 
     )
     assert killed.returncode == -9, killed.stderr[-3000:]
     dead = StateStore(f"s3://{bucket}/lake", "p").read("s", "t")
-    assert dead is not None and dead.lease is not None  # the killed run's lease names it
-    s3.put_object(Bucket=bucket, Key=f"lake/_tmp/{dead.lease.run_id}/s/t/part-00000-x.parquet", Body=b"x")
+    point = fault.split("@")[0].split("=")[0]
+    if point in ("run_started", "lease_released", "run_finished"):
+        # killed before the lease was taken, or after it was given back: nothing of the run is half done
+        assert dead is None or dead.lease is None
+    else:
+        assert dead is not None and dead.lease is not None  # the killed run's lease names it
+        s3.put_object(Bucket=bucket, Key=f"lake/_tmp/{dead.lease.run_id}/s/t/part-00000-x.parquet", Body=b"x")
     report = run_pipeline(parse_config(cfg_doc))
     assert report.ok, report.tables[0].error
     assert sorted(r["id"] for r in landed_rows(bucket)) == [1, 2, 3, 5, 6]
@@ -384,4 +399,7 @@ def test_spark_on_s3_killed_then_rerun_lands_every_row_once(s3_lake, s3a_spark, 
     assert state is not None
     landed = [k for k in keys(bucket, "lake/landing/") if k.endswith(".parquet")]
     assert landed and all(any(run in k for run in state.committed_runs) for k in landed), landed
+    assert len(landed_rows(bucket)) == 5  # no row twice
+    rejected = {k.split("run_id=")[1].split("/")[0] for k in keys(bucket, "lake/_rejected/")}
+    assert rejected and rejected <= set(state.committed_runs), rejected  # the dead run's rejects are gone
     assert keys(bucket, "lake/_tmp/") == set()
