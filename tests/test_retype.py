@@ -197,3 +197,81 @@ def test_crash_after_the_commit_is_finished_by_the_next_run(tmp_path, same_day):
     state = StateStore(cfg.lake_root, "p").read("billing", "accounts")
     assert state is not None and state.retype == () and state.lease is None
 
+
+
+def test_s3_lake_and_glue_partition_schemas(s3_bucket, moto_endpoint, monkeypatch, tmp_path):
+    import boto3
+
+    from ingestion.lake import fs as lakefs
+
+    monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
+    monkeypatch.setenv("TIDEMARK_SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", moto_endpoint)
+    glue, s3 = boto3.client("glue"), boto3.client("s3")
+    day = {"value": "2026-03-03"}
+    for target in PIN:
+        monkeypatch.setattr(target, lambda _: day["value"])
+    cfg = parse_config(
+        config_doc(f"s3://{s3_bucket}/lake", f"s3://{s3_bucket}/drops", glue_database="landing_{source}")
+    )
+    # an earlier day, then day D, both integers; then a widening on day D
+    s3.put_object(Bucket=s3_bucket, Key="drops/accounts_0.csv", Body=b"id,amount,born,updated_at\n0,5,2025-12-31,2025-12-31 10:00:00\n")
+    assert run_pipeline(cfg).tables[0].error is None
+    day["value"] = DAY
+    s3.put_object(Bucket=s3_bucket, Key="drops/accounts_1.csv", Body=RUN1.encode())
+    assert run_pipeline(cfg).tables[0].error is None
+    s3.put_object(Bucket=s3_bucket, Key="drops/accounts_2.csv", Body=RUN2.encode())
+    second = run_pipeline(cfg)
+    assert second.ok and second.tables[0].error is None, second.tables[0].error
+
+    target = f"s3://{s3_bucket}/lake/landing/billing/accounts"
+
+    def part_columns(value: str) -> dict[str, str]:
+        p = glue.get_partition(DatabaseName="landing_billing", TableName="accounts", PartitionValues=[value])
+        return {c["Name"]: c["Type"] for c in p["Partition"]["StorageDescriptor"]["Columns"]}
+
+    from ingestion.warehouse.glue_catalog import schema_columns
+
+    files = lakefs.glob(target, f"_ingest_date={DAY}/part-*.parquet")
+    assert len(files) == 2
+    d = part_columns(DAY)
+    for f in files:
+        footer = dict(schema_columns(lakefs.read_schema(f)))
+        assert footer["amount"] == "decimal(38,18)" and footer["born"] == "timestamp", f
+        assert {c: d[c] for c in footer} == footer, f  # the partition's schema is its files' schema
+    older = part_columns("2026-03-03")
+    assert older["amount"] == "bigint" and older["born"] == "date"  # an earlier day keeps its own types
+    (old_file,) = lakefs.glob(target, "_ingest_date=2026-03-03/part-*.parquet")
+    assert dict(schema_columns(lakefs.read_schema(old_file)))["amount"] == "bigint"
+    table = glue.get_table(DatabaseName="landing_billing", Name="accounts")["Table"]
+    types = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
+    assert types["amount"] == "decimal(38,18)" and types["born"] == "timestamp"
+    got = {}
+    for f in files:
+        for r in lakefs.read_parquet_columns([f], ["id", "amount", "born"]).to_pylist():
+            got[r["id"]] = (r["amount"], r["born"])
+    assert got == TRUTH
+
+
+def test_a_failed_replacement_leaves_the_old_object(s3_bucket, tmp_path):
+    import boto3
+
+    from ingestion.lake import fs as lakefs
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="k/part-r-0.parquet", Body=b"old")
+    path = f"s3://{s3_bucket}/k/part-r-0.parquet"
+    with pytest.raises(RuntimeError), lakefs.replacing(path) as out:
+        out.write(b"new, half written")
+        raise RuntimeError("cast failed")
+    assert s3.get_object(Bucket=s3_bucket, Key="k/part-r-0.parquet")["Body"].read() == b"old"
+    with lakefs.replacing(path) as out:
+        out.write(b"new")
+    assert s3.get_object(Bucket=s3_bucket, Key="k/part-r-0.parquet")["Body"].read() == b"new"
+    local = tmp_path / "local"  # the same on a local path: the old file until the block ends well
+    local.mkdir()
+    (local / "f.parquet").write_bytes(b"old")
+    with pytest.raises(RuntimeError), lakefs.replacing(str(local / "f.parquet")) as out:
+        out.write(b"new")
+        raise RuntimeError("cast failed")
+    assert (local / "f.parquet").read_bytes() == b"old" and [p.name for p in local.iterdir()] == ["f.parquet"]
