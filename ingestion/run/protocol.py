@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from ingestion.config import Effective
-from ingestion.errors import LeaseHeld, TidemarkError
+from ingestion.errors import CatalogError, LeaseHeld, TidemarkError
 from ingestion.lake.layout import (
     landed_files,
     partition_value,
@@ -145,7 +145,9 @@ def remove_abandoned(ctx: RunContext, keeper: LeaseKeeper, source: str, table: s
     return removed
 
 
-def retype_after_commit(ctx: RunContext, keeper: LeaseKeeper, job: TableJob[Any], outcome: TableOutcome) -> None:
+def retype_after_commit(
+    ctx: RunContext, keeper: LeaseKeeper, job: TableJob[Any], outcome: TableOutcome
+) -> None:
     """Cast the earlier files of the partitions this run widened a column in (see `run.retype`).
 
     After the commit, like the catalog registration: a failure never undoes the commit; it is recorded in
@@ -186,8 +188,8 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
             and state.lease is not None
             and (state.lease.expired(utcnow()) or state.lease.holder_is_dead())
         )
-        retype = state is not None and bool(state.retype)  # a same-day widening not finished yet
-        if ctx.dry_run or not (look.has_work or stale or retype):
+        unfinished = state is not None and bool(state.retype)  # a same-day widening not retyped yet
+        if ctx.dry_run or not (look.has_work or stale or unfinished):
             outcome.status = "planned" if ctx.dry_run else "up_to_date"
             return outcome
 
@@ -212,7 +214,14 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
         # A widening run's partitions whose earlier files were not cast yet (it crashed or failed after
         # its commit): finished first, so nothing lands beside files of two types.
         step = "retype"
-        retyped = finish_retype(ctx, keeper, job.source, job.table)
+        try:
+            retyped = finish_retype(ctx, keeper, job.source, job.table)
+        except (
+            CatalogError
+        ) as exc:  # the files are cast; only Glue is behind: it is tried again after the commit
+            retyped = []
+            outcome.error, outcome.error_class = exc.message, "CatalogError"
+            event("Glue partition columns not updated", logging.ERROR, table=outcome.name, error=exc.message)
 
         step = "plan"
         state = keeper.held.state  # it may have moved between the first look and the lease
@@ -242,7 +251,9 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
             commit = extracted.commit
             # A widening on a day that already has files: the commit names the partitions to retype.
             retype = partitions_to_retype(keeper.held.state, commit, recorded)
-            keeper.commit(replace(commit, run_files={**commit.run_files, ctx.run_id: recorded}, retype=retype))
+            keeper.commit(
+                replace(commit, run_files={**commit.run_files, ctx.run_id: recorded}, retype=retype)
+            )
             outcome.landed_files = tuple(landed)
             committed = True
             ctx.step("state_committed", outcome.name)
