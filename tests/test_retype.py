@@ -298,3 +298,28 @@ def test_a_failed_replacement_leaves_the_old_object(s3_bucket, tmp_path):
         out.write(b"new")
         raise RuntimeError("cast failed")
     assert (local / "f.parquet").read_bytes() == b"old" and [p.name for p in local.iterdir()] == ["f.parquet"]
+
+
+def test_a_failed_retype_keeps_the_commit_and_the_next_run_finishes_it(tmp_path, same_day, monkeypatch):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "accounts_1.csv").write_text(RUN1)
+    cfg = parse_config(config_doc(str(tmp_path / "lake"), str(inbox)))
+    assert run_pipeline(cfg).ok
+    folder = tmp_path / "lake/landing/billing/accounts" / f"_ingest_date={DAY}"
+    (inbox / "accounts_2.csv").write_text(RUN2)
+    monkeypatch.setenv("TIDEMARK_FAULTS", "partition_retyping@accounts=raise")
+    failed = run_pipeline(cfg).tables[0]
+    # the commit stands (landed, watermark moved); the error is recorded; the state names the partition
+    assert failed.status == "landed" and failed.rows_landed == 1
+    assert failed.error_class == "InjectedFault" and "fault injected" in (failed.error or "")
+    state = StateStore(cfg.lake_root, "p").read("billing", "accounts")
+    assert state is not None and state.retype == (DAY,) and state.lease is None
+    assert {s.field("amount").type for s in footers(folder).values()} == {pa.int64(), pa.decimal128(38, 18)}
+    monkeypatch.delenv("TIDEMARK_FAULTS")
+    again = run_pipeline(cfg).tables[0]  # nothing new to land: the pending retype alone takes the lease
+    assert again.status == "up_to_date" and again.error is None, again
+    assert {s.field("amount").type for s in footers(folder).values()} == {pa.decimal128(38, 18)}
+    assert rows(folder) == TRUTH
+    state = StateStore(cfg.lake_root, "p").read("billing", "accounts")
+    assert state is not None and state.retype == ()
