@@ -23,7 +23,7 @@ LedgerStatus = Literal[
 FAILING: tuple[LedgerStatus, ...] = ("failed", "locked", "refused", "abandoned")
 # The steps of the protocol, in order; a failed table records the one it failed in.
 Step = Literal[
-    "look", "lease", "orphans", "plan", "extract", "quarantine", "commit", "after_commit", "release"
+    "look", "lease", "orphans", "retype", "plan", "extract", "quarantine", "commit", "after_commit", "release"
 ]
 
 

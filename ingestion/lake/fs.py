@@ -17,7 +17,9 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -241,6 +243,96 @@ def open_output(path: str) -> BinaryIO:
         return open(path, "wb")
     fs, key = filesystem(path)
     return fs.open_output_stream(key)
+
+
+# A local replacement being written, `.<name>.replacing` beside the file: hidden (Athena, Spectrum and
+# Spark skip dot files) and never matching `*.parquet`.
+REPLACE_SUFFIX = ".replacing"
+
+
+class _S3Replacement(io.RawIOBase):
+    """A writable stream that replaces one S3 object when `finish` is called, and never before.
+
+    Small content is one PUT; content past `part_size` goes up as a multipart upload, completed by
+    `finish` and aborted by `abort` (pyarrow's own S3 streams complete on close, even after an error).
+    """
+
+    def __init__(self, bucket: str, key: str, part_size: int = 8 << 20) -> None:
+        self.bucket, self.key, self.part_size = bucket, key, part_size
+        self._buf = bytearray()
+        self._written = 0
+        self._upload: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._client = s3_client()
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._written
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self._buf += data
+        self._written += len(data)
+        while len(self._buf) >= self.part_size:
+            self._send(bytes(self._buf[: self.part_size]))
+            del self._buf[: self.part_size]
+        return len(data)
+
+    def _send(self, body: bytes) -> None:
+        if self._upload is None:
+            made = s3_retry(self._client.create_multipart_upload)(Bucket=self.bucket, Key=self.key)
+            self._upload = made["UploadId"]
+        n = len(self._parts) + 1
+        resp = s3_retry(self._client.upload_part)(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload, PartNumber=n, Body=body
+        )
+        self._parts.append({"PartNumber": n, "ETag": resp["ETag"]})
+
+    def finish(self) -> None:
+        if self._upload is None:
+            s3_retry(self._client.put_object)(Bucket=self.bucket, Key=self.key, Body=bytes(self._buf))
+            return
+        if self._buf:
+            self._send(bytes(self._buf))
+        s3_retry(self._client.complete_multipart_upload)(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload, MultipartUpload={"Parts": self._parts}
+        )
+
+    def abort(self) -> None:
+        if self._upload is not None:
+            s3_retry(self._client.abort_multipart_upload)(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload
+            )
+
+
+@contextmanager
+def replacing(path: str) -> Iterator[BinaryIO]:
+    """A stream whose content replaces the file at `path` whole when the block ends without an error.
+
+    Locally a file beside it, renamed over it; on S3 one PUT of the same key (a multipart upload for
+    large content, completed at the end). An error or a crash inside the block leaves the old file.
+    """
+    if not is_remote(path):
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{REPLACE_SUFFIX}")
+        f = open(tmp, "wb")
+        try:
+            yield f
+            f.close()
+            os.replace(tmp, path)
+        finally:
+            f.close()
+            Path(tmp).unlink(missing_ok=True)
+        return
+    bucket, _, key = filesystem(path)[1].partition("/")
+    out = _S3Replacement(bucket, key)
+    try:
+        yield out  # type: ignore[misc]
+    except BaseException:
+        out.abort()
+        raise
+    out.finish()
 
 
 def read_parquet_columns(paths: list[str], columns: list[str]) -> pa.Table:

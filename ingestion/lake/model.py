@@ -141,6 +141,10 @@ class TableState:
     # removing their own files): the next leased run removes exactly their files, so no run has to list
     # `landing/`, `_rejected/` or `_tmp/` to find orphans.
     abandoned_runs: tuple[str, ...] = ()
+    # `_ingest_date` partitions a committed run widened a column in, whose earlier files still hold the
+    # old type (`ingestion.lake.retype`): the run that committed it, or else the table's next run, casts
+    # them before anything else and clears this.
+    retype: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -163,6 +167,10 @@ class TableState:
             doc["abandoned_runs"] = list(self.abandoned_runs)
         else:
             del doc["abandoned_runs"]  # the usual case: documents stay as earlier versions wrote them
+        if self.retype:
+            doc["retype"] = list(self.retype)
+        else:
+            del doc["retype"]
         doc["run_files"] = {k: list(v) for k, v in self.run_files.items()}
         doc["history"] = {"head": self.history.head, "parts": self.history.parts}
         # Keys sorted for stable documents, except the columns: their order is the source's, which the
@@ -180,6 +188,7 @@ class TableState:
         files = {k: FileEntry(**v) for k, v in doc.pop("files", {}).items()}
         runs = tuple(doc.pop("committed_runs", ()))
         abandoned = tuple(doc.pop("abandoned_runs", ()))
+        retype = tuple(doc.pop("retype", ()))
         key = tuple(doc.pop("primary_key", ()))
         hist = doc.pop("history", None) or {}
         run_files = {k: tuple(v) for k, v in (doc.pop("run_files", None) or {}).items()}
@@ -192,5 +201,6 @@ class TableState:
             lease=Lease(**lease) if lease else None,
             committed_runs=runs,
             abandoned_runs=abandoned,
+            retype=retype,
             files=files,
         )

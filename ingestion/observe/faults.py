@@ -24,6 +24,7 @@ POINTS = (
     "history_written",  # a history part is written, the state document that names it not yet
     "history_pruning",  # the state is committed; before each unreferenced history part is deleted
     "state_committed",
+    "partition_retyping",  # a same-day widening: before each earlier file of the partition is replaced
     "files_archived",
     "lease_released",
     "run_finished",

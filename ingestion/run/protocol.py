@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from ingestion.config import Effective
-from ingestion.errors import LeaseHeld, TidemarkError
+from ingestion.errors import CatalogError, LeaseHeld, TidemarkError
 from ingestion.lake.layout import (
     landed_files,
     partition_value,
@@ -40,6 +40,7 @@ from ingestion.records import Step, TableOutcome
 from ingestion.redact import error_text, redact
 from ingestion.run.context import RunContext, utcnow
 from ingestion.run.records import log_outcome
+from ingestion.run.retype import finish_retype, partitions_to_retype
 from ingestion.warehouse.glue_catalog import register_outcome
 
 log = logging.getLogger("tidemark")
@@ -144,6 +145,28 @@ def remove_abandoned(ctx: RunContext, keeper: LeaseKeeper, source: str, table: s
     return removed
 
 
+def retype_after_commit(
+    ctx: RunContext, keeper: LeaseKeeper, job: TableJob[Any], outcome: TableOutcome
+) -> None:
+    """Cast the earlier files of the partitions this run widened a column in (see `run.retype`).
+
+    After the commit, like the catalog registration: a failure never undoes the commit; it is recorded in
+    the outcome and the log, and the state still names the partitions, so the next run finishes them.
+    """
+    try:
+        outcome.warnings += finish_retype(ctx, keeper, job.source, job.table)
+    except Exception as exc:
+        message = error_text(exc)
+        outcome.error, outcome.error_class = message, type(exc).__name__
+        event(
+            "could not cast the partition's earlier files to the widened types; the data is committed "
+            "and the table's next run finishes it",
+            logging.ERROR,
+            table=outcome.name,
+            error=message,
+        )
+
+
 def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
     """The commit protocol for one table; every error ends up in the outcome, none escapes."""
     started = time.monotonic()
@@ -165,7 +188,8 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
             and state.lease is not None
             and (state.lease.expired(utcnow()) or state.lease.holder_is_dead())
         )
-        if ctx.dry_run or not (look.has_work or stale):
+        unfinished = state is not None and bool(state.retype)  # a same-day widening not retyped yet
+        if ctx.dry_run or not (look.has_work or stale or unfinished):
             outcome.status = "planned" if ctx.dry_run else "up_to_date"
             return outcome
 
@@ -187,6 +211,18 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
             )
         ctx.step("orphans_removed", outcome.name)
 
+        # A widening run's partitions whose earlier files were not cast yet (it crashed or failed after
+        # its commit): finished first, so nothing lands beside files of two types.
+        step = "retype"
+        try:
+            retyped = finish_retype(ctx, keeper, job.source, job.table)
+        except (
+            CatalogError
+        ) as exc:  # the files are cast; only Glue is behind: it is tried again after the commit
+            retyped = []
+            outcome.error, outcome.error_class = exc.message, "CatalogError"
+            event("Glue partition columns not updated", logging.ERROR, table=outcome.name, error=exc.message)
+
         step = "plan"
         state = keeper.held.state  # it may have moved between the first look and the lease
         plan = job.plan(ctx, state)
@@ -194,7 +230,7 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
         step = "extract"
         extracted = job.extract(ctx, state, plan)
         outcome.load_type, outcome.files = extracted.load_type, extracted.files
-        outcome.warnings = list(extracted.warnings)
+        outcome.warnings = retyped + list(extracted.warnings)
         outcome.rows_read, outcome.rows_landed = extracted.rows_read, extracted.rows_landed
         outcome.rows_deduplicated, outcome.rows_filtered = (
             extracted.rows_deduplicated,
@@ -213,7 +249,11 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
                 landed = [write_empty_landing(target, ctx.run_id, partition_value(ctx.now))]
             recorded = tuple(relative_to(target, f) for f in landed)
             commit = extracted.commit
-            keeper.commit(replace(commit, run_files={**commit.run_files, ctx.run_id: recorded}))
+            # A widening on a day that already has files: the commit names the partitions to retype.
+            retype = partitions_to_retype(keeper.held.state, commit, recorded)
+            keeper.commit(
+                replace(commit, run_files={**commit.run_files, ctx.run_id: recorded}, retype=retype)
+            )
             outcome.landed_files = tuple(landed)
             committed = True
             ctx.step("state_committed", outcome.name)
@@ -231,6 +271,8 @@ def run_protocol(ctx: RunContext, job: TableJob[Any]) -> TableOutcome:
         step = "after_commit"
         job.after_commit(ctx, state, plan, extracted)
         outcome.watermark = keeper.held.state.watermark
+        if committed:
+            retype_after_commit(ctx, keeper, job, outcome)
     except LeaseHeld as exc:
         outcome.status, outcome.error = "locked", redact(str(exc.message))
         outcome.error_class, outcome.failed_step = type(exc).__name__, step

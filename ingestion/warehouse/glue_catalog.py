@@ -213,6 +213,58 @@ def _add_partitions(
     return added
 
 
+def update_partition_columns(
+    cfg: CatalogConfig,
+    target: str,
+    source: str,
+    table: str,
+    partitions: dict[str, list[Column]],
+    client: Any = None,
+) -> list[str]:
+    """Give registered `_ingest_date` partitions the column types their files now hold (after a same-day
+    widening rewrote them, `ingestion.lake.retype`); returns the partitions changed.
+
+    A partition's columns keep their order; the types of the columns its files hold are replaced and
+    columns new to it appended (`merge_columns`). A table or partition not registered yet is left to the
+    registration, which creates it with the table's (widened) columns. Raises CatalogError when Glue refuses.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    database, name = names(cfg, source, table)
+    glue = client or glue_client()
+    changed = []
+    try:
+        for value, landed in sorted(partitions.items()):
+            try:
+                part = glue.get_partition(DatabaseName=database, TableName=name, PartitionValues=[value])
+            except glue.exceptions.EntityNotFoundException:
+                continue
+            sd = part["Partition"]["StorageDescriptor"]
+            existing = [(c["Name"], c["Type"]) for c in sd.get("Columns", [])]
+            columns = merge_columns(existing, landed)
+            if columns == existing:
+                continue
+            location = sd.get("Location") or lakefs.join(target, f"{PARTITION_COLUMN}={value}")
+            glue.update_partition(
+                DatabaseName=database,
+                TableName=name,
+                PartitionValueList=[value],
+                PartitionInput={"Values": [value], "StorageDescriptor": storage(location, columns)},
+            )
+            changed.append(value)
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+        raise CatalogError(
+            f"{source}.{table}: updating the columns of partitions {', '.join(sorted(partitions))} of "
+            f"{database}.{name} failed ({code}): {exc}",
+            hint="the files are rewritten; check the role's glue:UpdatePartition permission, then rerun "
+            "(the table's next run updates them before anything else)",
+        ) from None
+    if changed:
+        event("partition columns updated in the Glue catalog", table=f"{source}.{table}", partitions=changed)
+    return changed
+
+
 def register_outcome(cfg: Any, outcome: Any, run_id: str, paused: bool, partition: str | None = None) -> None:
     """After a table's run: register it when it landed and committed; a failure goes into the outcome.
 
