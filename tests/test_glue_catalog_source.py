@@ -5,6 +5,7 @@ table without a cursor; a full run then an incremental one, the lake compared wi
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import uuid
@@ -1083,6 +1084,8 @@ def test_csv_tables_skip_their_header_lines_and_rejects_keep_the_files_line_numb
     report_csv = f"s3://{s3_bucket}/hdr/report/r1.csv"
     _put(s3_bucket, "hdr/report/r1.csv", b"Sales report, 2024\nID,Label,Amount\n1,a,1.5\n2,b,2,x\n3,c,3.5\n")
     _put(s3_bucket, "hdr/report/short.csv", b"Sales report, empty\n")  # shorter than 2 lines
+    # gzip: the header lines are skipped in the decompressed text
+    _put(s3_bucket, "hdr/report/r2.csv.gz", gzip.compress(b"Sales report, Q2\nid,label,amount\n4,d,4.5\n"))
     noted_csv = f"s3://{s3_bucket}/hdr/noted/n1.csv"
     _put(
         s3_bucket,
@@ -1100,11 +1103,11 @@ def test_csv_tables_skip_their_header_lines_and_rejects_keep_the_files_line_numb
     report = _run(cfg, engine, request)
     assert report.ok, [(t.name, t.error) for t in report.tables]
     by = {t.table: t for t in report.tables}
-    assert (by["report"].rows_read, by["report"].rows_rejected, by["report"].rows_landed) == (3, 1, 2)
+    assert (by["report"].rows_read, by["report"].rows_rejected, by["report"].rows_landed) == (4, 1, 3)
     assert (by["noted"].rows_read, by["noted"].rows_rejected, by["noted"].rows_landed) == (4, 1, 3)
     assert duckdb.sql(
         f"select id, label, amount from read_parquet('{lake}/landing/hdr/report/**/*.parquet') order by id"
-    ).fetchall() == [(1, "a", 1.5), (3, "c", 3.5)]
+    ).fetchall() == [(1, "a", 1.5), (3, "c", 3.5), (4, "d", 4.5)]
     assert duckdb.sql(
         f"select id, label, amount from read_parquet('{lake}/landing/hdr/noted/**/*.parquet') order by id"
     ).fetchall() == [(10, "p", 1.0), (12, "r", 3.0), (13, "s", 4.0)]
@@ -1202,6 +1205,15 @@ def test_a_typed_file_past_max_rejected_fraction_is_refused_and_retried_until_it
     ticks = store.read("frac", "ticks")
     assert ticks is not None and ticks.watermark is None  # not 11: old.json's rows are still to land
 
+    # Unchanged, the refused files are read (and refused) again: never taken for landed.
+    again = _run(cfg, engine, request)
+    by = {t.table: t for t in again.tables}
+    assert list(by["events"].files_refused) == [bad] and by["events"].files == 1
+    assert by["events"].rows_landed == 0 and landed("events") == [(10, good), (11, good)]
+    assert by["ticks"].status == "landed" and by["ticks"].files_refused
+    ticks = store.read("frac", "ticks")
+    assert ticks is not None and ticks.watermark is None
+
     # The writer fixes its files in place: the next run lands them, and only them.
     _put(s3_bucket, "frac/events/bad.json", b"".join(b'{"id": %d, "kind": "k"}\n' % i for i in range(1, 6)))
     _put(s3_bucket, "frac/ticks/old.json", b'{"id": 1, "seq": 1}\n{"id": 2, "seq": 2}\n')
@@ -1215,3 +1227,35 @@ def test_a_typed_file_past_max_rejected_fraction_is_refused_and_retried_until_it
     assert sorted({i for i, _ in landed("ticks")}) == [1, 2, 10, 11]
     ticks = store.read("frac", "ticks")
     assert ticks is not None and ticks.watermark is not None and ticks.watermark.value == "11"
+
+
+def test_refused_files_are_left_out_of_the_ledger_that_plans_the_next_run() -> None:
+    """`refuse_files` refuses past the fraction (never at it) with the reason and reject summary;
+    `retry_refused` hides a refused file from the ledger, so the plan reads it again."""
+    from ingestion.lake.model import FileEntry, TableState
+    from ingestion.plan.catalog import CatalogFile, plan_catalog_table, retry_refused
+    from ingestion.plan.csv import FileFacts
+    from ingestion.plan.rejects import MALFORMED_JSON, FileCounts, Quarantine, Reject, refuse_files
+
+    q = Quarantine(
+        [Reject("a", i, MALFORMED_JSON, "not JSON", line=i + 1) for i in range(3)]
+        + [Reject("b", 0, MALFORMED_JSON, "not JSON", line=1)],
+        {"a": FileCounts("a", 5, 2, 3, 2), "b": FileCounts("b", 2, 1, 1, 1)},
+    )
+    assert refuse_files(q, 0.5) == {"a"}
+    assert q.refused == {
+        "a": "3 of 5 rows rejected (60%), more than max_rejected_fraction 50% "
+        "(malformed_json: 3; rows kept in _rejected/)"
+    }
+    assert q.rows_rejected == 1
+    files = [CatalogFile(FileFacts(n, f"/d/{n}", 10, 1)) for n in ("a", "b")]
+    state = TableState(
+        "p",
+        "s",
+        "t",
+        files={"a": FileEntry(10, 1, "r1", status="rejected", reason="x"), "b": FileEntry(10, 1, "r1")},
+    )
+    held = retry_refused(state)
+    assert held is not None and list(held.files) == ["b"] and list(state.files) == ["a", "b"]
+    plan = plan_catalog_table(_spec(None), state, files)
+    assert [f.facts.relpath for f in plan.files] == ["a"] and plan.load_type == "incremental"
