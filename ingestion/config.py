@@ -372,6 +372,9 @@ class CatalogTableConfig(_TableSettings):
         None, description="default: the source's `cursor` when the table has it, else new files/partitions"
     )
     full_load: bool = Field(False, description="no cursor and no file tracking: every run lands all of it")
+    max_rejected_fraction: float | None = Field(
+        None, ge=0, le=1, description="default: the source's; a file with a larger share is refused"
+    )
 
 
 class GlueCatalogSourceConfig(_Model):
@@ -396,6 +399,13 @@ class GlueCatalogSourceConfig(_Model):
     cursor: Identifier = "updated_at"
     cursor_timezone: str | None = None
     lookback: str | float = "0s"
+    max_rejected_fraction: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="a file (CSV, JSON lines, Parquet) with a larger share of rejected rows is refused: "
+        "none of its rows land and it is retried next run; default 1: no file is refused",
+    )
 
     @field_validator("cursor_timezone")
     @classmethod

@@ -5,6 +5,7 @@ table without a cursor; a full run then an incremental one, the lake compared wi
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import uuid
@@ -1031,3 +1032,230 @@ def test_an_imported_seed_watermark_makes_a_catalog_tables_first_run_incremental
     (outcome,) = report.tables
     assert (outcome.load_type, outcome.rows_landed) == ("incremental", 3)
     assert sorted(_latest(lake, "c", "orders", "id", "updated_at")) == [3, 4, 5]
+
+
+def test_header_line_counts_above_one_skip_the_lines_before_the_header() -> None:
+    """skip.header.line.count = N: the N-th line is the header line, the N - 1 before it are skipped; a
+    count that is not a whole number is an error naming the table."""
+    from ingestion.config import GlueCatalogSourceConfig
+    from ingestion.plan.catalog import GlueColumn, header_lines, resolve_table
+
+    def table(count: str) -> GlueTable:
+        return GlueTable(
+            "t",
+            "s3://b/t",
+            (GlueColumn("id", "bigint"),),
+            parameters={"skip.header.line.count": count, "classification": "csv"},
+            serde="org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+            serde_parameters={"field.delim": ","},
+        )
+
+    source = GlueCatalogSourceConfig(name="s", kind="glue_catalog", database="d")
+    for count, skip, header in (("0", 0, False), ("1", 0, True), ("2", 1, True), ("3", 2, True)):
+        spec, _ = resolve_table(source, table(count), {})
+        assert header_lines(table(count)) == int(count)
+        assert spec.csv is not None and (spec.skip_lines, spec.csv.header) == (skip, header)
+    with pytest.raises(SchemaError, match="not a whole number"):
+        csv_options(table("-1"))
+
+
+@pytest.mark.parametrize(
+    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
+def test_csv_tables_skip_their_header_lines_and_rejects_keep_the_files_line_numbers(
+    engine: str, glue: Any, s3_bucket: str, tmp_path: Path, write_config, request: pytest.FixtureRequest
+) -> None:
+    """skip.header.line.count 2 (a title line, then the header line) and 3 (two comment lines): the lines
+    are neither rows nor rejects, the catalog's column names are used, a bad row's reject carries its
+    line in the file as stored, and a file shorter than the count is an empty file."""
+    db = f"hdr_{uuid.uuid4().hex[:8]}"
+    glue.create_database(DatabaseInput={"Name": db})
+    for name, count in (("report", "2"), ("noted", "3")):
+        _table(
+            glue,
+            db,
+            name,
+            f"s3://{s3_bucket}/hdr/{name}/",
+            [("id", "bigint"), ("label", "string"), ("amount", "double")],
+            serde="org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+            serde_params={"field.delim": ","},
+            parameters={"classification": "csv", "skip.header.line.count": count, "primary_key": "id"},
+        )
+    report_csv = f"s3://{s3_bucket}/hdr/report/r1.csv"
+    _put(s3_bucket, "hdr/report/r1.csv", b"Sales report, 2024\nID,Label,Amount\n1,a,1.5\n2,b,2,x\n3,c,3.5\n")
+    _put(s3_bucket, "hdr/report/short.csv", b"Sales report, empty\n")  # shorter than 2 lines
+    # gzip: the header lines are skipped in the decompressed text
+    _put(s3_bucket, "hdr/report/r2.csv.gz", gzip.compress(b"Sales report, Q2\nid,label,amount\n4,d,4.5\n"))
+    noted_csv = f"s3://{s3_bucket}/hdr/noted/n1.csv"
+    _put(
+        s3_bucket,
+        "hdr/noted/n1.csv",
+        b"# exported by tool\n# 2024-01-01\nid,label,amount\n10,p,1\n11,q\n12,r,3\n13,s,4\n",
+    )
+    lake = tmp_path / "lake"
+    cfg = write_config(
+        {
+            "pipeline": "hdr",
+            "lake": {"root": str(lake)},
+            "sources": [{"name": "hdr", "kind": "glue_catalog", "database": db}],
+        }
+    )
+    report = _run(cfg, engine, request)
+    assert report.ok, [(t.name, t.error) for t in report.tables]
+    by = {t.table: t for t in report.tables}
+    assert (by["report"].rows_read, by["report"].rows_rejected, by["report"].rows_landed) == (4, 1, 3)
+    assert (by["noted"].rows_read, by["noted"].rows_rejected, by["noted"].rows_landed) == (4, 1, 3)
+    assert duckdb.sql(
+        f"select id, label, amount from read_parquet('{lake}/landing/hdr/report/**/*.parquet') order by id"
+    ).fetchall() == [(1, "a", 1.5), (3, "c", 3.5), (4, "d", 4.5)]
+    assert duckdb.sql(
+        f"select id, label, amount from read_parquet('{lake}/landing/hdr/noted/**/*.parquet') order by id"
+    ).fetchall() == [(10, "p", 1.0), (12, "r", 3.0), (13, "s", 4.0)]
+    rejected = duckdb.sql(
+        "select _source_file, _line, _reason_code, _raw from read_parquet("
+        f"'{lake}/_rejected/hdr/**/*.parquet') order by _source_file"
+    ).fetchall()
+    assert rejected == [
+        (noted_csv, 5, "missing_columns", "11,q"),
+        (report_csv, 4, "extra_columns", "2,b,2,x"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])]
+)
+def test_a_typed_file_past_max_rejected_fraction_is_refused_and_retried_until_it_lands(
+    engine: str, glue: Any, s3_bucket: str, tmp_path: Path, write_config, request: pytest.FixtureRequest
+) -> None:
+    """A JSON-lines file with 60% malformed lines under max_rejected_fraction 0.5 (the table's setting,
+    over the source's 0.9) is refused: none of its rows land, its rejects are kept, the outcome and the
+    ledger say why, the good file beside it lands. A cursor table's watermark does not move past the
+    refused file's rows. Once the file is rewritten, the next run lands it (and all of its rows)."""
+    db = f"frac_{uuid.uuid4().hex[:8]}"
+    glue.create_database(DatabaseInput={"Name": db})
+    for name, cols in (
+        ("events", [("id", "bigint"), ("kind", "string")]),
+        ("ticks", [("id", "bigint"), ("seq", "bigint")]),
+    ):
+        _table(
+            glue,
+            db,
+            name,
+            f"s3://{s3_bucket}/frac/{name}/",
+            cols,
+            serde="org.openx.data.jsonserde.JsonSerDe",
+            parameters={"classification": "json", "primary_key": "id"},
+        )
+    bad, good = f"s3://{s3_bucket}/frac/events/bad.json", f"s3://{s3_bucket}/frac/events/good.json"
+    broken = b'{"id": 1, "kind": "a"}\n{"id": 2, "kind\n{"id": 3\nnot json\n{"id": 5, "kind": "e"}\n'
+    _put(s3_bucket, "frac/events/bad.json", broken)
+    _put(s3_bucket, "frac/events/good.json", b'{"id": 10, "kind": "x"}\n{"id": 11, "kind": "y"}\n')
+    # ticks: cursor seq; the refused file holds the older rows.
+    _put(s3_bucket, "frac/ticks/old.json", b'{"id": 1, "seq": 1}\n{"id": 2, "seq":\n[3]\n{"id": 4,\n')
+    _put(s3_bucket, "frac/ticks/new.json", b'{"id": 10, "seq": 10}\n{"id": 11, "seq": 11}\n')
+    lake = tmp_path / "lake"
+    cfg = write_config(
+        {
+            "pipeline": "frac",
+            "lake": {"root": str(lake)},
+            "sources": [
+                {
+                    "name": "frac",
+                    "kind": "glue_catalog",
+                    "database": db,
+                    "max_rejected_fraction": 0.9,
+                    "tables": [
+                        {"name": "events", "max_rejected_fraction": 0.5},
+                        {"name": "ticks", "cursor": "seq", "max_rejected_fraction": 0.5},
+                    ],
+                }
+            ],
+        }
+    )
+
+    def landed(table: str) -> list[tuple[Any, ...]]:
+        return duckdb.sql(
+            f"select id, _source_file from read_parquet('{lake}/landing/frac/{table}/**/*.parquet') "
+            "where id is not null order by id"
+        ).fetchall()
+
+    first = _run(cfg, engine, request)
+    assert not first.ok and {t.table for t in first.failed} == {"events", "ticks"}
+    by = {t.table: t for t in first.tables}
+    assert list(by["events"].files_refused) == [bad]
+    why = by["events"].files_refused[bad]
+    assert "3 of 5 rows rejected (60%), more than max_rejected_fraction 50%" in why
+    assert "malformed_json: 3" in why
+    assert (by["events"].rows_read, by["events"].rows_rejected, by["events"].rows_landed) == (2, 0, 2)
+    assert landed("events") == [(10, good), (11, good)]
+    rejected = duckdb.sql(
+        "select _source_file, _line, _reason_code from read_parquet("
+        f"'{lake}/_rejected/frac/events/**/*.parquet') order by _line"
+    ).fetchall()
+    assert rejected == [(bad, 2, "malformed_json"), (bad, 3, "malformed_json"), (bad, 4, "malformed_json")]
+    store = StateStore(str(lake), "frac")
+    events = store.read("frac", "events")
+    assert events is not None
+    assert (events.files[bad].status, events.files[bad].reason) == ("rejected", why)
+    assert events.files[good].status == "landed"
+    assert landed("ticks") == [
+        (10, f"s3://{s3_bucket}/frac/ticks/new.json"),
+        (11, f"s3://{s3_bucket}/frac/ticks/new.json"),
+    ]
+    ticks = store.read("frac", "ticks")
+    assert ticks is not None and ticks.watermark is None  # not 11: old.json's rows are still to land
+
+    # Unchanged, the refused files are read (and refused) again: never taken for landed.
+    again = _run(cfg, engine, request)
+    by = {t.table: t for t in again.tables}
+    assert list(by["events"].files_refused) == [bad] and by["events"].files == 1
+    assert by["events"].rows_landed == 0 and landed("events") == [(10, good), (11, good)]
+    assert by["ticks"].status == "landed" and by["ticks"].files_refused
+    ticks = store.read("frac", "ticks")
+    assert ticks is not None and ticks.watermark is None
+
+    # The writer fixes its files in place: the next run lands them, and only them.
+    _put(s3_bucket, "frac/events/bad.json", b"".join(b'{"id": %d, "kind": "k"}\n' % i for i in range(1, 6)))
+    _put(s3_bucket, "frac/ticks/old.json", b'{"id": 1, "seq": 1}\n{"id": 2, "seq": 2}\n')
+    second = _run(cfg, engine, request)
+    assert second.ok, [(t.name, t.error) for t in second.tables]
+    by = {t.table: t for t in second.tables}
+    assert by["events"].rows_landed == 5 and not by["events"].files_refused
+    assert landed("events") == [*((i, bad) for i in range(1, 6)), (10, good), (11, good)]
+    events = store.read("frac", "events")
+    assert events is not None and events.files[bad].status == "landed"
+    assert sorted({i for i, _ in landed("ticks")}) == [1, 2, 10, 11]
+    ticks = store.read("frac", "ticks")
+    assert ticks is not None and ticks.watermark is not None and ticks.watermark.value == "11"
+
+
+def test_refused_files_are_left_out_of_the_ledger_that_plans_the_next_run() -> None:
+    """`refuse_files` refuses past the fraction (never at it) with the reason and reject summary;
+    `retry_refused` hides a refused file from the ledger, so the plan reads it again."""
+    from ingestion.lake.model import FileEntry, TableState
+    from ingestion.plan.catalog import CatalogFile, plan_catalog_table, retry_refused
+    from ingestion.plan.csv import FileFacts
+    from ingestion.plan.rejects import MALFORMED_JSON, FileCounts, Quarantine, Reject, refuse_files
+
+    q = Quarantine(
+        [Reject("a", i, MALFORMED_JSON, "not JSON", line=i + 1) for i in range(3)]
+        + [Reject("b", 0, MALFORMED_JSON, "not JSON", line=1)],
+        {"a": FileCounts("a", 5, 2, 3, 2), "b": FileCounts("b", 2, 1, 1, 1)},
+    )
+    assert refuse_files(q, 0.5) == {"a"}
+    assert q.refused == {
+        "a": "3 of 5 rows rejected (60%), more than max_rejected_fraction 50% "
+        "(malformed_json: 3; rows kept in _rejected/)"
+    }
+    assert q.rows_rejected == 1
+    files = [CatalogFile(FileFacts(n, f"/d/{n}", 10, 1)) for n in ("a", "b")]
+    state = TableState(
+        "p",
+        "s",
+        "t",
+        files={"a": FileEntry(10, 1, "r1", status="rejected", reason="x"), "b": FileEntry(10, 1, "r1")},
+    )
+    held = retry_refused(state)
+    assert held is not None and list(held.files) == ["b"] and list(state.files) == ["a", "b"]
+    plan = plan_catalog_table(_spec(None), state, files)
+    assert [f.facts.relpath for f in plan.files] == ["a"] and plan.load_type == "incremental"

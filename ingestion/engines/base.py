@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -32,7 +32,7 @@ from ingestion.plan.rejects import (
     first_misfit_reason,
     reason_summary,
 )
-from ingestion.sources.csv import as_text_file, blank_long_lines, locate, read_header
+from ingestion.sources.csv import as_text_file, blank_long_lines, drop_first_lines, locate, read_header
 from ingestion.sources.jdbc import PgConnection
 
 log = logging.getLogger("tidemark")
@@ -63,6 +63,9 @@ class CsvBatch:
     column_names: tuple[str, ...] = ()
     # Text values every row of a file takes as extra columns (a catalog partition's key values), by relpath.
     file_columns: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # Lines at the start of each file before its header line (a catalog table's skip.header.line.count
+    # above 1): read from a copy without them; rejects keep the file's own line numbers.
+    skip_lines: int = 0
 
     @property
     def staging(self) -> str:
@@ -289,18 +292,23 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
         counts = q.files[f.relpath] = FileCounts(f.relpath)
         try:
             f = as_text_file(f, text_dir or batch.text_copies, batch.options)  # the text copy from here on
+            f = drop_first_lines(f, text_dir or batch.text_copies, batch.skip_lines)
             raw_names = read_header(f.path, batch.options)
             if raw_names is None:
                 continue  # an empty file: nothing to read, nothing lost
-            if batch.column_names and not batch.options.header:
+            if batch.column_names:
+                # A catalog table's columns are the catalog's (Hive's rule), header line or not.
                 if len(raw_names) != len(batch.column_names):
                     raise SchemaError(
                         f"{f.relpath} has {len(raw_names)} fields per record but the table declares "
                         f"{len(batch.column_names)} columns ({', '.join(batch.column_names)})",
                         hint="fix the file or the table's columns in the catalog",
                     )
-                raw_names = list(batch.column_names)
-            names = clean_header(raw_names, file=f.relpath)
+                names = clean_header(list(batch.column_names), file=f.relpath)
+                if not batch.options.header:
+                    raw_names = list(batch.column_names)
+            else:
+                names = clean_header(raw_names, file=f.relpath)
             # A line longer than MAX_LINE_BYTES is rejected before any engine reads the file (Spark's
             # parser can't skip one without exhausting an executor's memory): blanked in a copy, it
             # becomes a `line_too_long` reject and the file's other rows land, on both engines alike.
@@ -362,6 +370,8 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
         columns = typed or columns  # no column has a value: rows of nulls keep their (text) columns
         written = ops.write(landable, columns, plan)
     landable_rows = sum(q.files[f.relpath].landable for f in landable)
+    if batch.skip_lines:  # line numbers in the copy → the file's own
+        q.rejects = [replace(r, line=r.line + batch.skip_lines if r.line else r.line) for r in q.rejects]
     return LandedBatch(
         rows_read=sum(q.files[f.relpath].read for f in landable),
         rows_landed=written.rows_landed,

@@ -120,16 +120,28 @@ def table_format(table: GlueTable) -> Format:
     )
 
 
-def csv_options(table: GlueTable) -> CsvOptions:
-    """The CSV options a table's SerDe describes: delimiter, quote, escape, header lines, null token."""
-    p, serde = table.serde_parameters, table.serde.lower()
-    header = table.parameters.get("skip.header.line.count") or p.get("skip.header.line.count") or "0"
-    if header not in ("0", "1"):
+def header_lines(table: GlueTable) -> int:
+    """`skip.header.line.count`: how many lines at the start of each file are not data (Hive skips them)."""
+    p = table.parameters
+    text = (
+        p.get("skip.header.line.count") or table.serde_parameters.get("skip.header.line.count") or "0"
+    ).strip()
+    if not text.isdigit():
         raise SchemaError(
-            f"catalog table {table.name}: skip.header.line.count = {header}; tidemark skips one header line "
-            "at most",
-            hint="rewrite the files with a single header line, or exclude the table",
+            f"catalog table {table.name}: skip.header.line.count = {text!r} is not a whole number of lines",
+            hint="set it to 0 (no header) or the number of lines before the first row",
         )
+    return int(text)
+
+
+def csv_options(table: GlueTable) -> CsvOptions:
+    """The CSV options a table's SerDe describes: delimiter, quote, escape, header line, null token.
+
+    With `skip.header.line.count` = N >= 1 the N-th line is read as the header line (and the N - 1 lines
+    before it are skipped: `CatalogSpec.skip_lines`); the table's columns are the catalog's either way.
+    """
+    p, serde = table.serde_parameters, table.serde.lower()
+    header = str(min(header_lines(table), 1))
     if "opencsvserde" in serde:
         return CsvOptions(
             delimiter=p.get("separatorChar", ","),
@@ -237,6 +249,10 @@ class CatalogSpec:
     load_type: LoadType
     full_load: bool
     csv: CsvOptions | None = None
+    # Lines at the start of each CSV file before its header line (skip.header.line.count - 1): not data.
+    skip_lines: int = 0
+    # A file with a larger share of rejected rows is refused (none of its rows land; retried next run).
+    max_rejected_fraction: float = 1.0
 
     @property
     def cursor_type(self) -> str | None:
@@ -364,6 +380,12 @@ def resolve_table(
         load_type=cfg.load_type if cfg else "auto",
         full_load=full_load,
         csv=csv_options(table) if fmt == "csv" else None,
+        skip_lines=max(header_lines(table) - 1, 0) if fmt == "csv" else 0,
+        max_rejected_fraction=(
+            cfg.max_rejected_fraction
+            if cfg and cfg.max_rejected_fraction is not None
+            else source.max_rejected_fraction
+        ),
     )
     return spec, warnings
 
@@ -391,6 +413,16 @@ class CatalogPlan:
         return bool(self.files)
 
 
+def retry_refused(state: TableState | None) -> TableState | None:
+    """The state as planning sees it: files a run refused (too many rejected rows) are not in its ledger,
+    so every run reads them again until they land. Catalog files stay where their writer put them (CSV
+    drops are moved to unprocessed/ instead): a file fixed in place, or a raised max_rejected_fraction,
+    lands on the next run."""
+    if state is None or all(e.status != "rejected" for e in state.files.values()):
+        return state
+    return replace(state, files={k: e for k, e in state.files.items() if e.status != "rejected"})
+
+
 def plan_catalog_table(
     spec: CatalogSpec,
     state: TableState | None,
@@ -406,6 +438,7 @@ def plan_catalog_table(
     """
     chosen = load_type or spec.load_type
     where = f"{spec.source}.{spec.name}"
+    state = retry_refused(state)
     if spec.full_load and chosen != "incremental":
         chosen = "full"
     by_path = {f.facts.relpath: f for f in listing}

@@ -182,6 +182,18 @@ def reason_summary(rejects: Sequence[Reject]) -> str:
     return f" ({parts}; rows kept in _rejected/)"
 
 
+def refuse_files(q: Quarantine, max_fraction: float) -> set[str]:
+    """Apply `check_file` to every file of a typed batch (Parquet, JSON lines): the files refused, each
+    with its reason and reject summary in its counts (their rejects stay in the quarantine)."""
+    refused = set()
+    for path, counts in q.files.items():
+        if counts.error is None and check_file(counts, max_fraction).error:
+            counts.error = (counts.error or "") + reason_summary([r for r in q.rejects if r.file == path])
+        if counts.error:
+            refused.add(path)
+    return refused
+
+
 def first_misfit_reason(rejects: Sequence[Reject], types: dict[str, str]) -> str | None:
     """For a refused file: the column whose values most often didn't fit (type rejects), to name it."""
     counts = Counter(r.column for r in rejects if r.code in (TYPE_MISMATCH, BAD_CURSOR) and r.column)

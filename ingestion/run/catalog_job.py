@@ -27,6 +27,7 @@ from ingestion.plan.catalog import (
     jdbc_location,
     plan_catalog_table,
     resolve_table,
+    retry_refused,
     select_tables,
 )
 from ingestion.plan.csv import next_state, settle_checksums
@@ -81,7 +82,9 @@ class CatalogJob:
         if self.spec.cursor is None:
             return Look(plan.load_type, len(plan.files), plan.has_work)
         # A cursor table reads every file, but unchanged files hold no row the last commit didn't see.
-        ledger = state.files if state is not None and plan.load_type == "incremental" else {}
+        # A file a run refused is read again every run (`retry_refused`) until it lands.
+        held = retry_refused(state)
+        ledger = held.files if held is not None and plan.load_type == "incremental" else {}
         changed = [
             f
             for f in plan.files
@@ -98,7 +101,7 @@ class CatalogJob:
         plan = self._plan(ctx, state)
         if self.spec.cursor is None and plan.load_type == "incremental" and plan.has_work:
             # A rewritten object with the same ETag holds the same bytes: not landed again.
-            tp = settle_checksums(plan.table_plan, fingerprint(plan.table_plan.files), state)
+            tp = settle_checksums(plan.table_plan, fingerprint(plan.table_plan.files), retry_refused(state))
             keep = {f.relpath for f in tp.files}
             plan = replace(plan, files=tuple(f for f in plan.files if f.facts.relpath in keep), table_plan=tp)
         event(
@@ -138,6 +141,8 @@ class CatalogJob:
                 committed=committed,
                 column_names=spec.raw_columns,
                 file_columns={f.facts.relpath: f.partition for f in plan.files if f.partition},
+                max_rejected_fraction=spec.max_rejected_fraction,
+                skip_lines=spec.skip_lines,
             )
         batch = engine.land_catalog(
             CatalogBatch(
@@ -159,6 +164,16 @@ class CatalogJob:
             else []
         )
         q = batch.quarantine
+        if q is not None and q.refused and spec.cursor:
+            # A refused file's rows are not landed: the watermark stays where it was (a full load keeps
+            # none), so the run that lands the file, fixed or re-read, still takes every one of its rows.
+            batch = replace(batch, max_cursor=None)
+            event(
+                "watermark held: files refused",
+                logging.WARNING,
+                table=f"{self.source}.{self.table}",
+                files=sorted(q.refused),
+            )
         new = next_state(
             state,
             plan.table_plan,
@@ -174,7 +189,7 @@ class CatalogJob:
         out.rows_rejected = batch.rows_rejected
         out.rejects = list(q.rejects) if q else []
         out.files_refused = q.refused if q else {}
-        out.refused_to = "left where the catalog keeps it (the ledger skips it)"
+        out.refused_to = "left where the catalog keeps it; read again next run"
         out.warnings = dropped
         return out
 
@@ -268,7 +283,7 @@ def _jdbc_job(
     settings = source.table_config(table.name)
     listed: dict[str, Any] = {"name": where.table}
     if settings is not None:
-        listed.update(settings.model_dump(exclude={"name"}, exclude_none=True))
+        listed.update(settings.model_dump(exclude={"name", "max_rejected_fraction"}, exclude_none=True))
     jdbc = JdbcSourceConfig.model_validate(
         {
             "name": source.name,

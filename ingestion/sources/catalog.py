@@ -25,7 +25,7 @@ from ingestion.plan.catalog import (
 )
 from ingestion.plan.csv import FileFacts
 from ingestion.plan.json_lines import json_text, parse_line, split_lines
-from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject
+from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject, refuse_files
 from ingestion.redact import redact, register_secret, sdk_bodies_unlogged
 from ingestion.sources.jdbc import PgConnection, parse_jdbc_url, secret_password
 
@@ -461,18 +461,22 @@ def file_types(data: pa.Table, where: str) -> dict[str, str]:
 
 
 def null_key_rejects(
-    files: Sequence[tuple[str, pa.Table]], keys: Sequence[str], parsed: Mapping[str, Sequence[Reject]]
+    files: Sequence[tuple[str, pa.Table]],
+    keys: Sequence[str],
+    parsed: Mapping[str, Sequence[Reject]],
+    max_fraction: float = 1.0,
 ) -> tuple[pa.Table | None, Quarantine]:
     """The files' rows without those whose key has a null column (rejected, with the row as JSON: a NULL
     key is never a merge group), and the quarantine that records them, the lines the reader rejected
-    (`parsed`) and each file's counts (read = landable + rejected)."""
+    (`parsed`) and each file's counts (read = landable + rejected). A file whose share of rejected rows
+    exceeds `max_fraction` is refused: none of its rows are returned, its rejects are kept."""
     import json
 
     import pyarrow as pa
     import pyarrow.compute as pc
 
     q = Quarantine()
-    kept: list[pa.Table] = []
+    kept: list[tuple[str, pa.Table]] = []
     for path, data in files:
         bad_lines = list(parsed.get(path, ()))
         q.rejects += bad_lines
@@ -500,5 +504,7 @@ def null_key_rejects(
                 data = data.filter(pc.invert(bad))
             counts.rejected += len(rows)
         counts.landable = data.num_rows
-        kept.append(data)
-    return (pa.concat_tables(kept) if kept else None), q
+        kept.append((path, data))
+    refused = refuse_files(q, max_fraction)
+    landing = [data for path, data in kept if path not in refused]
+    return (pa.concat_tables(landing) if landing else None), q

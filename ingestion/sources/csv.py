@@ -199,7 +199,7 @@ def as_text_file(f: FileFacts, scratch: str, options: CsvOptions) -> FileFacts:
     if kind is not None:
         # No .gz/.zst suffix: readers must not decompress again. `scratch` is on the lake's filesystem
         # for the Spark engine (its executors read the copy), a local folder for DuckDB.
-        target = lakefs.join(scratch, f.relpath + ".text")
+        target = lakefs.join(scratch, copy_name(f.relpath) + ".text")
         if kind == "zip":
             _unzip_one(f, target)
         else:
@@ -243,6 +243,30 @@ def _unzip_one(f: FileFacts, target: str) -> None:
                 shutil.copyfileobj(src, dst, _CHUNK)
     except zipfile.BadZipFile as exc:
         raise NotText(f"{f.relpath}: not_text: a damaged zip archive ({exc})") from None
+
+
+def copy_name(relpath: str) -> str:
+    """A file's relpath as a path under a scratch folder (a catalog file's relpath is its `s3://` URL)."""
+    return relpath.replace("://", "/")
+
+
+def drop_first_lines(f: FileFacts, scratch: str, n: int) -> FileFacts:
+    """A copy of the file without its first `n` physical lines (lines a catalog table says are no data:
+    a title or comment before the header line), in `scratch` beside the other text copies; the file
+    itself when `n` is 0. A file of `n` lines or fewer becomes an empty copy (nothing to read)."""
+    if n <= 0:
+        return f
+    target = lakefs.join(scratch, copy_name(f.relpath) + ".skip")
+    with lakefs.open_input(f.path) as src, lakefs.open_output(target) as dst:
+        skipped = 0
+        while skipped < n:
+            line = src.readline(_CHUNK)  # bounded: a long line is read (and dropped) in pieces
+            if not line:
+                break
+            if line.endswith(b"\n"):
+                skipped += 1
+        shutil.copyfileobj(src, dst, _CHUNK)
+    return replace(f, path=target, origin=f.source_path)
 
 
 def blank_long_lines(
@@ -293,7 +317,7 @@ def blank_long_lines(
         return f, []
     blank = {n for n, _, _ in long_lines}
     ending = b"\r\n" if has_crlf(f.path) else b"\n"
-    target = lakefs.join(scratch, f.relpath + ".short")
+    target = lakefs.join(scratch, copy_name(f.relpath) + ".short")
     with lakefs.open_input(f.path) as src, lakefs.open_output(target) as dst:
         n = 0
         while True:

@@ -237,7 +237,7 @@ class DuckDBEngine:
         for c in (*spec.primary_key, *([spec.cursor] if spec.cursor else [])):
             types.setdefault(c, spec.columns[c])  # no file yet: the catalog's type
         conformed = [(path, conform([(path, data)], types)) for path, data in read]
-        rows, quarantine = null_key_rejects(conformed, spec.primary_key, parsed)
+        rows, quarantine = null_key_rejects(conformed, spec.primary_key, parsed, spec.max_rejected_fraction)
         landing = ArrowLanding(
             batch.name,
             types,

@@ -32,7 +32,7 @@ from ingestion.lake.layout import partition_value, publish_staged
 from ingestion.plan.catalog import CatalogFile, fold_types
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import clean_header
-from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject
+from ingestion.plan.rejects import NULL_KEY, FileCounts, Quarantine, Reject, refuse_files
 from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
@@ -257,9 +257,13 @@ def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
                 q.files[path].rejected += 1
                 q.files[path].landable -= 1
             rows = rows.where(~null_key)
+        # A file with too large a share of rejected rows lands none of them (its rejects are kept).
+        refused = refuse_files(q, spec.max_rejected_fraction)
+        if refused:
+            rows = rows.where(~F.col(SOURCE_FILE).isin(sorted(refused)))
         columns = list(types)
         typed = rows.select(*columns, *metadata_columns(batch.run_id, batch.ingested_at, source_file=True))
-        rows_kept = sum(c.landable for c in q.files.values())
+        rows_kept = sum(c.landable for c in q.files.values() if not c.error)
         if batch.lower_bound and spec.cursor:
             bound = F.lit(batch.lower_bound.value).cast(spark_type(types[spec.cursor]))
             cursor = F.col(quote_spark(spec.cursor))
@@ -283,7 +287,7 @@ def land_catalog(spark: SparkSession, batch: CatalogBatch) -> LandedBatch:
         raise
     finally:
         lakefs.remove_tree(staging)
-    rows_read = sum(c.read for c in q.files.values())
+    rows_read = sum(c.read for c in q.files.values() if not c.error)
     return LandedBatch(
         rows_read=rows_read,
         rows_landed=rows_landed,
