@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -39,6 +39,7 @@ from ingestion.lake.layout import publish_staged, scratch_dir
 from ingestion.plan.catalog import fold_types
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
+    COLUMN_BATCH,
     DECIMAL,
     SAMPLE_ROWS,
     STRING,
@@ -123,10 +124,14 @@ def fits_expr(col: str, target: str, rules: dict[str, TypeRule], *, key: bool = 
     return f"({col} IS NULL OR {col} = '' OR {' OR '.join(alts)})"
 
 
-_BIGINT = next(r for r in TYPE_RULES if r.name == "bigint")
-# The rules that take every value the default bigint rule takes (pattern, length and cast):
-# tests/test_duckdb_scale.py checks the implication on DuckDB itself.
-_WIDER_THAN_BIGINT = tuple(r for r in TYPE_RULES if r.name in (DECIMAL, "double"))
+def _default_rule(name: str) -> TypeRule:
+    return next(r for r in TYPE_RULES if r.name == name)
+
+
+# The default rules type inference checks fewer of per value (`_DuckDBCsv._rule_count_terms`):
+# tests/test_duckdb_scale.py checks the counts against every rule on every value, on DuckDB itself.
+_BIGINT, _DECIMAL, _DOUBLE = _default_rule("bigint"), _default_rule(DECIMAL), _default_rule("double")
+_TIMESTAMP, _TIMESTAMPTZ = _default_rule("timestamp"), _default_rule("timestamptz")
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -264,8 +269,32 @@ class DuckDBEngine:
         return land_tombstones(batch)
 
 
+@dataclass
+class _CsvFile:
+    """One file of a batch as `_DuckDBCsv` reads it."""
+
+    reader: str  # read_csv(...) of the file, rows with errors skipped
+    cols: list[str]  # select items over the reader: the named text columns, then `_source_file`
+    names: list[str]  # the columns' names (the file's, then the batch's per-file columns)
+    width: int  # fields per record
+    hdr: str  # TRUE for a row that repeats the header line
+    excl: str  # temp table of the ordinals left out (repeated headers, type rejects)
+    guard: bool = False  # the file holds undecodable bytes: every pass reads every column
+    excluded: int = 0
+    live_rows: int = 0
+    stats: dict[str, ColumnStats] = field(default_factory=dict)
+    rejected_records: list[int] = field(default_factory=list)
+
+
 class _DuckDBCsv:
-    """The CSV steps of one batch on one DuckDB connection: one temp table of text columns per file."""
+    """The CSV steps of one batch on one DuckDB connection.
+
+    No copy of a file is held: each file is a query over `read_csv` (text columns), and each pass (the
+    sample, the pass that finds the rejects and counts the types, the type checks, the write) reads the
+    file again. A row is identified by its ordinal among the rows the reader accepts (file order, a
+    streaming `row_number()`): the rows taken out after the read (repeated headers, type rejects) are a
+    temp table of ordinals the later passes leave out.
+    """
 
     def __init__(
         self,
@@ -277,54 +306,152 @@ class _DuckDBCsv:
         self.con, self.batch = con, batch
         self.line_limit, self.row_group_bytes = line_limit, row_group_bytes
         self.n = next(_batch_ids)
-        self.tables: dict[str, str] = {}  # relpath → temp table of text columns
-        self.names: dict[str, list[str]] = {}
-        self.rejected_records: dict[str, list[int]] = {}
-        self.accepted: dict[str, int] = {}
+        self.files: dict[str, _CsvFile] = {}
         con.execute("SET TimeZone = 'UTC'")
 
     def close(self) -> None:
         self.con.close()
 
-    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
-        o, i = self.batch.options, len(self.tables)
-        table, rej, scan = f"raw_{self.n}_{i}", f"rej_{self.n}_{i}", f"scan_{self.n}_{i}"
-        positional = ", ".join(f"{sql_string(f'c{k}')}: 'VARCHAR'" for k in range(len(names)))
-        reader = (
+    def _reader(self, f: FileFacts, width: int, rejects: str = "") -> str:
+        """`read_csv` of the file as `width` text columns `c0…`: rows with errors are skipped, and stored
+        in the temp tables `rejects` + `_table`/`_scan` when it is given."""
+        o = self.batch.options
+        positional = ", ".join(f"{sql_string(f'c{k}')}: 'VARCHAR'" for k in range(width))
+        errors = (
+            f"store_rejects = true, rejects_table = {sql_string(rejects + '_table')}, "
+            f"rejects_scan = {sql_string(rejects + '_scan')}"
+            if rejects
+            else "ignore_errors = true"
+        )
+        return (
             f"read_csv({sql_string(f.path)}, columns = {{{positional}}}, header = {str(o.header).lower()}, "
             f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, escape = {sql_string(o.escape)}, "
             f"encoding = {sql_string(o.encoding.replace('-sig', ''))}, auto_detect = false, strict_mode = true, "
             f"null_padding = false, max_line_size = {self.line_limit}, buffer_size = {2 * self.line_limit}, "
-            f"store_rejects = true, rejects_table = {sql_string(rej)}, rejects_scan = {sql_string(scan)}, "
+            f"{errors}, "
             # PostgreSQL COPY: an unquoted empty field is NULL, a quoted "" the empty string.
             "allow_quoted_nulls = false, nullstr = '', compression = 'none')"
         )
+
+    def _rows(
+        self, cf: _CsvFile, *, reader: str = "", ordinal: bool = False, hdr: bool = False, every: bool = False
+    ) -> str:
+        """A query of the file's rows as its named text columns (and `_source_file`), with `__ord` (the
+        row's ordinal among the rows the reader accepts, in file order) and `__hdr` (it repeats the
+        header line) on demand.
+
+        The encoding guard: DuckDB checks the encoding only of the columns a query reads, so once a file
+        is known to hold undecodable bytes (or with `every`) the query reads all its columns (a condition
+        on all of them), or a pass that leaves a column out would take rows the read rejected (and shift
+        every ordinal after them).
+        """
+        items = list(cf.cols)
+        if ordinal:
+            items.append("row_number() OVER () - 1 AS __ord")
+        if hdr:
+            items.append(f"{cf.hdr} AS __hdr")
+        guard = ""
+        if cf.guard or every:
+            fields = ", ".join(quote_ident(f"c{k}") for k in range(cf.width))
+            guard = f" WHERE length(concat({fields})) >= 0"
+        return f"SELECT {', '.join(items)} FROM {reader or cf.reader}{guard}"
+
+    def _live(self, cf: _CsvFile, *, ordinal: bool = False) -> str:
+        """The rows still landable: the accepted rows but the excluded ordinals (`__ord` on demand)."""
+        if not cf.excluded:
+            return f"({self._rows(cf, ordinal=ordinal)})"
+        rows = (
+            f"SELECT * FROM ({self._rows(cf, ordinal=True)}) WHERE __ord NOT IN (SELECT ord FROM {cf.excl})"
+        )
+        return f"({rows})" if ordinal else f"(SELECT * EXCLUDE (__ord) FROM ({rows}))"
+
+    def _exclude(self, cf: _CsvFile, ordinals: list[int]) -> None:
+        if not ordinals:
+            return
+        if not cf.excluded:
+            self.con.execute(f"CREATE TEMP TABLE {cf.excl} (ord BIGINT)")
+        self.con.executemany(f"INSERT INTO {cf.excl} VALUES (?)", [(k,) for k in ordinals])
+        cf.excluded += len(ordinals)
+
+    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+        """One pass over the file (after a sample of its first rows): its structural rejects, its repeated
+        header lines and, from the sample's candidate rules, the type statistics of every value."""
+        o, i = self.batch.options, len(self.files)
+        rej = f"rej_{self.n}_{i}"
         nulls = [sql_string(v) for v in o.null_values if v]  # other tokens match quoted or not (as on Spark)
-        cols = []
+        cols, values = [], []
         for k, c in enumerate(names):
             expr = quote_ident(f"c{k}")  # a line break inside quotes is kept as it is (\r\n stays \r\n)
             if nulls:
                 expr = f"CASE WHEN {expr} IN ({', '.join(nulls)}) THEN NULL ELSE {expr} END"
             cols.append(f"{expr} AS {quote_ident(c)}")
+            values.append(f"coalesce({expr}, '')")
         extra = self.batch.file_columns.get(f.relpath, ())
         cols += [f"{sql_string(v)} AS {quote_ident(k)}" for k, v in extra]
+        cols.append(f"{sql_string(f.relpath)} AS {SOURCE_FILE}")
+        hdr = "FALSE"
+        if o.header:  # a row that repeats the header line (concatenated exports)
+            # The first field may carry the byte-order mark of a concatenated file's own header.
+            values[0] = f"ltrim({values[0]}, chr(65279))"
+            same = " AND ".join(f"{v} = {sql_string(raw)}" for v, raw in zip(values, raw_names, strict=True))
+            hdr = f"({same})"
+        all_names = names + [k for k, _ in extra]
+        cf = _CsvFile(self._reader(f, len(names)), cols, all_names, len(names), hdr, f"excl_{self.n}_{i}")
+        self.files[f.relpath] = cf
+
+        # The sample: type inference from the first rows, then every value verified with its candidates.
+        rules = self.batch.rules
+        sample, quoted = f"sample_{self.n}_{i}", ", ".join(quote_ident(c) for c in all_names)
         self.con.execute(
-            f"CREATE TEMP TABLE {table} AS SELECT {', '.join(cols)}, {sql_string(f.relpath)} AS {SOURCE_FILE} "
-            f"FROM {reader}"
+            f"CREATE TEMP TABLE {sample} AS SELECT {quoted} FROM ({self._rows(cf, hdr=o.header)}) "
+            + ("WHERE NOT __hdr " if o.header else "")
+            + f"LIMIT {SAMPLE_ROWS + 1}"
         )
-        self.tables[f.relpath], self.names[f.relpath] = table, names + [k for k, _ in extra]
-        header = 1 if o.header else 0
+        small = count_rows(self.con, sample) <= SAMPLE_ROWS  # the sample is the whole file
+        candidates: dict[str, tuple[TypeRule, ...]] = {}
+        if small:
+            cf.stats = self._rule_counts_long(sample, all_names, rules) if all_names else {}
+        else:
+            exact = [self.batch.cursor] if self.batch.cursor else []
+            candidates = candidate_rules(self._rule_counts_long(sample, all_names, rules), rules, exact)
+        self.con.execute(f"DROP TABLE {sample}")
+        folded = not small and len(all_names) <= COLUMN_BATCH  # a wide file: a stats pass of its own
+
+        # The pass that finds the rejects (the reader stores them), with the type counts folded in. It
+        # reads every column (the encoding of a column a query leaves out is not checked).
+        rejecting = self._reader(f, len(names), rej)
+        source = f"({self._rows(cf, reader=rejecting, hdr=o.header, every=not folded)})"
+        terms = ["count(*)", "count(*) FILTER (WHERE __hdr)" if o.header else "0"]
+        scan = source
+        if folded:
+            checks, scan = self._rule_count_terms(source, candidates, "NOT __hdr" if o.header else "")
+            terms += checks
+        # fetchall: the reader stores its rejects when the query is done, not when its one row is out
+        row = self.con.execute(f"SELECT {', '.join(terms)} FROM {scan}").fetchall()[0]
+        if folded:
+            cf.stats = with_lower_bounds(unpack_rule_counts(candidates, row[2:]), rules)
+        header_ordinals: list[int] = []
+        if row[1]:  # the header line repeated: which rows (a pass of its own, rarely needed)
+            header_ordinals = [
+                int(k)
+                for (k,) in self.con.execute(
+                    f"SELECT __ord FROM ({self._rows(cf, ordinal=True, hdr=True, every=True)}) "
+                    "WHERE __hdr ORDER BY __ord"
+                ).fetchall()
+            ]
         found = self.con.execute(
             # A whole-line error (line too long) has no column index: arg_min must not skip it.
             f"SELECT line, min(line_byte_position), arg_min(error_type, coalesce(column_idx, -1)), "
-            f"arg_min(csv_line, coalesce(column_idx, -1)) FROM {rej} GROUP BY line ORDER BY line"
+            f"arg_min(csv_line, coalesce(column_idx, -1)) FROM {rej}_table GROUP BY line ORDER BY line"
         ).fetchall()
+        header = 1 if o.header else 0
         rejects = []
         for line, pos, error_type, found_line in found:
             csv_line = (found_line or "").lstrip("\r\n")  # DuckDB may start it on the CR/LF before it
             code = DUCKDB_ERRORS.get(str(error_type))
             if code == INVALID_ENCODING:
                 reason = "bytes that are not valid in the file's encoding"
+                cf.guard = True
             elif code == LINE_TOO_LONG:
                 reason = f"record longer than {self.line_limit} bytes"
                 if self.line_limit < MAX_LINE_BYTES:
@@ -333,66 +460,83 @@ class _DuckDBCsv:
                 code, reason = classify_structural(csv_line, len(names), o)
             record = int(line) - 1 - header
             rejects.append(Reject(f.relpath, record, code, reason, raw=csv_line, offset=max(int(pos) - 1, 0)))
-        self.rejected_records[f.relpath] = sorted(r.record for r in rejects)
-        if o.header:
-            rejects += self._repeated_headers(f, table, raw_names, names)
-        accepted = count_rows(self.con, table)
-        self.accepted[f.relpath] = accepted
-        return FileRead(accepted, tuple(rejects))
-
-    def _repeated_headers(
-        self, f: FileFacts, table: str, raw_names: list[str], names: list[str]
-    ) -> list[Reject]:
-        """Rows that repeat the header line (concatenated exports): removed, so they type nothing."""
-        values = [f"coalesce({quote_ident(c)}, '')" for c in names]
-        # The first field may carry the byte-order mark of a concatenated file's own header.
-        values[0] = f"ltrim({values[0]}, chr(65279))"
-        same = " AND ".join(f"{v} = {sql_string(raw)}" for v, raw in zip(values, raw_names, strict=True))
-        rowids = [
-            int(r[0])
-            for r in self.con.execute(f"SELECT rowid FROM {table} WHERE {same} ORDER BY rowid").fetchall()
-        ]
-        if not rowids:
-            return []
-        self.con.execute(f"DELETE FROM {table} WHERE rowid IN ({', '.join(map(str, rowids))})")
-        records = _records_of_accepted(rowids, self.rejected_records[f.relpath])
-        raw = self.batch.options.delimiter.join(raw_names)
-        return [
-            Reject(f.relpath, r, REPEATED_HEADER, "the header line repeated as a data row", raw=raw)
-            for r in records
-        ]
+        self.con.execute(f"DROP TABLE IF EXISTS {rej}_table")
+        self.con.execute(f"DROP TABLE IF EXISTS {rej}_scan")
+        cf.rejected_records = sorted(r.record for r in rejects)
+        if header_ordinals:  # the header line repeated (concatenated exports): removed, types nothing
+            self._exclude(cf, header_ordinals)
+            raw = o.delimiter.join(raw_names)
+            rejects += [
+                Reject(f.relpath, r, REPEATED_HEADER, "the header line repeated as a data row", raw=raw)
+                for r in _records_of_accepted(header_ordinals, cf.rejected_records)
+            ]
+        cf.live_rows = int(row[0]) - len(header_ordinals)
+        if not small and not folded and all_names:
+            cf.stats = with_lower_bounds(self._rule_counts(self._live(cf), candidates), rules)
+        return FileRead(cf.live_rows, tuple(rejects))
 
     def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
-        names, table = self.names[f.relpath], self.tables[f.relpath]
-        if not names:
-            return {}
-        if self.accepted[f.relpath] <= SAMPLE_ROWS:
-            return self._rule_counts_long(table, names, rules)
-        sample = self._rule_counts_long(f"(SELECT * FROM {table} LIMIT {SAMPLE_ROWS})", names, rules)
-        exact = [self.batch.cursor] if self.batch.cursor else []
-        return with_lower_bounds(self._rule_counts(table, candidate_rules(sample, rules, exact)), rules)
+        """The statistics `read` gathered (with the batch's rules, which `rules` are)."""
+        return self.files[f.relpath].stats
+
+    def _rule_count_terms(
+        self, source: str, rules: dict[str, tuple[TypeRule, ...]], where: str = ""
+    ) -> tuple[list[str], str]:
+        """The aggregates `unpack_rule_counts` reads (per column: its non-empty values, its empty strings,
+        one count per rule) over the rows of `source` satisfying `where`, and the scan to run them on.
+
+        Fewer checks than rules per value: decimal and double only where the bigint rule fails (they take
+        every value it takes), double only where decimal fails too (a decimal value with a point is a
+        double, one without is an integer of 19 or 20 digits, which double leaves to string); timestamptz
+        only where the ISO timestamp rule fails (no value matches both). tests/test_duckdb_scale.py
+        checks the counts against every rule on every value."""
+        cond = f"({where}) AND " if where else ""
+        checks: list[str] = []
+        first: list[str] = []  # flags of the scan: bigint, timestamp
+        second: list[str] = []  # decimal (on the bigint flag)
+        for k, (c, col_rules) in enumerate(rules.items()):
+            col = quote_ident(c)
+            checks.append(f"count(NULLIF({col}, ''))" + (f" FILTER (WHERE {where})" if where else ""))
+            checks.append(f"count(*) FILTER (WHERE {cond}{col} = '')")  # "" is no value (types nothing)
+            has = set(col_rules)
+            integer = f"__tidemark_int_{k}" if _BIGINT in has else ""
+            dec = f"__tidemark_dec_{k}" if _DECIMAL in has and _DOUBLE in has else ""
+            iso = f"__tidemark_ts_{k}" if _TIMESTAMP in has and _TIMESTAMPTZ in has else ""
+            for rule in col_rules:
+                ok = rule_ok_expr(col, rule)
+                if rule == _BIGINT:
+                    first.append(f"{ok} AS {integer}")
+                    ok = integer
+                elif rule == _DECIMAL:
+                    if integer:  # decimal takes every value bigint takes
+                        ok = f"CASE WHEN {integer} THEN TRUE ELSE {ok} END"
+                    if dec:
+                        second.append(f"{ok} AS {dec}")
+                        ok = dec
+                elif rule == _DOUBLE:
+                    if dec:  # a decimal value with a point is a double; without, 19 or 20 digits: not one
+                        ok = f"CASE WHEN {dec} THEN contains({col}, '.') ELSE {ok} END"
+                    if integer:
+                        ok = f"CASE WHEN {integer} THEN TRUE ELSE {ok} END"
+                elif rule == _TIMESTAMP and iso:
+                    first.append(f"{ok} AS {iso}")
+                    ok = iso
+                elif rule == _TIMESTAMPTZ and iso:  # no value matches both
+                    ok = f"CASE WHEN {iso} THEN FALSE ELSE {ok} END"
+                checks.append(f"count(*) FILTER (WHERE {cond}{ok})")
+        scan = source
+        if first:
+            scan = f"(SELECT *, {', '.join(first)} FROM {scan})"
+        if second:
+            scan = f"(SELECT *, {', '.join(second)} FROM {scan})"
+        return checks, scan
 
     def _rule_counts(self, source: str, rules: dict[str, tuple[TypeRule, ...]]) -> dict[str, ColumnStats]:
         """Per column of `source`, its non-null values and the values satisfying each of its rules: one
         scan per `COLUMN_BATCH` columns, so a wide file's query stays small (cost linear in the columns)."""
         out: dict[str, ColumnStats] = {}
         for part in column_batches(rules):
-            checks, integers = [], []
-            for k, (c, col_rules) in enumerate(part.items()):
-                checks.append(f"count(NULLIF({quote_ident(c)}, ''))")  # "" is no value (types nothing)
-                checks.append(f"count(*) FILTER (WHERE {quote_ident(c)} = '')")
-                integer = next((r for r in col_rules if r == _BIGINT), None)
-                if integer:  # its check once per value, as a column of the scan
-                    integers.append(f"{rule_ok_expr(quote_ident(c), integer)} AS __tidemark_int_{k}")
-                for rule in col_rules:
-                    ok = rule_ok_expr(quote_ident(c), rule)
-                    if integer and rule == integer:
-                        ok = f"__tidemark_int_{k}"
-                    elif integer and rule in _WIDER_THAN_BIGINT:
-                        # every value the bigint rule takes these take too: checked only where it fails
-                        ok = f"CASE WHEN __tidemark_int_{k} THEN TRUE ELSE {ok} END"
-                    checks.append(f"count(*) FILTER (WHERE {ok})")
-            scan = f"(SELECT *, {', '.join(integers)} FROM {source})" if integers else source
+            checks, scan = self._rule_count_terms(source, part)
             row = self.con.execute(f"SELECT {', '.join(checks)} FROM {scan}").fetchone()
             assert row is not None
             out.update(unpack_rule_counts(part, row))
@@ -418,7 +562,8 @@ class _DuckDBCsv:
         return out
 
     def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
-        names, table = self.names[f.relpath], self.tables[f.relpath]
+        cf = self.files[f.relpath]
+        names = cf.names
         keys, cursor = self.batch.primary_key, self.batch.cursor
         fits = {
             c: fits_expr(
@@ -431,14 +576,17 @@ class _DuckDBCsv:
         }
         order = check_order(names, keys, cursor)
         first_bad = " ".join(f"WHEN NOT {fits[c]} THEN {sql_string(c)}" for c in order)
+        quoted = ", ".join(quote_ident(c) for c in names)
         bad = self.con.execute(
-            f"SELECT rowid, CASE {first_bad} END AS bad_column, * EXCLUDE ({SOURCE_FILE}) FROM {table} "
-            f"WHERE NOT ({' AND '.join(fits.values())}) ORDER BY rowid"
+            f"SELECT __ord, CASE {first_bad} END AS bad_column, {quoted} FROM {self._live(cf, ordinal=True)} "
+            f"WHERE NOT ({' AND '.join(fits.values())}) ORDER BY __ord"
         ).fetchall()
         if not bad:
             return []
-        self.con.execute(f"DELETE FROM {table} WHERE rowid IN ({', '.join(str(int(r[0])) for r in bad)})")
-        records = _records_of_accepted([int(r[0]) for r in bad], self.rejected_records[f.relpath])
+        ordinals = [int(r[0]) for r in bad]
+        self._exclude(cf, ordinals)
+        cf.live_rows -= len(bad)
+        records = _records_of_accepted(ordinals, cf.rejected_records)
         out = []
         for row, record in zip(bad, records, strict=True):
             col = str(row[1])
@@ -452,7 +600,8 @@ class _DuckDBCsv:
         batch, con = self.batch, self.con
         rules = {r.name: r for r in batch.rules}
         zone = batch.options.timezone
-        selects = [f"SELECT * FROM {self.tables[f.relpath]}" for f in files]
+        # Each file read once more, straight into the cast, filter, dedup and Parquet write.
+        selects = [f"SELECT * FROM {self._live(self.files[f.relpath])}" for f in files]
         raw = f"raw_{self.n}"
         con.execute(f"CREATE TEMP VIEW {raw} AS " + "\nUNION ALL BY NAME\n".join(selects))
         typed = ", ".join(
@@ -466,12 +615,12 @@ class _DuckDBCsv:
             ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], zone)]
             bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
             select += f" WHERE {quote_ident(batch.cursor)} IS NULL OR {quote_ident(batch.cursor)} >= {bound}"
-        # One pass from the text tables to the Parquet file: no table of kept rows, none of deduplicated
-        # rows (each was a full copy of the batch in memory).
+        # One pass from the files to the Parquet file: no table of kept rows, none of deduplicated rows
+        # (each was a full copy of the batch in memory).
         if batch.lower_bound and batch.cursor:
             rows_kept = count_rows(con, f"({select}) AS kept")
         else:
-            rows_kept = sum(count_rows(con, self.tables[f.relpath]) for f in files)
+            rows_kept = sum(self.files[f.relpath].live_rows for f in files)
         dedup = select
         if batch.primary_key:
             dedup += (
