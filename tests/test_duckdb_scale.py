@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ingestion.config import parse_config
@@ -187,13 +187,25 @@ _NUMBERS = st.one_of(
     st.integers(min_value=-(10**21), max_value=10**21).map(str),
     st.text(alphabet="0123456789+-.eE ", max_size=22),
 )
+_TIMES = st.one_of(
+    st.from_regex(
+        r"20[0-9]{2}-[01][0-9]-[0-3][0-9]([ T][0-2][0-9]:[0-5][0-9](:[0-5][0-9](\.[0-9]{1,7})?)?)?"
+        r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?",
+        fullmatch=True,
+    ),
+    st.text(alphabet="0123456789-: TZ+.", max_size=32),
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(values=st.lists(st.one_of(st.none(), _NUMBERS), min_size=1, max_size=40))
-def test_the_integer_shortcut_of_type_inference_counts_what_every_rule_would(values):
-    """The full inference pass checks decimal and double only where the bigint rule fails (it takes every
-    value bigint takes): its counts equal those of every rule checked on every value."""
+@given(values=st.lists(st.one_of(st.none(), _NUMBERS, _TIMES), min_size=1, max_size=40))
+# decimal but no double (19 and 20 digits), both, timestamps with and without a zone
+@example(values=["12345678901234567890", "1234567890123456789", "-1.5", "7", "1e3", None])
+@example(values=["2026-01-02 10:00:00", "2026-01-02T10:00:00.5+01:00", "2026-01-02 10:00Z", "2026-01-02"])
+def test_the_shortcuts_of_type_inference_count_what_every_rule_would(values):
+    """The full inference pass checks decimal and double only where the bigint rule fails, double only
+    where decimal fails too, timestamptz only where the ISO timestamp rule fails: its counts equal those
+    of every rule checked on every value."""
     from ingestion.config import CsvOptions
     from ingestion.engines.base import CsvBatch
     from ingestion.engines.duckdb.engine import _DuckDBCsv

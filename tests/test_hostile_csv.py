@@ -163,6 +163,51 @@ def test_an_undecodable_row_keeps_its_bytes_and_a_refused_file_keeps_its_rows(tm
     ]
 
 
+def _rejected_lines(lake: Path) -> list[tuple[int, str]]:
+    import duckdb
+
+    return duckdb.sql(
+        f"select _line, _reason_code from read_parquet('{lake}/_rejected/**/*.parquet') order by all"
+    ).fetchall()
+
+
+def test_an_undecodable_value_in_a_column_the_write_leaves_out_still_rejects_its_row(tmp_path):
+    """The DuckDB engine reads a file once per pass, and DuckDB checks the encoding only of the columns a
+    query reads: `note` has no value but the undecodable one, so it is untyped and not written. Its row
+    must still be rejected (not landed by the write), and the rows after it keep their identity: the
+    null-key row after it is the one left out, at its own line."""
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    (inbox / "t_1.csv").write_bytes(b"id,city,note\n1,Bern,\n2,Basel,Z\xfcrich\n3,Chur,\n,Genf,\n5,Sion,\n")
+    doc = _doc(inbox, lake, primary_key=["id"], max_rejected_fraction=0.5)
+    t = run_pipeline(parse_config(doc), engine=DuckDBEngine()).tables[0]
+    assert t.error is None, t.error
+    assert (t.rows_read, t.rows_landed, t.rows_rejected) == (5, 3, 2)
+    files = sorted((lake / "landing" / "drops" / "t").glob("**/*.parquet"))
+    table = pq.read_table(files).sort_by("id")
+    assert "note" not in table.column_names
+    assert table.column("id").to_pylist() == [1, 3, 5]
+    assert table.column("city").to_pylist() == ["Bern", "Chur", "Sion"]
+    assert _rejected_lines(lake) == [(3, "invalid_encoding"), (5, "null_key")]
+
+
+def test_a_wide_file_types_its_columns_without_the_rows_its_read_rejected(tmp_path):
+    """Over 64 columns the full type counts are a pass of their own, 64 columns at a time: a row rejected
+    for bytes in column 70 must not type column 1 (its `x` there would make the column a string)."""
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    header = ",".join(["id", "n"] + [f"c{k}" for k in range(2, 70)]).encode()
+    rows = [",".join([str(i), str(i * 2)] + ["v"] * 68).encode() for i in range(12_000)]
+    rows[11_000] = b",".join([b"11000", b"x"] + [b"v"] * 67 + [b"\xff"])
+    rows[11_500] = b",".join([b"", b"1"] + [b"v"] * 68)  # a null key after it: its own row, line 11,502
+    (inbox / "t_1.csv").write_bytes(b"\n".join([header, *rows]) + b"\n")
+    t = run_pipeline(parse_config(_doc(inbox, lake, primary_key=["id"])), engine=DuckDBEngine()).tables[0]
+    assert t.error is None, t.error
+    assert (t.rows_read, t.rows_landed, t.rows_rejected) == (12_000, 11_998, 2)
+    assert _types(lake)["n"] == "int64"
+    assert _rejected_lines(lake) == [(11_002, "invalid_encoding"), (11_502, "null_key")]
+
+
 def test_with_archiving_off_a_refused_file_is_said_to_stay_in_the_inbox(tmp_path):
     inbox, lake = tmp_path / "inbox", tmp_path / "lake"
     inbox.mkdir()
