@@ -166,8 +166,9 @@ def default_memory_limit() -> str:
 class DuckDBEngine:
     """Lands batches in process; each batch gets its own connection, so tables can land in parallel.
 
-    One in-memory database for the run, bounded by `memory_limit`: what does not fit (a large file's
-    text table, the dedup's sort) spills to a folder of its own under `temp_directory`, removed at close.
+    One in-memory database for the run, bounded by `memory_limit`: what does not fit (the dedup's sort)
+    spills to a folder of its own under `temp_directory`, removed at close. A CSV file is never copied
+    into the database: each pass reads it again (`_DuckDBCsv`).
     """
 
     name = "duckdb"
