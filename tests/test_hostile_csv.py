@@ -208,6 +208,23 @@ def test_a_wide_file_types_its_columns_without_the_rows_its_read_rejected(tmp_pa
     assert _rejected_lines(lake) == [(11_002, "invalid_encoding"), (11_502, "null_key")]
 
 
+def test_a_header_line_repeated_past_the_sample_types_nothing_and_keeps_the_lines_after_it(tmp_path):
+    """The type counts are made in the pass that finds the rejects, over every row: a repeated header line
+    found there (past the sample) is taken out and the counts made again (`n` stays a bigint), and the
+    rows after it keep their identity (the null-key row is the one left out, at its own line)."""
+    inbox, lake = tmp_path / "inbox", tmp_path / "lake"
+    inbox.mkdir()
+    lines = [b"id,n"] + [b"%d,%d" % (i, i * 2) for i in range(12_000)]
+    lines.insert(11_001, b"id,n")  # line 11,002
+    lines[11_501] = b",1"  # line 11,502: a null key
+    (inbox / "t_1.csv").write_bytes(b"\n".join(lines) + b"\n")
+    t = run_pipeline(parse_config(_doc(inbox, lake, primary_key=["id"])), engine=DuckDBEngine()).tables[0]
+    assert t.error is None, t.error
+    assert (t.rows_read, t.rows_landed, t.rows_rejected) == (12_001, 11_999, 2)
+    assert _types(lake)["n"] == "int64"
+    assert _rejected_lines(lake) == [(11_002, "repeated_header"), (11_502, "null_key")]
+
+
 def test_with_archiving_off_a_refused_file_is_said_to_stay_in_the_inbox(tmp_path):
     inbox, lake = tmp_path / "inbox", tmp_path / "lake"
     inbox.mkdir()

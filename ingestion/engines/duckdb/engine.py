@@ -425,12 +425,11 @@ class _DuckDBCsv:
         terms = ["count(*)", "count(*) FILTER (WHERE __hdr)" if o.header else "0"]
         scan = source
         if folded:
-            checks, scan = self._rule_count_terms(source, candidates, "NOT __hdr" if o.header else "")
+            # Over every row: a repeated header line (rare) is taken out after, and the counts made again.
+            checks, scan = self._rule_count_terms(source, candidates)
             terms += checks
         # fetchall: the reader stores its rejects when the query is done, not when its one row is out
         row = self.con.execute(f"SELECT {', '.join(terms)} FROM {scan}").fetchall()[0]
-        if folded:
-            cf.stats = with_lower_bounds(unpack_rule_counts(candidates, row[2:]), rules)
         header_ordinals: list[int] = []
         if row[1]:  # the header line repeated: which rows (a pass of its own, rarely needed)
             header_ordinals = [
@@ -472,7 +471,9 @@ class _DuckDBCsv:
                 for r in _records_of_accepted(header_ordinals, cf.rejected_records)
             ]
         cf.live_rows = int(row[0]) - len(header_ordinals)
-        if not small and not folded and all_names:
+        if folded and not header_ordinals:
+            cf.stats = with_lower_bounds(unpack_rule_counts(candidates, row[2:]), rules)
+        elif not small and all_names:
             cf.stats = with_lower_bounds(self._rule_counts(self._live(cf), candidates), rules)
         return FileRead(cf.live_rows, tuple(rejects))
 
@@ -480,25 +481,22 @@ class _DuckDBCsv:
         """The statistics `read` gathered (with the batch's rules, which `rules` are)."""
         return self.files[f.relpath].stats
 
-    def _rule_count_terms(
-        self, source: str, rules: dict[str, tuple[TypeRule, ...]], where: str = ""
-    ) -> tuple[list[str], str]:
+    def _rule_count_terms(self, source: str, rules: dict[str, tuple[TypeRule, ...]]) -> tuple[list[str], str]:
         """The aggregates `unpack_rule_counts` reads (per column: its non-empty values, its empty strings,
-        one count per rule) over the rows of `source` satisfying `where`, and the scan to run them on.
+        one count per rule) over the rows of `source`, and the scan to run them on.
 
         Fewer checks than rules per value: decimal and double only where the bigint rule fails (they take
         every value it takes), double only where decimal fails too (a decimal value with a point is a
         double, one without is an integer of 19 or 20 digits, which double leaves to string); timestamptz
         only where the ISO timestamp rule fails (no value matches both). tests/test_duckdb_scale.py
         checks the counts against every rule on every value."""
-        cond = f"({where}) AND " if where else ""
         checks: list[str] = []
         first: list[str] = []  # flags of the scan: bigint, timestamp
         second: list[str] = []  # decimal (on the bigint flag)
         for k, (c, col_rules) in enumerate(rules.items()):
             col = quote_ident(c)
-            checks.append(f"count(NULLIF({col}, ''))" + (f" FILTER (WHERE {where})" if where else ""))
-            checks.append(f"count(*) FILTER (WHERE {cond}{col} = '')")  # "" is no value (types nothing)
+            checks.append(f"count(NULLIF({col}, ''))")
+            checks.append(f"count(*) FILTER (WHERE {col} = '')")  # "" is no value (types nothing)
             has = set(col_rules)
             integer = f"__tidemark_int_{k}" if _BIGINT in has else ""
             dec = f"__tidemark_dec_{k}" if _DECIMAL in has and _DOUBLE in has else ""
@@ -524,7 +522,7 @@ class _DuckDBCsv:
                     ok = iso
                 elif rule == _TIMESTAMPTZ and iso:  # no value matches both
                     ok = f"CASE WHEN {iso} THEN FALSE ELSE {ok} END"
-                checks.append(f"count(*) FILTER (WHERE {cond}{ok})")
+                checks.append(f"count(*) FILTER (WHERE {ok})")
         scan = source
         if first:
             scan = f"(SELECT *, {', '.join(first)} FROM {scan})"
