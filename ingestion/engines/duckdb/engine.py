@@ -286,6 +286,10 @@ class _DuckDBCsv:
     def close(self) -> None:
         self.con.close()
 
+    def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
+        """One file at a time: DuckDB reads each into its own temp table."""
+        return {f.relpath: self.read(f, raw_names, names) for f, raw_names, names in files}
+
     def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
         o, i = self.batch.options, len(self.tables)
         table, rej, scan = f"raw_{self.n}_{i}", f"rej_{self.n}_{i}", f"scan_{self.n}_{i}"
