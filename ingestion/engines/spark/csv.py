@@ -468,7 +468,8 @@ def _relpath_col(spark: SparkSession, uri_col, files: list[FileFacts]):
     """
     from pyspark.sql import functions as F
 
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session's gateway
     pairs = []
     for f in files:
         uri = spark_uri(f.path)
