@@ -118,8 +118,9 @@ class Written:
 class CsvOps(Protocol):
     """The data-parallel steps an engine supplies for one batch (it keeps per-file data between calls)."""
 
-    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
-        """Read one file as text columns `names`, with null tokens mapped; return counts and structural rejects."""
+    def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
+        """Read files (each with its raw header and text column names), null tokens mapped; per relpath,
+        counts and structural rejects. An engine may read files of the same layout together."""
         ...
 
     def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
@@ -288,6 +289,8 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
     """
     q = Quarantine()
     readable: list[tuple[FileFacts, list[str]]] = []
+    # Every header first, then one read call for all files: an engine can read a layout's files at once.
+    pending: list[tuple[FileFacts, list[str], list[str], list[Reject]]] = []
     for f in batch.files:
         counts = q.files[f.relpath] = FileCounts(f.relpath)
         try:
@@ -316,7 +319,10 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
         except (SchemaError, SourceError) as exc:
             counts.error = exc.message
             continue
-        read = ops.read(f, raw_names, names)
+        pending.append((f, raw_names, names, too_long))
+    reads = ops.read_files([(f, raw_names, names) for f, raw_names, names, _ in pending])
+    for f, _, names, too_long in pending:
+        counts, read = q.files[f.relpath], reads[f.relpath]
         counts.accepted = read.accepted
         counts.read = read.accepted + len(read.rejects) + len(too_long)
         counts.rejected = len(read.rejects) + len(too_long)

@@ -374,6 +374,10 @@ class _DuckDBCsv:
         self.con.executemany(f"INSERT INTO {cf.excl} VALUES (?)", [(k,) for k in ordinals])
         cf.excluded += len(ordinals)
 
+    def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
+        """One file at a time: each pass over a file is a query of its own."""
+        return {f.relpath: self.read(f, raw_names, names) for f, raw_names, names in files}
+
     def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
         """One pass over the file (after a sample of its first rows): its structural rejects, its repeated
         header lines and, from the sample's candidate rules, the type statistics of every value."""

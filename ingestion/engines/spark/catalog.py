@@ -48,15 +48,16 @@ REJECT_COLUMNS = ("_reject_code", "_reject_reason", "_reject_column", "_reject_r
 class _CatalogCsv(_SparkCsv):
     """The CSV steps of a catalog table: a file's rows also take its partition's key values."""
 
-    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+    def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
         from pyspark.sql import functions as F
 
-        read = super().read(f, raw_names, names)
-        extra = self.batch.file_columns.get(f.relpath, ())
-        for key, value in extra:
-            self.frames[f.relpath] = self.frames[f.relpath].withColumn(key, F.lit(value))
-        self.names[f.relpath] = [*names, *(k for k, _ in extra)]
-        return read
+        reads = super().read_files(files)
+        for f, _, names in files:
+            extra = self.batch.file_columns.get(f.relpath, ())
+            for key, value in extra:
+                self.frames[f.relpath] = self.frames[f.relpath].withColumn(key, F.lit(value))
+            self.names[f.relpath] = [*names, *(k for k, _ in extra)]
+        return reads
 
 
 def land_catalog_csv(spark: SparkSession, batch: CsvBatch) -> LandedBatch:

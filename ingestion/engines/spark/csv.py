@@ -133,35 +133,63 @@ def cast_col(c: str, target: str, rules: dict[str, TypeRule], zone: str | None):
 
 
 class _SparkCsv:
-    """The CSV steps of one batch: one DataFrame of text columns per file, cached while the batch lands."""
+    """The CSV steps of one batch: the files of one header layout read together as one DataFrame of text
+    columns (the file's relpath a column), cached once while the batch lands."""
 
     def __init__(self, spark: SparkSession, batch: CsvBatch) -> None:
         self.spark, self.batch = spark, batch
-        self.frames: dict[str, DataFrame] = {}  # file → its accepted rows (a filter over `cached`)
-        self.cached: dict[str, DataFrame] = {}  # file → every row read, cached once
+        self.frames: dict[str, DataFrame] = {}  # file → its accepted rows (a filter over its group's cache)
+        self.cached: list[DataFrame] = []  # one per group of files read together
+        self.group_of: dict[str, int] = {}  # file → its group (an index into `cached`)
         self.names: dict[str, list[str]] = {}
-        self.accepted: dict[str, int] = {}
-        self.starts: dict[str, dict[int, int]] = {}  # file → partition → index of its first record
+        self.accepted: dict[str, int] = {}  # rows read and kept (less type rejects, once checked)
+        self.good: list[DataFrame] = []  # per group: its accepted rows
+        self.base: dict[str, DataFrame] = {}  # file → its accepted rows as read (`frames` until changed)
+        # group → (file, partition) → (index in the file of its first record there, its smallest id)
+        self.starts: dict[int, dict[tuple[str, int], tuple[int, int]]] = {}
 
     def close(self) -> None:
-        for df in self.cached.values():
+        for df in self.cached:
             df.unpersist()
         lakefs.remove_tree(self.batch.lake_staging)
         lakefs.remove_tree(self.batch.lake_text_copies)
 
     def record_index(self, relpath: str, mono_id: int) -> int:
         """The 0-based record index in the file of a row's monotonically increasing id."""
-        if relpath not in self.starts:  # one pass over the cache, only for files with rejects
-            self.starts[relpath] = _partition_starts(self.cached[relpath])
-        return _record_index(mono_id, self.starts[relpath])
+        group = self.group_of[relpath]
+        if group not in self.starts:  # one pass over the group's cache, only for groups with rejects
+            self.starts[group] = _partition_starts(self.cached[group])
+        first, low = self.starts[group][(relpath, mono_id >> 33)]
+        return first + mono_id - low
 
-    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+    def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
+        """Files of the same header layout (and line ending, when records span lines) in one read."""
+        o = self.batch.options
+        groups: dict[tuple, list[FileFacts]] = {}
+        headers: dict[tuple, tuple[list[str], list[str]]] = {}
+        for f, raw_names, names in files:
+            # Spark's own line-ending detection rewrites \r\n inside a quoted field of a Windows file to
+            # \n; told the file's line ending, it keeps the value as the file has it (so does DuckDB).
+            crlf = o.multiline and has_crlf(f.path)
+            key = (tuple(raw_names), tuple(names), crlf)
+            groups.setdefault(key, []).append(f)
+            headers[key] = (raw_names, names)
+        out: dict[str, FileRead] = {}
+        for key, members in groups.items():
+            raw_names, names = headers[key]
+            out.update(self._read_group(members, raw_names, names, crlf=key[2]))
+        return out
+
+    def _read_group(
+        self, files: list[FileFacts], raw_names: list[str], names: list[str], *, crlf: bool
+    ) -> dict[str, FileRead]:
         from pyspark.sql import functions as F
         from pyspark.sql.types import StringType, StructField, StructType
 
         o = self.batch.options
         positional = [f"c{k}" for k in range(len(names))]
         schema = StructType([StructField(c, StringType()) for c in [*positional, CORRUPT]])
+        uris = [spark_uri(f.path) for f in files]
         df = (
             self.spark.read.schema(schema)
             .option("header", o.header)
@@ -170,9 +198,7 @@ class _SparkCsv:
             .option("escape", o.escape)
             .option("encoding", SPARK_CHARSETS.get(o.encoding, o.encoding))
             .option("multiLine", o.multiline)
-            # Spark's own line-ending detection rewrites \r\n inside a quoted field of a Windows file to
-            # \n; told the file's line ending, it keeps the value as the file has it (so does DuckDB).
-            .options(**({"lineSep": "\r\n"} if o.multiline and has_crlf(f.path) else {}))
+            .options(**({"lineSep": "\r\n"} if crlf else {}))
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", CORRUPT)
             .option("unescapedQuoteHandling", "RAISE_ERROR")
@@ -181,10 +207,13 @@ class _SparkCsv:
             # PostgreSQL COPY: an unquoted empty field is null, a quoted "" the empty string.
             .option("nullValue", NO_NULL)
             .option("emptyValue", "")
-            .csv(spark_uri(f.path))
+            .csv(uris)
         )
+        # Each row's file, by the URI Spark opened it through, as the file's relpath.
+        df = df.withColumn(SOURCE_FILE, _relpath_col(self.spark, F.input_file_name(), files))
         # File order survives in the monotonically increasing id: (partition << 33) + row in partition,
-        # partitions ordered by file offset. Record indexes are worked out from it only for rejects.
+        # a file's partitions ordered by its offsets, its rows contiguous within one. Record indexes are
+        # worked out from it (and per-(file, partition) counts) only for rejects.
         df = df.withColumn(RECORD, F.monotonically_increasing_id())
         cols = []
         for k, c in enumerate(names):
@@ -218,26 +247,39 @@ class _SparkCsv:
             if o.header and positional
             else F.lit(False)
         )
-        if o.multiline and unbalanced_quotes(self.spark, f.path, o):
-            # Spark reads an unclosed quote to the end of the file without complaint; DuckDB refuses the
-            # record that opened it. That record is the file's last one: it swallowed the rest.
-            last = df.agg(F.max(RECORD)).first()[0]  # type: ignore[index]
-            df = df.withColumn(
-                CORRUPT, F.when(F.col(RECORD) == F.lit(last), F.lit(UNCLOSED)).otherwise(F.col(CORRUPT))
-            )
+        if o.multiline:
+            unclosed = unbalanced_quotes(self.spark, files, o)
+            if unclosed:
+                # Spark reads an unclosed quote to the end of the file without complaint; DuckDB refuses
+                # the record that opened it. That record is the file's last one: it swallowed the rest.
+                lasts = [
+                    int(r[0])
+                    for r in df.where(F.col(SOURCE_FILE).isin(unclosed))
+                    .groupBy(SOURCE_FILE)
+                    .agg(F.max(RECORD))
+                    .select(F.col(f"max({RECORD})"))
+                    .collect()
+                ]
+                df = df.withColumn(
+                    CORRUPT,
+                    F.when(F.col(RECORD).isin(lasts), F.lit(UNCLOSED)).otherwise(F.col(CORRUPT)),
+                )
         # DuckDB refuses a record longer than MAX_LINE_BYTES (line_too_long); Spark reads it: flag it.
         record_text = F.coalesce(F.col(CORRUPT), F.concat_ws(o.delimiter, *[F.col(p) for p in positional]))
         too_long = F.octet_length(record_text) > F.lit(MAX_LINE_BYTES)
         df = df.select(
             *cols,
-            F.lit(f.relpath).alias(SOURCE_FILE),
+            F.col(SOURCE_FILE),
             F.col(RECORD),
             F.col(CORRUPT),
             garbled.alias("_garbled"),
             F.coalesce(repeated, F.lit(False)).alias("_header"),
             too_long.alias("_long"),
         ).persist()
-        self.cached[f.relpath] = df  # unpersisted when the batch is done
+        group = len(self.cached)
+        self.cached.append(df)  # unpersisted when the batch is done
+        for f in files:
+            self.group_of[f.relpath] = group
         # Only a capped prefix of a too-long record reaches the driver.
         capped = [
             F.when(F.col("_long"), F.substring(F.col(c), 1, RAW_LIMIT)).otherwise(F.col(c)).alias(c)
@@ -245,19 +287,50 @@ class _SparkCsv:
         ]
         bad_rows = (
             df.where(F.col(CORRUPT).isNotNull() | F.col("_garbled") | F.col("_header") | F.col("_long"))
-            .select(RECORD, "_garbled", "_header", "_long", *capped)
+            .select(SOURCE_FILE, RECORD, "_garbled", "_header", "_long", *capped)
             .collect()
         )
-        bad = [row.asDict() for row in bad_rows]
-        if any(row["_garbled"] for row in bad) and decodes_cleanly(f.path, o):
-            # Every byte is valid: the U+FFFD values are real characters, and their rows are not garbled.
-            df = df.withColumn("_garbled", F.lit(False))
-            bad = [
-                {**row, "_garbled": False}
-                for row in bad
-                if row[CORRUPT] is not None or row["_header"] or row["_long"]
-            ]
-        rejects, tolerated = [], []
+        bad_by_file: dict[str, list[dict]] = {f.relpath: [] for f in files}
+        for row in bad_rows:
+            bad_by_file[row[SOURCE_FILE]].append(row.asDict())
+        # Every byte valid: a file's U+FFFD values are real characters, and their rows are not garbled.
+        clean = [
+            f.relpath
+            for f in files
+            if any(row["_garbled"] for row in bad_by_file[f.relpath]) and decodes_cleanly(f.path, o)
+        ]
+        if clean:
+            df = df.withColumn("_garbled", F.col("_garbled") & ~F.col(SOURCE_FILE).isin(clean))
+            for relpath in clean:
+                bad_by_file[relpath] = [
+                    {**row, "_garbled": False}
+                    for row in bad_by_file[relpath]
+                    if row[CORRUPT] is not None or row["_header"] or row["_long"]
+                ]
+        rejects: dict[str, list[Reject]] = {}
+        tolerated: list[int] = []
+        for f in files:
+            rejects[f.relpath] = self._structural(f, bad_by_file[f.relpath], raw_names, names, tolerated)
+        ok = F.col(CORRUPT).isNull() & ~F.col("_garbled") & ~F.col("_header") & ~F.col("_long")
+        good = df.where(ok | F.col(RECORD).isin(tolerated) if tolerated else ok).drop(
+            CORRUPT, "_garbled", "_header", "_long"
+        )
+        self.good.append(good)
+        counts = {r[0]: int(r[1]) for r in good.groupBy(SOURCE_FILE).count().collect()}
+        out = {}
+        for f in files:
+            self.frames[f.relpath] = self.base[f.relpath] = good.where(F.col(SOURCE_FILE) == F.lit(f.relpath))
+            self.names[f.relpath] = names
+            self.accepted[f.relpath] = counts.get(f.relpath, 0)
+            out[f.relpath] = FileRead(self.accepted[f.relpath], tuple(rejects[f.relpath]))
+        return out
+
+    def _structural(
+        self, f: FileFacts, bad: list[dict], raw_names: list[str], names: list[str], tolerated: list[int]
+    ) -> list[Reject]:
+        """A file's structural rejects from its bad rows (ids of rows read as they are go to `tolerated`)."""
+        o = self.batch.options
+        rejects = []
         for row in bad:
             raw = row[CORRUPT]
             if row["_long"]:
@@ -282,14 +355,8 @@ class _SparkCsv:
                 code, reason = classify_structural(raw, len(names), o)
             rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw))
         # Record indexes need the per-partition counts of every row, rejected ones included (the cache).
-        rejects = [replace(r, record=self.record_index(f.relpath, r.record)) for r in rejects]
-        ok = F.col(CORRUPT).isNull() & ~F.col("_garbled") & ~F.col("_header") & ~F.col("_long")
-        good = df.where(ok | F.col(RECORD).isin(tolerated) if tolerated else ok).drop(
-            CORRUPT, "_garbled", "_header", "_long"
-        )
-        self.frames[f.relpath], self.names[f.relpath] = good, names
-        self.accepted[f.relpath] = good.count()
-        return FileRead(self.accepted[f.relpath], tuple(rejects))
+        rejects.sort(key=lambda r: r.record)
+        return [replace(r, record=self.record_index(f.relpath, r.record)) for r in rejects]
 
     def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
         names, df = self.names[f.relpath], self.frames[f.relpath]
@@ -317,6 +384,7 @@ class _SparkCsv:
         marked = df.withColumn("_bad_column", first_bad)
         bad = marked.where(F.col("_bad_column").isNotNull()).orderBy(RECORD).collect()
         self.frames[f.relpath] = marked.where(F.col("_bad_column").isNull()).drop("_bad_column")
+        self.accepted[f.relpath] -= len(bad)
         out = []
         for row in bad:
             col = row["_bad_column"]
@@ -333,7 +401,16 @@ class _SparkCsv:
         batch = self.batch
         rules = {r.name: r for r in batch.rules}
         zone = batch.options.timezone
-        frames = [self.frames[f.relpath].drop(RECORD) for f in files]
+        # Files whose rows are their group's accepted rows as read: one filter per group, not one per file.
+        plain: dict[int, list[str]] = {}
+        frames = []
+        for f in files:
+            if self.frames[f.relpath] is self.base[f.relpath]:
+                plain.setdefault(self.group_of[f.relpath], []).append(f.relpath)
+            else:
+                frames.append(self.frames[f.relpath].drop(RECORD))
+        for group, relpaths in plain.items():
+            frames.append(self.good[group].where(F.col(SOURCE_FILE).isin(relpaths)).drop(RECORD))
         raw = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
         typed = raw.select(
             *[cast_col(c, plan.types[c], rules, zone).alias(c) for c in columns],
@@ -345,7 +422,7 @@ class _SparkCsv:
             typed = typed.where(F.col(batch.cursor).isNull() | (F.col(batch.cursor) >= bound))
             rows_kept = typed.count()
         else:
-            rows_kept = sum(self.frames[f.relpath].count() for f in files)
+            rows_kept = sum(self.accepted[f.relpath] for f in files)  # less type rejects (no job)
         if batch.primary_key:
             w = dedup_window(batch.primary_key, batch.cursor, columns)
             typed = typed.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
@@ -362,23 +439,44 @@ class _SparkCsv:
 UNCLOSED = "\x00unclosed quote"
 
 
-def unbalanced_quotes(spark: SparkSession, path: str, options: CsvOptions) -> bool:
-    """Does the file hold an odd number of quote characters (so a quote is never closed)?
+def unbalanced_quotes(spark: SparkSession, files: list[FileFacts], options: CsvOptions) -> list[str]:
+    """The files (relpaths) holding an odd number of quote characters (so a quote is never closed).
 
     Only decidable this cheaply when quotes are escaped by doubling: every well-formed field then adds an
-    even number. The executors count them over the file's lines (line breaks hold no quote; the quote is
-    ASCII, so reading Latin-1 text as UTF-8 changes no count); only the total reaches the driver.
+    even number. The executors count them over the files' lines, in one job (line breaks hold no quote;
+    the quote is ASCII, so reading Latin-1 text as UTF-8 changes no count); only totals reach the driver.
     """
     from pyspark.sql import functions as F
 
     if options.escape != options.quote or options.encoding == "utf-16":
-        return False
+        return []
     # Split on the quote, not length arithmetic: Spark measures a string's length by its UTF-8 lead bytes,
     # and an invalid byte before a quote (Latin-1 text) would swallow the quote; splitting decodes first
     # (an invalid byte becomes one U+FFFD, the quote survives).
     quotes = F.size(F.split(F.col("value"), re.escape(options.quote), -1)) - 1
-    total = spark.read.text(spark_uri(path)).agg(F.sum(quotes)).first()[0]  # type: ignore[index]
-    return int(total or 0) % 2 == 1
+    text = spark.read.text([spark_uri(f.path) for f in files])
+    relpath = _relpath_col(spark, F.input_file_name(), files)
+    totals = text.groupBy(relpath.alias(SOURCE_FILE)).agg(F.sum(quotes)).collect()
+    return [r[0] for r in totals if int(r[1] or 0) % 2 == 1]
+
+
+def _relpath_col(spark: SparkSession, uri_col, files: list[FileFacts]):
+    """A column mapping the URI Spark reports for a row's file (`input_file_name()`) to the file's relpath.
+
+    Spark spells the URI its own way (Hadoop's `Path.toUri`, percent-encoded): each file's URI is put
+    through the same Hadoop calls on the driver, so the two spellings match.
+    """
+    from pyspark.sql import functions as F
+
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session's gateway
+    pairs = []
+    for f in files:
+        uri = spark_uri(f.path)
+        spelled = {uri, jvm.org.apache.hadoop.fs.Path(uri).toUri().toString()}
+        for u in spelled:
+            pairs += [F.lit(u), F.lit(f.relpath)]
+    return F.create_map(*pairs)[uri_col]
 
 
 def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[str, ColumnStats]:
@@ -399,23 +497,22 @@ def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[
     return out
 
 
-def _partition_starts(df: DataFrame) -> dict[int, int]:
-    """Index of the first record of each input partition (ids carry the partition in their high bits)."""
+def _partition_starts(df: DataFrame) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per (file, input partition): the index in the file of its first record there and its smallest id
+    (ids carry the partition in their high bits; a file's rows in one partition are contiguous)."""
     from pyspark.sql import functions as F
 
+    part = F.shiftright(F.col(RECORD), 33)
     counts = sorted(
-        (int(r[0]), int(r[1])) for r in df.groupBy(F.shiftright(F.col(RECORD), 33)).count().collect()
+        (str(r[0]), int(r[1]), int(r[2]), int(r[3]))
+        for r in df.groupBy(F.col(SOURCE_FILE), part).agg(F.count(F.lit(1)), F.min(RECORD)).collect()
     )
-    starts, total = {}, 0
-    for part, n in counts:
-        starts[part] = total
-        total += n
+    starts: dict[tuple[str, int], tuple[int, int]] = {}
+    totals: dict[str, int] = {}
+    for file, p, n, low in counts:
+        starts[(file, p)] = (totals.get(file, 0), low)
+        totals[file] = totals.get(file, 0) + n
     return starts
-
-
-def _record_index(mono_id: int, starts: dict[int, int]) -> int:
-    """The 0-based record index in the file of a row's monotonically increasing id."""
-    return starts[mono_id >> 33] + (mono_id & ((1 << 33) - 1))
 
 
 def land_csv_ops(batch: CsvBatch, ops: _SparkCsv) -> LandedBatch:
