@@ -67,6 +67,20 @@ def _s3(endpoint: str | None, region: str | None) -> pafs.FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def release_filesystems() -> None:
+    """Drop the cached S3 filesystems before the process exits.
+
+    pyarrow shuts the AWS SDK down in an atexit handler; an S3FileSystem still referenced then (this
+    module's cache holds them for the whole process) can abort the exit with SIGABRT ("terminate called
+    without an active exception", apache/arrow#41087) after the command's work is done, turning a
+    successful run into exit code -6.
+    """
+    import gc
+
+    _s3.cache_clear()
+    gc.collect()
+
+
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem for a lake path and the path inside it (`bucket/key` on S3)."""
     import pyarrow.fs as pafs
