@@ -381,9 +381,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if cfg is not None and log_path is not None:
             publish_log(cfg.lake_root, log_path, also=args.log_folder if args else None)
-        from ingestion.lake.fs import release_filesystems
-
-        release_filesystems()  # before the interpreter's exit (see there)
 
 
 if __name__ == "__main__":

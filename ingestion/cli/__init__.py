@@ -17,7 +17,6 @@ from ingestion import __version__
 from ingestion.cli import dbt, demo, migrate, observe, run, warehouse
 from ingestion.cli.common import EXIT_CODES_HELP, EXIT_LOCKED, EXIT_USAGE, err, out
 from ingestion.errors import LeaseHeld, TidemarkError
-from ingestion.lake.fs import release_filesystems
 
 
 def report_error(exc: TidemarkError) -> int:
@@ -92,5 +91,3 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    finally:
-        release_filesystems()
