@@ -295,14 +295,17 @@ def test_delete_detection_on_an_s3_lake_lands_a_tombstone_once(s3_bucket, pg_db,
     # The first run's snapshot was superseded by the second's and removed.
     assert not any(f"/{first.run_id}/" in k for k in keys(s3_bucket, "lake/_keys/"))
 
-    status = subprocess.run(
-        [sys.executable, "-m", "ingestion", "status", "--config", str(config), "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert status.returncode == 0, status.stderr
+    # Several times: the process's native teardown after pyarrow's S3 use aborted intermittently (exit -6)
+    # after printing the whole result, so one call could pass by luck.
+    for _ in range(5):
+        status = subprocess.run(
+            [sys.executable, "-m", "ingestion", "status", "--config", str(config), "--json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert status.returncode == 0, status.stderr
     (table,) = json.loads(status.stdout)["tables"]
     assert table["name"] == "pg.orders" and not table["failing"]
     assert table["last_run_id"] == third.run_id
@@ -403,25 +406,3 @@ def test_spark_on_s3_killed_then_rerun_lands_every_row_once(s3_lake, s3a_spark, 
     rejected = {k.split("run_id=")[1].split("/")[0] for k in keys(bucket, "lake/_rejected/")}
     assert rejected and rejected <= set(state.committed_runs), rejected  # the dead run's rejects are gone
     assert keys(bucket, "lake/_tmp/") == set()
-
-
-EXIT_CHECK = """
-import atexit
-import pyarrow.fs  # registers pyarrow's own atexit handler (it shuts the AWS SDK down)
-from ingestion.lake import fs
-
-# Registered before the filesystem is made: runs after tidemark's handler, before pyarrow's.
-atexit.register(lambda: print("s3 filesystems held at exit:", fs._s3.cache_info().currsize))
-fs.filesystem("s3://bucket/lake")
-"""
-
-
-def test_no_s3_filesystem_is_held_when_pyarrow_shuts_the_aws_sdk_down(monkeypatch):
-    """pyarrow's exit handler can abort the process (SIGABRT, exit -6) while an S3FileSystem is still
-    referenced (apache/arrow#41087): the lake's cached filesystems are dropped before it runs."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # made, never contacted
-    done = subprocess.run(
-        [sys.executable, "-c", EXIT_CHECK], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert "s3 filesystems held at exit: 0" in done.stdout, done.stdout

@@ -86,8 +86,33 @@ app.command("dbt-scaffold")(dbt.dbt_scaffold)
 
 def main() -> None:
     """Entry point of `python -m ingestion` and the `tidemark` script."""
+    code: Any = 0
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        code = 130
+    except SystemExit as exc:
+        code = exc.code
+    _exit(code)
+
+
+def _exit(code: Any) -> None:
+    """Exit with `code` after every exit handler has run, skipping the interpreter's native teardown.
+
+    With pyarrow's S3 filesystem used, the C++ runtime's teardown at interpreter exit intermittently aborts
+    (SIGABRT, "terminate called without an active exception", exit -6) after the command's work and output
+    are done. The handlers (pyarrow's S3 finalization, logging, temporary files) still run here.
+    """
+    import atexit
+    import os
+
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        err.print(str(code))
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

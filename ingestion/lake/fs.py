@@ -11,7 +11,6 @@ engine writes on the lake's own filesystem (`<lake>/_tmp/<run_id>/`) and `move` 
 
 from __future__ import annotations
 
-import atexit
 import fnmatch
 import hashlib
 import io
@@ -65,24 +64,7 @@ def _s3(endpoint: str | None, region: str | None) -> pafs.FileSystem:
         kwargs.update(endpoint_override=host or endpoint, scheme=scheme if host else "https")
     if region:
         kwargs["region"] = region
-    if not _s3.cache_info().currsize:  # the first one: dropped at exit, before pyarrow's own handler
-        atexit.register(release_filesystems)
     return pafs.S3FileSystem(**kwargs)
-
-
-def release_filesystems() -> None:
-    """Drop the cached S3 filesystems (registered with atexit when the first one is made).
-
-    pyarrow shuts the AWS SDK down in an atexit handler; an S3FileSystem still referenced then (this
-    module's cache holds them for the whole process) can abort the exit with SIGABRT ("terminate called
-    without an active exception", apache/arrow#41087) after the command's work is done, turning a
-    successful run into exit code -6. Handlers run last-registered first, so this one runs before
-    pyarrow's (registered when `pyarrow.fs` was imported, before any filesystem was made).
-    """
-    import gc
-
-    _s3.cache_clear()
-    gc.collect()
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
