@@ -4,6 +4,7 @@ indexes (so line numbers) exact for rejects spread over several input partitions
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,14 @@ import pytest
 
 from ingestion.config import CsvOptions, SparkConfig
 from ingestion.engines.base import CsvBatch
+from ingestion.engines.spark.rejects import SAMPLE
 from ingestion.plan.csv import FileFacts, LandedBatch
-from ingestion.plan.rejects import EXTRA_COLUMNS, MISSING_COLUMNS
+from ingestion.plan.rejects import EXTRA_COLUMNS, INVALID_ENCODING, MISSING_COLUMNS, TYPE_MISMATCH
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 
-def _batch(tmp: Path, files: dict[str, bytes], run: str) -> CsvBatch:
+def _batch(tmp: Path, files: dict[str, bytes], run: str, options: CsvOptions | None = None) -> CsvBatch:
     inbox = tmp / "inbox"
     facts = []
     for relpath, data in files.items():
@@ -30,7 +32,7 @@ def _batch(tmp: Path, files: dict[str, bytes], run: str) -> CsvBatch:
         source="s",
         table="t",
         files=tuple(facts),
-        options=CsvOptions(),
+        options=options or CsvOptions(),
         primary_key=("id",),
         cursor=None,
         run_id=f"20260101T000000000000Z-{run}",
@@ -44,6 +46,17 @@ def _land(spark: Any, batch: CsvBatch) -> LandedBatch:
     from ingestion.engines.spark.engine import SparkEngine
 
     return SparkEngine(SparkConfig(), spark=spark).land_csv(batch)
+
+
+def _kept(tmp: Path) -> list[tuple]:
+    """The rejected rows the executors wrote to the run's `_rejected/` folder (none went to the driver)."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    for f in sorted((tmp / "lake" / "_rejected").glob("**/*.parquet")):
+        t = pq.read_table(f).to_pylist()
+        rows += [(r["_source_file"], r["_record"], r["_line"], r["_reason_code"], r["_raw"]) for r in t]
+    return sorted(rows)
 
 
 def _persisted(spark: Any) -> int:
@@ -82,9 +95,10 @@ def test_a_five_file_batch_is_one_read_and_leaves_nothing_cached(
     assert {f: (c.read, c.accepted, c.rejected) for f, c in q.files.items()} == {
         f: (11, 10, 1) if "3" in f.split("/")[0] else (10, 10, 0) for f in files
     }
-    assert [(r.file, r.record, r.line, r.code, r.raw) for r in q.rejects] == [
-        ("day 3/ord é3.csv", 10, 12, EXTRA_COLUMNS, "1,2,3")
-    ]
+    assert q.rejects == []  # written by the executors: the driver has counts and a sample
+    assert _kept(tmp_path) == [("day 3/ord é3.csv", 10, 12, EXTRA_COLUMNS, "1,2,3")]
+    assert q.kept == {"day 3/ord é3.csv": {(EXTRA_COLUMNS, None): 1}}
+    assert [(r.file, r.record, r.code) for r in q.sample] == [("day 3/ord é3.csv", 10, EXTRA_COLUMNS)]
     assert out.rows_read == 51 and out.rows_landed == 50 and out.rows_rejected == 1
 
 
@@ -127,7 +141,81 @@ def test_rejects_over_many_partitions_shared_by_files_get_exact_records_and_line
             conf.set(k, v)
     q = out.quarantine
     assert q is not None
-    got = sorted((r.file, r.record, r.line, r.code, r.raw) for r in q.rejects)
-    assert got == sorted(expected + small_expected)
+    assert _kept(tmp_path) == sorted(expected + small_expected)
+    assert q.kept == {"big.csv": {(MISSING_COLUMNS, None): 500}, "small.csv": {(EXTRA_COLUMNS, None): 31}}
+    assert len(q.sample) == SAMPLE  # a capped sample reaches the driver, with exact record indexes
+    assert {(r.file, r.record, r.code, r.raw) for r in q.sample} <= {
+        (f, rec, code, raw) for f, rec, _, code, raw in expected + small_expected
+    }
     assert q.files["big.csv"].accepted == 19_500 and q.files["small.csv"].accepted == 3_000 - 31
     assert out.rows_landed == 19_500 + 3_000 - 31 + 1
+
+
+def _small_partitions(spark: Any) -> dict[str, str | None]:
+    conf = spark.conf
+    saved = {k: conf.get(k) for k in ("spark.sql.files.maxPartitionBytes", "spark.sql.files.openCostInBytes")}
+    conf.set("spark.sql.files.maxPartitionBytes", "4000")
+    conf.set("spark.sql.files.openCostInBytes", "0")
+    return saved
+
+
+def test_line_numbers_come_from_the_executors_past_multi_line_records_and_blank_lines(
+    spark: Any, tmp_path: Path
+) -> None:
+    """Records spanning lines (a blank line inside a quoted field too), blank lines between records, in a
+    file whose text read is split into many partitions: every reject's line is the line its record
+    starts on, worked out on the executors (quote parity carried from partition to partition)."""
+    lines, expected = ["id,note"], []
+    for i in range(3_000):
+        kind = i % 10
+        if kind == 3:
+            lines += [f'{i},"two', 'lines"']
+        elif kind == 5:
+            lines += ["", f"{i},after a blank line"]
+        elif kind == 7:
+            expected.append(("m.csv", i, len(lines) + 1, MISSING_COLUMNS, f"{i}"))
+            lines.append(f"{i}")
+        elif kind == 8:
+            lines += [f'{i},"a quoted', "", 'blank line"']
+        elif kind == 9 and i % 200 == 9:
+            expected.append(("m.csv", i, len(lines) + 1, TYPE_MISMATCH, f"x{i},n"))
+            lines.append(f"x{i},n")
+        else:
+            lines.append(f"{i},x")
+    files = {"m.csv": ("\n".join(lines) + "\n").encode()}
+    saved = _small_partitions(spark)
+    try:
+        batch = _batch(tmp_path, files, "cccccc", CsvOptions(multiline=True))
+        out = _land(spark, replace(batch, declared={"id": "bigint"}))  # `x9` is a type reject
+        text_parts = spark.read.text(str(tmp_path / "inbox" / "m.csv")).rdd.getNumPartitions()
+    finally:
+        for k, v in saved.items():
+            spark.conf.set(k, v)
+    assert text_parts > 8
+    assert out.quarantine is not None and out.quarantine.rejects == []
+    assert _kept(tmp_path) == sorted(expected)
+    assert out.rows_rejected == len(expected) and out.rows_landed == 3_000 - len(expected)
+
+
+def test_an_undecodable_record_keeps_its_bytes_escaped_and_its_line(spark: Any, tmp_path: Path) -> None:
+    """The raw text of an undecodable record is its line's bytes, bad ones escaped, as on the DuckDB
+    engine: read by the executors from the line the record starts on."""
+    rows, expected = [b"id,city"], []
+    for i in range(2_000):
+        if i % 250 == 17:
+            expected.append(("e.csv", i, len(rows) + 1, INVALID_ENCODING, f"{i},Z\\xfcrich"))
+            rows.append(f"{i},Z".encode() + b"\xfc" + b"rich")
+        elif i % 100 == 50:
+            rows.append(b"")  # a blank line before the record: line numbers move, record indexes don't
+            rows.append(f"{i},Bern".encode())
+        else:
+            rows.append(f"{i},Basel".encode())
+    files = {"e.csv": b"\n".join(rows) + b"\n"}
+    saved = _small_partitions(spark)
+    try:
+        out = _land(spark, _batch(tmp_path, files, "dddddd"))
+    finally:
+        for k, v in saved.items():
+            spark.conf.set(k, v)
+    assert _kept(tmp_path) == sorted(expected)
+    assert out.rows_landed == 2_000 - len(expected)

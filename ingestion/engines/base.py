@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -26,11 +27,13 @@ from ingestion.plan.normalize import ColumnStats, TypePlan, TypeRule, clean_head
 from ingestion.plan.rejects import (
     MAX_LINE_BYTES,
     FileCounts,
+    KeptRejects,
     Quarantine,
     Reject,
     check_file,
     first_misfit_reason,
     reason_summary,
+    tally,
 )
 from ingestion.sources.csv import as_text_file, blank_long_lines, drop_first_lines, locate, read_header
 from ingestion.sources.jdbc import PgConnection
@@ -99,10 +102,11 @@ class CsvBatch:
 
 @dataclass(frozen=True)
 class FileRead:
-    """What an engine's CSV reader made of one file: rows it accepted and records it refused."""
+    """What an engine's CSV reader made of one file: rows it accepted and records it refused (held by the
+    driver, or kept in `_rejected/` by the engine itself)."""
 
     accepted: int
-    rejects: tuple[Reject, ...]
+    rejects: tuple[Reject, ...] | KeptRejects
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,16 @@ class CsvOps(Protocol):
         """Per column of a read file: non-null values and how many satisfy each type rule."""
         ...
 
-    def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
-        """Rows of a read file whose values don't fit the planned types (removed from what lands)."""
+    def type_rejects(
+        self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]
+    ) -> list[Reject] | KeptRejects:
+        """Rows of a read file whose values don't fit the planned types (removed from what lands): held
+        by the driver, or kept in `_rejected/` by the engine itself (only their counts returned)."""
+        ...
+
+    def keep_rejects(self) -> None:
+        """Write the rejected rows the engine kept itself (`KeptRejects`) to the run's `_rejected/` folder:
+        called once per batch, after every read and check, whether or not any file lands."""
         ...
 
     def write(self, files: list[FileFacts], columns: list[str], plan: TypePlan) -> Written:
@@ -326,7 +338,8 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
         counts.accepted = read.accepted
         counts.read = read.accepted + len(read.rejects) + len(too_long)
         counts.rejected = len(read.rejects) + len(too_long)
-        q.rejects += locate(f.path, batch.options, read.rejects) + too_long
+        _quarantine(q, f, batch.options, read.rejects)
+        q.rejects += too_long
         readable.append((f, names + [k for k, _ in batch.file_columns.get(f.relpath, ())]))
 
     rules = batch.rules
@@ -349,15 +362,15 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
             batch, plan, by_file[f.relpath], q.files[f.relpath].accepted
         )
         bad = ops.type_rejects(f, plan, rules) if check else []
-        q.rejects += locate(f.path, batch.options, bad)
+        _quarantine(q, f, batch.options, bad)
         counts.rejected += len(bad)
         counts.landable = counts.accepted - len(bad)
         check_file(counts, batch.max_rejected_fraction)
         if counts.error:
-            misfit = first_misfit_reason(bad, plan.types)
+            misfit = first_misfit_reason(tally(bad), plan.types)
             if misfit:
                 counts.error += f"; {misfit}"
-            counts.error += reason_summary([r for r in q.rejects if r.file == f.relpath])
+            counts.error += reason_summary(q.tally(f.relpath))
             continue
         landable.append(f)
         headers.append(names)
@@ -375,6 +388,21 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
         typed = [c for c in columns if c not in plan.untyped or c in needed]
         columns = typed or columns  # no column has a value: rows of nulls keep their (text) columns
         written = ops.write(landable, columns, plan)
+    ops.keep_rejects()
+    if q.kept:
+        log.info(
+            "rejected rows written by the engine",
+            extra={
+                "fields": {
+                    "table": batch.name,
+                    "rows": sum(sum(c.values()) for c in q.kept.values()),
+                    "sample": [
+                        {"file": r.file, "record": r.record, "reason_code": r.code, "reason": r.reason}
+                        for r in q.sample[:5]
+                    ],
+                }
+            },
+        )
     landable_rows = sum(q.files[f.relpath].landable for f in landable)
     if batch.skip_lines:  # line numbers in the copy → the file's own
         q.rejects = [replace(r, line=r.line + batch.skip_lines if r.line else r.line) for r in q.rejects]
@@ -388,6 +416,17 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
         files_written=written.files,
         quarantine=q,
     )
+
+
+def _quarantine(
+    q: Quarantine, f: FileFacts, options: CsvOptions, rejects: Sequence[Reject] | KeptRejects
+) -> None:
+    """Rejected rows of a file into the quarantine: the driver's own located (line numbers filled in),
+    an engine's kept ones counted."""
+    if isinstance(rejects, KeptRejects):
+        q.keep(f.relpath, rejects)
+    else:
+        q.rejects += locate(f.path, options, rejects)
 
 
 def _may_hold_null_keys(batch: CsvBatch, plan: TypePlan, stats: dict[str, ColumnStats], rows: int) -> bool:

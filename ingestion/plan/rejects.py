@@ -11,11 +11,14 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ingestion.config import CsvOptions
 from ingestion.errors import EngineError
+
+if TYPE_CHECKING:  # only the standard library at run time: the Spark engine's executors import this module
+    from ingestion.config import CsvOptions
 
 # Reason codes: the same on both engines (the parity tests compare them).
 MISSING_COLUMNS = "missing_columns"
@@ -71,7 +74,22 @@ class Reject:
     offset: int | None = None  # byte offset of the record's start, when the engine knows it
 
 
-def classify_structural(raw: str, expected: int, options: CsvOptions) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Dialect:
+    """What the reason functions read of a file's CSV options: a plain object the Spark engine's executors
+    unpickle with the standard library alone (`CsvOptions` needs pydantic)."""
+
+    delimiter: str
+    quote: str
+    escape: str
+    encoding: str
+
+    @classmethod
+    def of(cls, options: CsvOptions) -> Dialect:
+        return cls(options.delimiter, options.quote, options.escape, options.encoding)
+
+
+def classify_structural(raw: str, expected: int, options: CsvOptions | Dialect) -> tuple[str, str]:
     """Code and reason for a record the CSV parser refused, from its raw text (engine-neutral)."""
     if REPLACEMENT_CHAR in raw:
         return INVALID_ENCODING, f"bytes that are not valid {options.encoding}"
@@ -88,7 +106,7 @@ def classify_structural(raw: str, expected: int, options: CsvOptions) -> tuple[s
     return BAD_QUOTING, "unterminated or stray quote"
 
 
-def trailing_delimiter(raw: str, expected: int, options: CsvOptions) -> bool:
+def trailing_delimiter(raw: str, expected: int, options: CsvOptions | Dialect) -> bool:
     """Is a record one empty field too long only because it ends with the delimiter (`1,a,` under `id,name`)?
 
     Such a record is read without its empty last field on both engines (DuckDB does so natively).
@@ -156,12 +174,44 @@ def check_file(counts: FileCounts, max_fraction: float) -> FileCounts:
     return counts
 
 
+# Rejected rows counted by (reason code, column).
+Tally = Counter[tuple[str, str | None]]
+
+
+@dataclass(frozen=True)
+class KeptRejects:
+    """Rejected rows an engine writes to `_rejected/` itself (the Spark engine: its executors do).
+
+    Only their counts by (code, column) and a capped sample (record indexes, no line numbers) reach the
+    driver; the rows themselves, with their line numbers, are in the run's `_rejected/` folder.
+    """
+
+    counts: Mapping[tuple[str, str | None], int]
+    sample: tuple[Reject, ...] = ()
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+
+def tally(rejects: Sequence[Reject] | KeptRejects) -> Tally:
+    """Rejected rows by (code, column), whether the driver holds them or an engine kept them."""
+    if isinstance(rejects, KeptRejects):
+        return Counter(rejects.counts)
+    return Counter((r.code, r.column) for r in rejects)
+
+
 @dataclass
 class Quarantine:
-    """The rejected rows of a batch and the files refused whole."""
+    """The rejected rows of a batch and the files refused whole.
+
+    `rejects` are the rows the driver holds (written by the run, `lake.rejected.write_rejects`); `kept`
+    counts, per file, the rows an engine wrote to `_rejected/` itself, with a capped `sample` of them.
+    """
 
     rejects: list[Reject] = field(default_factory=list)
     files: dict[str, FileCounts] = field(default_factory=dict)
+    kept: dict[str, Tally] = field(default_factory=dict)
+    sample: list[Reject] = field(default_factory=list)
 
     @property
     def refused(self) -> dict[str, str]:
@@ -172,13 +222,25 @@ class Quarantine:
         """Rejected rows of the files that land (a refused file is kept whole in unprocessed/)."""
         return sum(c.rejected for c in self.files.values() if not c.error)
 
+    def keep(self, file: str, kept: KeptRejects) -> None:
+        """Count rows an engine wrote to `_rejected/` itself for `file`."""
+        if kept.counts:
+            self.kept.setdefault(file, Counter()).update(kept.counts)
+        self.sample += kept.sample
 
-def reason_summary(rejects: Sequence[Reject]) -> str:
+    def tally(self, file: str) -> Tally:
+        """A file's rejected rows by (code, column): those the driver holds and those an engine kept."""
+        return tally([r for r in self.rejects if r.file == file]) + self.kept.get(file, Counter())
+
+
+def reason_summary(counts: Tally) -> str:
     """` (missing_columns: 8, bad_quoting: 4; rows kept in _rejected/)` for a refused file's message."""
-    if not rejects:
+    codes: Counter[str] = Counter()
+    for (code, _), n in counts.items():
+        codes[code] += n
+    if not codes:
         return ""
-    counts = Counter(r.code for r in rejects)
-    parts = ", ".join(f"{code}: {n}" for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    parts = ", ".join(f"{code}: {n}" for code, n in sorted(codes.items(), key=lambda kv: (-kv[1], kv[0])))
     return f" ({parts}; rows kept in _rejected/)"
 
 
@@ -188,22 +250,25 @@ def refuse_files(q: Quarantine, max_fraction: float) -> set[str]:
     refused = set()
     for path, counts in q.files.items():
         if counts.error is None and check_file(counts, max_fraction).error:
-            counts.error = (counts.error or "") + reason_summary([r for r in q.rejects if r.file == path])
+            counts.error = (counts.error or "") + reason_summary(q.tally(path))
         if counts.error:
             refused.add(path)
     return refused
 
 
-def first_misfit_reason(rejects: Sequence[Reject], types: dict[str, str]) -> str | None:
+def first_misfit_reason(counts: Tally, types: dict[str, str]) -> str | None:
     """For a refused file: the column whose values most often didn't fit (type rejects), to name it."""
-    counts = Counter(r.column for r in rejects if r.code in (TYPE_MISMATCH, BAD_CURSOR) and r.column)
-    if not counts:
+    by_column: Counter[str] = Counter()
+    for (code, column), n in counts.items():
+        if code in (TYPE_MISMATCH, BAD_CURSOR) and column:
+            by_column[column] += n
+    if not by_column:
         return None
-    col, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    col, n = max(by_column.items(), key=lambda kv: (kv[1], kv[0]))
     return f"column {col} is {types[col]} in this table, but {n} of this file's values are not"
 
 
-def csv_dialect(options: CsvOptions) -> dict[str, object]:
+def csv_dialect(options: CsvOptions | Dialect) -> dict[str, object]:
     same = options.escape == options.quote
     return {
         "delimiter": options.delimiter,
@@ -214,9 +279,64 @@ def csv_dialect(options: CsvOptions) -> dict[str, object]:
     }
 
 
-def split_record(text: str, options: CsvOptions) -> list[str] | None:
+def split_record(text: str, options: CsvOptions | Dialect) -> list[str] | None:
     """Fields of one raw record as Python's csv module splits them; None when it can't."""
     try:
         return next(csv.reader(io.StringIO(text), **csv_dialect(options)), [])  # type: ignore[arg-type]
     except csv.Error:
         return None
+
+
+# The Spark engine's stand-in for a record its reader took to the end of the file (an unclosed quote).
+UNCLOSED = "\x00unclosed quote"
+
+
+def structural_reject(
+    dialect: Dialect,
+    raw_names: Sequence[str],
+    width: int,
+    corrupt: str | None,
+    garbled: bool,
+    header: bool,
+    long: bool,
+    *values: str | None,
+) -> tuple[str, str, str] | None:
+    """(code, reason, raw text) of a record the Spark engine's reader flagged (run on its executors);
+    None when it is read as it is: DuckDB reads `1,a,` under `id,name` as `1,a`, and so does Spark.
+
+    `corrupt` is the reader's raw text of a malformed record, `values` its first `width` fields; the flags
+    say the record holds undecodable bytes, repeats the header, or is longer than `MAX_LINE_BYTES`.
+    """
+    d = dialect.delimiter
+    fields = d.join("" if v is None else v for v in values[:width])
+    if long:
+        return LINE_TOO_LONG, f"record longer than {MAX_LINE_BYTES} bytes", (corrupt or fields)[:RAW_LIMIT]
+    if (
+        corrupt is not None
+        and corrupt != UNCLOSED
+        and not garbled
+        and trailing_delimiter(corrupt, width, dialect)
+    ):
+        return None
+    if header and corrupt is None:
+        return REPEATED_HEADER, "the header line repeated as a data row", d.join(raw_names)
+    if garbled:
+        return INVALID_ENCODING, "bytes that are not valid in the file's encoding", corrupt or fields
+    if corrupt is None or corrupt == UNCLOSED:
+        return BAD_QUOTING, "unterminated or stray quote", fields
+    code, reason = classify_structural(corrupt, width, dialect)
+    return code, reason, corrupt
+
+
+def type_reject(
+    types: Mapping[str, str], keys: Sequence[str], cursor: str | None, column: str, value: str | None
+) -> tuple[str, str]:
+    """(code, reason) of a row refused for one value, by its column's planned type (`value_reject`)."""
+    return value_reject(column, value, types[column], keys=keys, cursor=cursor)
+
+
+def decode_line(encoding: str, data: bytes | None) -> str | None:
+    """A physical line's bytes decoded with undecodable bytes escaped (`caf\\xe9`), as `locate` keeps it."""
+    if data is None:
+        return None
+    return bytes(data).rstrip(b"\r\n").decode(encoding, errors="backslashreplace")

@@ -313,6 +313,9 @@ class _DuckDBCsv:
     def close(self) -> None:
         self.con.close()
 
+    def keep_rejects(self) -> None:
+        """Nothing to write: every rejected row goes back to the driver, which writes them."""
+
     def _reader(self, f: FileFacts, width: int, rejects: str = "") -> str:
         """`read_csv` of the file as `width` text columns `c0…`: rows with errors are skipped, and stored
         in the temp tables `rejects` + `_table`/`_scan` when it is given."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from collections import Counter
 from functools import reduce
 from typing import TYPE_CHECKING
 
@@ -20,14 +20,30 @@ from ingestion.engines.spark.common import (
     SQL_TYPES,
     dedup_window,
     metadata_columns,
+    observation_name,
     spark_uri,
     staged_files,
     write_observed,
 )
+from ingestion.engines.spark.rejects import (
+    CODE,
+    COLUMN,
+    RAW,
+    REASON,
+    RECORD,
+    SAMPLE,
+    decode_udf,
+    index_col,
+    line_bytes,
+    record_lines,
+    structural_udf,
+    type_udf,
+)
 from ingestion.errors import EngineError
 from ingestion.formats import to_java_pattern
 from ingestion.lake import fs as lakefs
-from ingestion.lake.layout import partition_value, publish_staged
+from ingestion.lake.layout import lake_scratch, partition_value, publish_staged
+from ingestion.lake.rejected import rejected_dir
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
     SAMPLE_ROWS,
@@ -43,20 +59,17 @@ from ingestion.plan.normalize import (
     with_lower_bounds,
 )
 from ingestion.plan.rejects import (
-    BAD_QUOTING,
     INVALID_ENCODING,
-    LINE_TOO_LONG,
     MAX_LINE_BYTES,
     RAW_LIMIT,
-    REPEATED_HEADER,
     REPLACEMENT_CHAR,
+    UNCLOSED,
+    KeptRejects,
     Reject,
     check_order,
-    classify_structural,
-    trailing_delimiter,
-    value_reject,
 )
 from ingestion.sources.csv import decodes_cleanly, has_crlf
+from ingestion.sources.csv import record_lines as scan_lines
 from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
@@ -67,7 +80,7 @@ SPARK_CHARSETS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "latin-1": "iso-8859-1
 CORRUPT = "_tidemark_corrupt"
 # Spark's null string, set to one no field holds: unquoted empty fields are null, quoted "" stay "".
 NO_NULL = "\x00tidemark-no-null\x00"
-RECORD = "_tidemark_record"
+SAMPLE_RAW = 200  # characters of a sampled rejected record's text the driver keeps
 
 
 def parse_col(c: str, rule: TypeRule):
@@ -147,19 +160,24 @@ class _SparkCsv:
         self.base: dict[str, DataFrame] = {}  # file → its accepted rows as read (`frames` until changed)
         # group → (file, partition) → (index in the file of its first record there, its smallest id)
         self.starts: dict[int, dict[tuple[str, int], tuple[int, int]]] = {}
+        self.facts: dict[str, FileFacts] = {}
+        # Rejected rows held on the executors until `keep_rejects` writes them: per group a frame, per file
+        # counts by (code, column), per group a capped sample the driver has.
+        self.kept: list[tuple[int, DataFrame]] = []
+        self.kept_files: set[str] = set()
+        self.kept_totals: dict[str, Counter] = {}
+        self.samples: dict[int, list[Reject]] = {}
+        self.persisted: list[DataFrame] = []  # reject frames, unpersisted with the caches
 
     def close(self) -> None:
-        for df in self.cached:
+        for df in [*self.cached, *self.persisted]:
             df.unpersist()
         lakefs.remove_tree(self.batch.lake_staging)
         lakefs.remove_tree(self.batch.lake_text_copies)
 
     def record_index(self, relpath: str, mono_id: int) -> int:
         """The 0-based record index in the file of a row's monotonically increasing id."""
-        group = self.group_of[relpath]
-        if group not in self.starts:  # one pass over the group's cache, only for groups with rejects
-            self.starts[group] = _partition_starts(self.cached[group])
-        first, low = self.starts[group][(relpath, mono_id >> 33)]
+        first, low = self._starts(self.group_of[relpath])[(relpath, mono_id >> 33)]
         return first + mono_id - low
 
     def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
@@ -280,83 +298,109 @@ class _SparkCsv:
         self.cached.append(df)  # unpersisted when the batch is done
         for f in files:
             self.group_of[f.relpath] = group
-        # Only a capped prefix of a too-long record reaches the driver.
-        capped = [
-            F.when(F.col("_long"), F.substring(F.col(c), 1, RAW_LIMIT)).otherwise(F.col(c)).alias(c)
-            for c in [CORRUPT, *names]
-        ]
-        bad_rows = (
-            df.where(F.col(CORRUPT).isNotNull() | F.col("_garbled") | F.col("_header") | F.col("_long"))
-            .select(SOURCE_FILE, RECORD, "_garbled", "_header", "_long", *capped)
+            self.facts[f.relpath] = f
+        ok = F.col(CORRUPT).isNull() & ~F.col("_garbled") & ~F.col("_header") & ~F.col("_long")
+        flagged = {
+            r[0]: (int(r[1]), int(r[2]), int(r[3]))
+            for r in df.groupBy(SOURCE_FILE)
+            .agg(
+                F.count(F.when(ok, F.lit(1))),
+                F.count(F.when(~ok, F.lit(1))),
+                F.count(F.when(F.col("_garbled"), F.lit(1))),
+            )
             .collect()
-        )
-        bad_by_file: dict[str, list[dict]] = {f.relpath: [] for f in files}
-        for row in bad_rows:
-            bad_by_file[row[SOURCE_FILE]].append(row.asDict())
-        # Every byte valid: a file's U+FFFD values are real characters, and their rows are not garbled.
-        clean = [
-            f.relpath
-            for f in files
-            if any(row["_garbled"] for row in bad_by_file[f.relpath]) and decodes_cleanly(f.path, o)
-        ]
+        }
+        # A file whose every byte is valid: its U+FFFD values are real characters, and their rows are read.
+        clean = self._clean_files([f for f in files if flagged.get(f.relpath, (0, 0, 0))[2]])
         if clean:
             df = df.withColumn("_garbled", F.col("_garbled") & ~F.col(SOURCE_FILE).isin(clean))
-            for relpath in clean:
-                bad_by_file[relpath] = [
-                    {**row, "_garbled": False}
-                    for row in bad_by_file[relpath]
-                    if row[CORRUPT] is not None or row["_header"] or row["_long"]
-                ]
-        rejects: dict[str, list[Reject]] = {}
-        tolerated: list[int] = []
-        for f in files:
-            rejects[f.relpath] = self._structural(f, bad_by_file[f.relpath], raw_names, names, tolerated)
-        ok = F.col(CORRUPT).isNull() & ~F.col("_garbled") & ~F.col("_header") & ~F.col("_long")
-        good = df.where(ok | F.col(RECORD).isin(tolerated) if tolerated else ok).drop(
-            CORRUPT, "_garbled", "_header", "_long"
-        )
+        counts = {f.relpath: flagged.get(f.relpath, (0, 0, 0))[0] for f in files}
+        kept: dict[str, Counter] = {f.relpath: Counter() for f in files}
+        good = df.where(ok)
+        if any(flagged.get(f.relpath, (0, 0, 0))[1] for f in files):
+            # Reasons on the executors, for the flagged rows only (a too-long record's text capped first).
+            capped = [
+                F.when(F.col("_long"), F.substring(F.col(c), 1, RAW_LIMIT)).otherwise(F.col(c))
+                for c in [CORRUPT, *names]
+            ]
+            why = structural_udf(o, raw_names, len(names))(
+                capped[0], "_garbled", "_header", "_long", *capped[1:]
+            )
+            classified = df.where(~ok).select(SOURCE_FILE, RECORD, why.alias("_why")).persist()
+            self.persisted.append(classified)
+            read_as_is = 0
+            for r in classified.groupBy(SOURCE_FILE, F.col("_why")[CODE]).count().collect():
+                if r[1] is None:  # a trailing delimiter: read as it is
+                    counts[r[0]] += int(r[2])
+                    read_as_is += int(r[2])
+                else:
+                    kept[r[0]][(r[1], None)] += int(r[2])
+            if read_as_is:
+                tolerated = classified.where(F.col("_why").isNull()).select(RECORD)
+                good = good.unionByName(df.where(~ok).join(tolerated, RECORD, "left_semi"))
+            rejected = classified.where(F.col("_why").isNotNull()).select(
+                SOURCE_FILE,
+                RECORD,
+                F.col("_why")[CODE].alias(CODE),
+                F.col("_why")[REASON].alias(REASON),
+                F.lit(None).cast("string").alias(COLUMN),
+                F.col("_why")[RAW].alias(RAW),
+            )
+            self._keep(group, rejected, kept)
+        good = good.drop(CORRUPT, "_garbled", "_header", "_long")
         self.good.append(good)
-        counts = {r[0]: int(r[1]) for r in good.groupBy(SOURCE_FILE).count().collect()}
         out = {}
         for f in files:
             self.frames[f.relpath] = self.base[f.relpath] = good.where(F.col(SOURCE_FILE) == F.lit(f.relpath))
             self.names[f.relpath] = names
-            self.accepted[f.relpath] = counts.get(f.relpath, 0)
-            out[f.relpath] = FileRead(self.accepted[f.relpath], tuple(rejects[f.relpath]))
+            self.accepted[f.relpath] = counts[f.relpath]
+            sample = tuple(r for r in self.samples.get(group, ()) if r.file == f.relpath)
+            out[f.relpath] = FileRead(self.accepted[f.relpath], KeptRejects(kept[f.relpath], sample))
         return out
 
-    def _structural(
-        self, f: FileFacts, bad: list[dict], raw_names: list[str], names: list[str], tolerated: list[int]
-    ) -> list[Reject]:
-        """A file's structural rejects from its bad rows (ids of rows read as they are go to `tolerated`)."""
+    def _clean_files(self, garbled: list[FileFacts]) -> list[str]:
+        """Of files with values holding U+FFFD, those whose every byte is valid in their encoding. UTF-8
+        files are checked by the executors (a line's bytes against their decoding); others on the driver."""
+        from pyspark.sql import functions as F
+
         o = self.batch.options
-        rejects = []
-        for row in bad:
-            raw = row[CORRUPT]
-            if row["_long"]:
-                raw = raw or o.delimiter.join("" if row[c] is None else row[c] for c in names)
-                code, reason = LINE_TOO_LONG, f"record longer than {MAX_LINE_BYTES} bytes"
-                rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw[:RAW_LIMIT]))
-                continue
-            if raw not in (None, UNCLOSED) and not row["_garbled"] and trailing_delimiter(raw, len(names), o):
-                tolerated.append(int(row[RECORD]))  # DuckDB reads `1,a,` under `id,name` as `1,a`
-                continue
-            if raw is None:
-                raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
-            if row["_header"] and row[CORRUPT] is None:
-                code, reason = REPEATED_HEADER, "the header line repeated as a data row"
-                raw = o.delimiter.join(raw_names)
-            elif row["_garbled"]:
-                code, reason = INVALID_ENCODING, "bytes that are not valid in the file's encoding"
-            elif raw == UNCLOSED:
-                raw = o.delimiter.join("" if row[c] is None else row[c] for c in names)
-                code, reason = BAD_QUOTING, "unterminated or stray quote"
-            else:
-                code, reason = classify_structural(raw, len(names), o)
-            rejects.append(Reject(f.relpath, int(row[RECORD]), code, reason, raw=raw))
-        # Record indexes need the per-partition counts of every row, rejected ones included (the cache).
-        rejects.sort(key=lambda r: r.record)
-        return [replace(r, record=self.record_index(f.relpath, r.record)) for r in rejects]
+        if not garbled:
+            return []
+        if o.encoding not in ("utf-8", "utf-8-sig"):
+            return [f.relpath for f in garbled if decodes_cleanly(f.path, o)]
+        text = self.spark.read.text([spark_uri(f.path) for f in garbled])
+        relpath = _relpath_col(self.spark, F.input_file_name(), garbled)
+        invalid = F.col("value").cast("binary") != F.encode(F.col("value"), "UTF-8")
+        bad = {
+            r[0]
+            for r in text.groupBy(relpath.alias(SOURCE_FILE))
+            .agg(F.count(F.when(invalid, F.lit(1))))
+            .collect()
+            if int(r[1])
+        }
+        return [f.relpath for f in garbled if f.relpath not in bad]
+
+    def _keep(self, group: int, rejected: DataFrame, counts: dict[str, Counter]) -> None:
+        """Hold a group's rejected rows (written by `keep_rejects`) and take a capped sample of them."""
+        if not any(counts.values()):
+            return
+        self.kept.append((group, rejected))
+        for f, c in counts.items():
+            if c:
+                self.kept_files.add(f)
+                self.kept_counts(f).update(c)
+        rows = rejected.orderBy(RECORD).limit(SAMPLE).collect()
+        self.samples.setdefault(group, []).extend(
+            Reject(
+                r[SOURCE_FILE],
+                self.record_index(r[SOURCE_FILE], int(r[RECORD])),
+                r[CODE],
+                r[REASON],
+                r[COLUMN],
+                (r[RAW] or "")[:SAMPLE_RAW],
+            )
+            for r in rows
+        )
 
     def stats(self, f: FileFacts, rules: tuple[TypeRule, ...]) -> dict[str, ColumnStats]:
         names, df = self.names[f.relpath], self.frames[f.relpath]
@@ -369,7 +413,9 @@ class _SparkCsv:
         exact = [self.batch.cursor] if self.batch.cursor else []
         return with_lower_bounds(_rule_counts(df, candidate_rules(sample, rules, exact)), rules)
 
-    def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> list[Reject]:
+    def type_rejects(self, f: FileFacts, plan: TypePlan, rules: tuple[TypeRule, ...]) -> KeptRejects:
+        """The rows whose values don't fit the plan, kept on the executors (reasons there too): only their
+        counts by (code, column) and a sample reach the driver."""
         from pyspark.sql import functions as F
 
         names, df = self.names[f.relpath], self.frames[f.relpath]
@@ -382,18 +428,137 @@ class _SparkCsv:
         first_bad = F.coalesce(*[F.when(~fits[c], F.lit(c)) for c in order], F.lit(None).cast("string"))
         # A flat coalesce, not a chain of ANDs: expression depth must not grow with the column count.
         marked = df.withColumn("_bad_column", first_bad)
-        bad = marked.where(F.col("_bad_column").isNotNull()).orderBy(RECORD).collect()
         self.frames[f.relpath] = marked.where(F.col("_bad_column").isNull()).drop("_bad_column")
-        self.accepted[f.relpath] -= len(bad)
-        out = []
-        for row in bad:
-            col = row["_bad_column"]
-            raw = self.batch.options.delimiter.join("" if row[c] is None else row[c] for c in names)
-            code, reason = value_reject(col, row[col], plan.types[col], keys=keys, cursor=cursor)
-            out.append(
-                Reject(f.relpath, self.record_index(f.relpath, int(row[RECORD])), code, reason, col, raw)
+        value = F.create_map(*[x for c in names for x in (F.lit(c), F.col(quote_spark(c)))])[
+            F.col("_bad_column")
+        ]
+        why = type_udf(plan.types, keys, cursor)(F.col("_bad_column"), value)
+        raw = F.concat_ws(
+            self.batch.options.delimiter, *[F.coalesce(F.col(quote_spark(c)), F.lit("")) for c in names]
+        )
+        rejected = (
+            marked.where(F.col("_bad_column").isNotNull())
+            .select(
+                SOURCE_FILE,
+                RECORD,
+                why[CODE].alias(CODE),
+                why[REASON].alias(REASON),
+                F.col("_bad_column").alias(COLUMN),
+                raw.alias(RAW),
             )
-        return out
+            .persist()
+        )
+        self.persisted.append(rejected)
+        counts: Counter = Counter()
+        for r in rejected.groupBy(CODE, COLUMN).count().collect():
+            counts[(r[0], r[1])] += int(r[2])
+        self.accepted[f.relpath] -= sum(counts.values())
+        group = self.group_of[f.relpath]
+        before = len(self.samples.get(group, []))
+        self._keep(group, rejected, {f.relpath: counts})
+        return KeptRejects(counts, tuple(self.samples.get(group, [])[before:]))
+
+    def keep_rejects(self) -> None:
+        """Write the batch's rejected rows (every read group's and file's) to the run's `_rejected/` folder
+        from the executors: record indexes and line numbers worked out there, then one write, published
+        like landed files. The rows written must be the rows counted."""
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        if not self.kept:
+            return
+        batch, o = self.batch, self.batch.options
+        frames = [df.withColumn("_record", index_col(self._starts(group))) for group, df in self.kept]
+        rejects = reduce(lambda a, b: a.unionByName(b), frames)
+        files = [self.facts[r] for r in sorted(self.kept_files)]
+        lines = self._lines(files, rejects).withColumnRenamed(SOURCE_FILE, "_f")
+        joined = rejects.join(
+            lines, (F.col(SOURCE_FILE) == F.col("_f")) & (F.col("_record") == F.col("_rec")), "left"
+        ).drop("_f", "_rec")
+        if any(c == INVALID_ENCODING for f in files for (c, _) in self.kept_counts(f.relpath)):
+            # An undecodable record keeps its bytes: the line as read, bad bytes escaped (`caf\xe9`).
+            wanted = joined.where(F.col(CODE) == F.lit(INVALID_ENCODING)).select(SOURCE_FILE, "_line")
+            readable = [f for f in files if o.encoding != "utf-16"]
+            if readable:
+                uris = {f.relpath: spark_uri(f.path) for f in readable}
+                relpath = _relpath_col(self.spark, F.input_file_name(), readable)
+                found = line_bytes(self.spark, uris, relpath, wanted).withColumnRenamed(SOURCE_FILE, "_f")
+                joined = (
+                    joined.join(
+                        found,
+                        (F.col(SOURCE_FILE) == F.col("_f")) & (joined["_line"] == found["_line"]),
+                        "left",
+                    )
+                    .drop("_f")
+                    .drop(found["_line"])
+                )
+                decode = decode_udf(o)
+                joined = joined.withColumn(
+                    RAW,
+                    F.when(F.col("_bytes").isNotNull(), decode(F.col("_bytes"))).otherwise(F.col(RAW)),
+                ).drop("_bytes")
+        at = batch.ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        out = joined.select(
+            F.col(SOURCE_FILE).alias("_source_file"),
+            (F.col("_line") + F.lit(batch.skip_lines)).cast("bigint").alias("_line"),
+            F.col("_record").cast("bigint").alias("_record"),
+            F.col(CODE).alias("_reason_code"),
+            F.col(REASON).alias("_reason"),
+            F.col(COLUMN).alias("_column"),
+            F.substring(F.col(RAW), 1, RAW_LIMIT).alias("_raw"),
+            F.lit(batch.run_id).alias("_run_id"),
+            F.lit(at).cast("timestamp").alias("_rejected_at"),
+        ).orderBy("_source_file", "_line", "_record")
+        staging = lakefs.join(
+            lake_scratch(batch.lake_root, batch.run_id), "_rejected", batch.source, batch.table
+        )
+        observed = Observation(observation_name("rejected"))
+        out.observe(observed, F.count(F.lit(1)).alias("rows")).write.mode("overwrite").parquet(
+            spark_uri(staging)
+        )
+        rows = int(observed.get["rows"])
+        expected = sum(sum(self.kept_counts(f.relpath).values()) for f in files)
+        if rows != expected:
+            raise EngineError(
+                f"{batch.name}: {expected} rejected rows counted but {rows} written to _rejected/",
+                hint="this is a tidemark bug: please report it with the files",
+            )
+        staged_files(staging, rows, f"{batch.name} rejected rows")
+        publish_staged(
+            staging, rejected_dir(batch.lake_root, batch.source, batch.table, batch.run_id), batch.run_id
+        )
+
+    def kept_counts(self, relpath: str) -> Counter:
+        return self.kept_totals.setdefault(relpath, Counter())
+
+    def _starts(self, group: int) -> dict[tuple[str, int], tuple[int, int]]:
+        if group not in self.starts:  # one pass over the group's cache, only for groups with rejects
+            self.starts[group] = _partition_starts(self.cached[group])
+        return self.starts[group]
+
+    def _lines(self, files: list[FileFacts], rejects: DataFrame) -> DataFrame:
+        """(SOURCE_FILE, `_rec`, `_line`) for the records of files with rejects: on the executors, except
+        for UTF-16 files (a text read cannot split their lines), numbered on the driver."""
+        from pyspark.sql import functions as F
+
+        o = self.batch.options
+        schema = f"{SOURCE_FILE} string, _rec bigint, _line bigint"
+        if o.encoding == "utf-16":
+            wanted: dict[str, list[int]] = {}
+            for r in rejects.select(SOURCE_FILE, "_record").collect():
+                wanted.setdefault(r[0], []).append(int(r[1]))
+            rows = [
+                (relpath, rec, line)
+                for relpath, recs in wanted.items()
+                for rec, line in scan_lines(self.facts[relpath].path, o, recs).items()
+            ]
+            return self.spark.createDataFrame(rows, schema)
+        uris = {f.relpath: spark_uri(f.path) for f in files}
+        numbered, flags = record_lines(
+            self.spark, uris, _relpath_col(self.spark, F.input_file_name(), files), o
+        )
+        self.persisted.append(flags)
+        return numbered
 
     def write(self, files: list[FileFacts], columns: list[str], plan: TypePlan) -> Written:
         from pyspark.sql import functions as F
@@ -434,9 +599,6 @@ class _SparkCsv:
         staged_files(staging, rows_landed, batch.name)
         files_out = publish_staged(staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, max_cursor, tuple(files_out))
-
-
-UNCLOSED = "\x00unclosed quote"
 
 
 def unbalanced_quotes(spark: SparkSession, files: list[FileFacts], options: CsvOptions) -> list[str]:
