@@ -109,6 +109,12 @@ current_rows as (
         cast(null as {{ source_types[name] }}) as {{ adapter.quote(name) }},
         {%- endif %}
         {%- endfor %}
+        {#- the run stamps too: the final select takes them from here, not from a second scan of the table #}
+        {%- for stamp in ["_dbt_invocation_id", "_dbt_first_invocation_id"] %}
+        {%- if stamp in target_names %}
+        current_row.{{ stamp }},
+        {%- endif %}
+        {%- endfor %}
         current_row._is_deleted,
         current_row._deleted_at
     from {{ this }} as current_row
@@ -203,7 +209,9 @@ from winners
 left join last_tombstone
     on {{ key_match.format(a="winners", b="last_tombstone") }}
 {%- if incremental %}
-left join {{ this }} as current_row
+{#- Every winner's key is a batch key, so the rows the table holds for them are all in current_rows:
+    the table is scanned once per merge, not twice. #}
+left join current_rows as current_row
     on {{ key_match.format(a="winners", b="current_row") }}
 {%- endif %}
 where winners.cdc_rank = 1

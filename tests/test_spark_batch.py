@@ -219,3 +219,19 @@ def test_an_undecodable_record_keeps_its_bytes_escaped_and_its_line(spark: Any, 
             spark.conf.set(k, v)
     assert _kept(tmp_path) == sorted(expected)
     assert out.rows_landed == 2_000 - len(expected)
+
+
+def test_rejects_of_a_utf16_file_get_their_lines_from_a_scan_on_the_executors(
+    spark: Any, tmp_path: Path
+) -> None:
+    """A text read cannot split UTF-16 lines: an executor scans the file's bytes for the rejected
+    records' lines (a blank line and a record over two lines before them)."""
+    text = 'id,note\n1,a\n\n2\n3,"x\ny"\n4\n5,b\n'
+    files = {"u.csv": text.encode("utf-16")}
+    out = _land(spark, _batch(tmp_path, files, "eeeeee", CsvOptions(encoding="utf-16")))
+    assert out.quarantine is not None and out.quarantine.rejects == []
+    assert _kept(tmp_path) == [
+        ("u.csv", 1, 4, MISSING_COLUMNS, "2"),
+        ("u.csv", 3, 7, MISSING_COLUMNS, "4"),
+    ]
+    assert out.rows_landed == 3

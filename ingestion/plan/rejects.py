@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -83,10 +83,11 @@ class Dialect:
     quote: str
     escape: str
     encoding: str
+    header: bool = True
 
     @classmethod
     def of(cls, options: CsvOptions) -> Dialect:
-        return cls(options.delimiter, options.quote, options.escape, options.encoding)
+        return cls(options.delimiter, options.quote, options.escape, options.encoding, options.header)
 
 
 def classify_structural(raw: str, expected: int, options: CsvOptions | Dialect) -> tuple[str, str]:
@@ -340,3 +341,47 @@ def decode_line(encoding: str, data: bytes | None) -> str | None:
     if data is None:
         return None
     return bytes(data).rstrip(b"\r\n").decode(encoding, errors="backslashreplace")
+
+
+def start_lines(text: Iterable[str], options: CsvOptions | Dialect, wanted: set[int]) -> dict[int, int]:
+    """Physical (1-based) line numbers where the data records with these 0-based indexes start, from a
+    scan of the file's text (opened with `newline=""`) with Python's csv module; a blank line is no
+    record for either engine. `options.header`: the first record is the header, not data."""
+    out: dict[int, int] = {}
+    todo = set(wanted)
+    reader = csv.reader(text, **csv_dialect(options))  # type: ignore[arg-type]
+    start, index = 1, 0
+    if options.header:
+        try:
+            next(reader)
+        except (StopIteration, csv.Error):
+            return out
+        start = reader.line_num + 1
+    while todo:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            row = ["?"]
+        if not row:
+            start = reader.line_num + 1
+            continue
+        if index in todo:
+            out[index] = start
+            todo.discard(index)
+        index += 1
+        start = reader.line_num + 1
+    return out
+
+
+def content_start_lines(
+    dialect: Dialect, content: bytes | None, wanted: list[int] | None
+) -> list[tuple[int, int]]:
+    """`start_lines` over a whole file's bytes (the Spark engine's executors, for UTF-16 files, whose
+    lines a text read cannot split): (record index, line) pairs."""
+    if content is None or not wanted:
+        return []
+    codec = "utf-8-sig" if dialect.encoding in ("utf-8", "utf-8-sig") else dialect.encoding
+    text = io.TextIOWrapper(io.BytesIO(bytes(content)), encoding=codec, errors="replace", newline="")
+    return sorted(start_lines(text, dialect, set(wanted)).items())

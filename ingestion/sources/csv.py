@@ -27,7 +27,14 @@ from ingestion.errors import SourceError
 from ingestion.lake import fs as lakefs
 from ingestion.lake.s3 import error_code, s3_client, split_s3
 from ingestion.plan.csv import FileFacts
-from ingestion.plan.rejects import INVALID_ENCODING, LINE_TOO_LONG, RAW_LIMIT, Reject, csv_dialect
+from ingestion.plan.rejects import (
+    INVALID_ENCODING,
+    LINE_TOO_LONG,
+    RAW_LIMIT,
+    Reject,
+    csv_dialect,
+    start_lines,
+)
 
 log = logging.getLogger("tidemark")
 # Sub-folders of an inbox that hold processed files: never listed as new drops.
@@ -406,39 +413,14 @@ def read_header(path: str, options: CsvOptions) -> list[str] | None:
 def record_lines(path: str, options: CsvOptions, wanted: Iterable[int]) -> dict[int, int]:
     """Physical (1-based) line numbers where the data records with these 0-based indexes start.
 
-    A scan of the file with Python's csv module: only run for files that have rejected rows whose engine
-    could not say where they were (Spark), so its cost is paid only when something went wrong.
+    A scan of the file with Python's csv module (`plan.rejects.start_lines`): only run for files that
+    have rejected rows whose engine could not say where they were, so its cost is paid only then.
     """
     todo = set(wanted)
-    out: dict[int, int] = {}
     if not todo:
-        return out
+        return {}
     with open_text(path, options) as f:
-        reader = csv.reader(f, **csv_dialect(options))  # type: ignore[arg-type]
-        start, index = 1, -1 if options.header else 0
-        if options.header:
-            try:
-                next(reader)
-            except (StopIteration, csv.Error):
-                return out
-            start = reader.line_num + 1
-            index = 0
-        while todo:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error:
-                row = ["?"]
-            if not row:  # a blank line is no record for either engine
-                start = reader.line_num + 1
-                continue
-            if index in todo:
-                out[index] = start
-                todo.discard(index)
-            index += 1
-            start = reader.line_num + 1
-    return out
+        return start_lines(f, options, todo)
 
 
 def lines_at_offsets(path: str, offsets: Iterable[int], encoding: str = "utf-8") -> dict[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import reduce
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ingestion.config import CsvOptions
 from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
@@ -38,6 +38,7 @@ from ingestion.engines.spark.rejects import (
     record_lines,
     structural_udf,
     type_udf,
+    utf16_lines,
 )
 from ingestion.errors import EngineError
 from ingestion.formats import to_java_pattern
@@ -69,7 +70,6 @@ from ingestion.plan.rejects import (
     check_order,
 )
 from ingestion.sources.csv import decodes_cleanly, has_crlf
-from ingestion.sources.csv import record_lines as scan_lines
 from ingestion.sqltext import quote_spark
 
 if TYPE_CHECKING:
@@ -537,26 +537,21 @@ class _SparkCsv:
         return self.starts[group]
 
     def _lines(self, files: list[FileFacts], rejects: DataFrame) -> DataFrame:
-        """(SOURCE_FILE, `_rec`, `_line`) for the records of files with rejects: on the executors, except
-        for UTF-16 files (a text read cannot split their lines), numbered on the driver."""
+        """(SOURCE_FILE, `_rec`, `_line`) for the records of files with rejects, on the executors: from a
+        text read split across tasks, or for UTF-16 files (a text read cannot split their lines) a scan
+        of each file's bytes by one task."""
         from pyspark.sql import functions as F
 
         o = self.batch.options
-        schema = f"{SOURCE_FILE} string, _rec bigint, _line bigint"
+
+        def relpath(uri_col: Any) -> Any:
+            return _relpath_col(self.spark, uri_col, files)
+
         if o.encoding == "utf-16":
-            wanted: dict[str, list[int]] = {}
-            for r in rejects.select(SOURCE_FILE, "_record").collect():
-                wanted.setdefault(r[0], []).append(int(r[1]))
-            rows = [
-                (relpath, rec, line)
-                for relpath, recs in wanted.items()
-                for rec, line in scan_lines(self.facts[relpath].path, o, recs).items()
-            ]
-            return self.spark.createDataFrame(rows, schema)
+            wanted = rejects.groupBy(SOURCE_FILE).agg(F.collect_list("_record").alias("_recs"))
+            return utf16_lines(self.spark, [spark_uri(f.path) for f in files], relpath, wanted, o)
         uris = {f.relpath: spark_uri(f.path) for f in files}
-        numbered, flags = record_lines(
-            self.spark, uris, _relpath_col(self.spark, F.input_file_name(), files), o
-        )
+        numbered, flags = record_lines(self.spark, uris, relpath(F.input_file_name()), o)
         self.persisted.append(flags)
         return numbered
 
@@ -635,7 +630,9 @@ def _relpath_col(spark: SparkSession, uri_col, files: list[FileFacts]):
     pairs = []
     for f in files:
         uri = spark_uri(f.path)
-        spelled = {uri, jvm.org.apache.hadoop.fs.Path(uri).toUri().toString()}
+        hpath = jvm.org.apache.hadoop.fs.Path(uri)
+        # `input_file_name()` gives the percent-encoded URI, the binaryFile source's `path` Path.toString
+        spelled = {uri, hpath.toUri().toString(), hpath.toString()}
         for u in spelled:
             pairs += [F.lit(u), F.lit(f.relpath)]
     return F.create_map(*pairs)[uri_col]

@@ -32,6 +32,7 @@ from ingestion.config import CsvOptions
 from ingestion.contract import SOURCE_FILE
 from ingestion.plan.rejects import (
     Dialect,
+    content_start_lines,
     decode_line,
     structural_reject,
     type_reject,
@@ -218,3 +219,25 @@ def line_bytes(spark: SparkSession, uris: dict[str, str], relpath: Any, wanted: 
     line = F.create_map(*pairs)[_partition_key()] + F.col("_id") + 1
     lines = text.select(SOURCE_FILE, line.alias("_line"), F.col("value").cast("binary").alias("_bytes"))
     return lines.join(F.broadcast(wanted), [SOURCE_FILE, "_line"], "left_semi")
+
+
+def utf16_lines(
+    spark: SparkSession, uris: list[str], relpath: Any, wanted: DataFrame, options: CsvOptions
+) -> DataFrame:
+    """(SOURCE_FILE, `_rec`, `_line`) for the `wanted` (SOURCE_FILE, `_recs`) records of UTF-16 files,
+    whose lines a text read cannot split: each file's bytes read whole by an executor (the binaryFile
+    source, under 2 GiB) and scanned there with Python's csv module (`plan.rejects.content_start_lines`)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, LongType, StructField, StructType
+
+    pairs = ArrayType(StructType([StructField("_rec", LongType()), StructField("_line", LongType())]))
+    scan = F.udf(functools.partial(content_start_lines, Dialect.of(options)), pairs)
+    content = (
+        spark.read.format("binaryFile")
+        .load(uris)
+        .select(relpath(F.col("path")).alias(SOURCE_FILE), "content")
+    )
+    found = content.join(wanted, SOURCE_FILE).select(
+        SOURCE_FILE, F.explode(scan("content", "_recs")).alias("_p")
+    )
+    return found.select(SOURCE_FILE, F.col("_p._rec").alias("_rec"), F.col("_p._line").alias("_line"))
