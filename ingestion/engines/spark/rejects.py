@@ -12,7 +12,8 @@ rows themselves are classified, numbered and written to the run's `_rejected/` f
   record unless it is blank or inside a quoted field (quotes counted per line, escapes first removed);
   prefix counts within a partition come from a window, across partitions from a map the driver builds
   from per-partition totals (`record_lines`). UTF-16 files, whose lines a text read cannot split, are
-  numbered on the driver (`sources.csv.record_lines`, their rejects' indexes collected).
+  scanned whole by one task each with Python's csv module (`utf16_lines`).
+- The functions the executors run (`plan.rejects`) need only the standard library there.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 RECORD = "_tidemark_record"
 # Columns of a kept reject before it is numbered: file, monotonically increasing id, reason, column, raw.
 CODE, REASON, COLUMN, RAW = "_reason_code", "_reason", "_column", "_raw"
-SAMPLE = 20  # rejected rows per read group or file that reach the driver as a sample
+SAMPLE = 20  # rejected rows per read group (structural) or file (type) that reach the driver as a sample
 
 _shipped: set[str] = set()
 
