@@ -22,7 +22,7 @@ from ingestion.redact import redact
 from ingestion.run.pipeline import run_pipeline
 
 from .conftest import DEMO_TABLES, REPO, demo_config_doc
-from .helpers import DBT, Dbt
+from .helpers import DBT, Dbt, InProcessDbt
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -272,13 +272,15 @@ def test_dbt_audit_model_joins_ingestion_and_dbt_runs(tmp_path, monkeypatch):
         pytest.skip(f"dbt is not installed next to {sys.executable}")
     monkeypatch.delenv("TIDEMARK_LAKE", raising=False)
     inbox, lake, wh = tmp_path / "inbox", tmp_path / "lake", tmp_path / "wh.duckdb"
-    dbt = Dbt(tmp_path, lake, wh)
+    dbt = None
     runs = []
     for day in (1, 2):
         list(write_day(day, inbox))
         report = run_pipeline(parse_config(demo_config_doc(inbox, lake)))
         assert report.ok
         runs.append(report)
+        # In process, one parsed manifest for both builds (no interpreter start-up, no re-parse).
+        dbt = dbt or InProcessDbt(tmp_path, lake, wh)
         dbt("build")
 
     con = duckdb.connect(str(wh), read_only=True)

@@ -41,6 +41,12 @@ def test_concurrent_runs_land_each_table_once(tmp_path: Path, engine: str, proce
     list(write_day(2, inbox))
     doc = demo_config_doc(inbox, lake, engine)
     doc["max_parallel_tables"] = 4
+    # Each process is a short-lived JVM on tiny tables: fewer tasks and the quick-start C1 compiler (as
+    # test_crash.py).
+    doc["spark"]["conf"] = {
+        "spark.sql.shuffle.partitions": "2",
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    }
     cfg = tmp_path / "ingestion.yml"
     cfg.write_text(yaml.safe_dump(doc))
     env = {k: v for k, v in os.environ.items() if k != "TIDEMARK_LAKE"}

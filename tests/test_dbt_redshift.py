@@ -259,9 +259,15 @@ def widening_rounds(
         for r in rows:
             oracle.upsert("subscriptions", r)
 
+    built: list[bool] = []
+
     def build() -> tuple[dict[int, dict[str, Any]], dict[int, list[dict[str, Any]]]]:
         backend.load(parse_config(doc))
-        backend.dbt("build")  # raises unless every model, snapshot and test succeeded
+        # Raises unless every model, snapshot and test succeeded. The whole project in round 1; then only
+        # what subscriptions feed, the one table the later rounds change (the other tables' merges and
+        # snapshots would change nothing; the oracle below still checks every table).
+        backend.dbt("build", *(["--select", "stg_billing__subscriptions+"] if built else []))
+        built.append(True)
         oracle.end_round()
         assert_cdc_matches(backend, oracle)  # type: ignore[arg-type]
         assert_snapshots_match(backend, oracle)  # type: ignore[arg-type]
@@ -409,6 +415,6 @@ def widening_rounds(
 
     # Nothing new: the merges and snapshots change nothing.
     before = sorted(map(str, backend.rows("subscriptions_snapshot")))
-    backend.dbt("build")
+    backend.dbt("build", "--select", "stg_billing__subscriptions+")
     assert sorted(map(str, backend.rows("subscriptions_snapshot"))) == before
     assert_cdc_matches(backend, oracle)  # type: ignore[arg-type]

@@ -352,7 +352,7 @@ def test_postgres_table_lands_to_an_s3_lake_and_registers_its_new_column(
     assert [c["Name"] for c in cols][-1] == "channel"  # appended, the others kept in place
 
 
-# Every point of the commit protocol once, as in test_crash.py's Spark matrix.
+# Every point of the commit protocol once: the Spark crash matrix (test_crash.py keeps one local-lake case).
 SPARK_S3_FAULTS = [
     "run_started=kill",
     *[f"{p}@t=kill" for p in ("lease_acquired", "orphans_removed", "batch_written", "state_committed")],
@@ -375,7 +375,15 @@ def test_spark_on_s3_killed_then_rerun_lands_every_row_once(s3_lake, s3a_spark, 
     cfg_doc = {
         **doc(f"s3://{bucket}/drops", f"s3://{bucket}/lake"),
         "engine": "spark",
-        "spark": {"master": "local[1]", "conf": {"spark.jars": ",".join(s3a_jars() or [])}},
+        # The killed run is a short-lived JVM on a tiny table: the quick-start C1 compiler, as test_crash.py.
+        "spark": {
+            "master": "local[1]",
+            "conf": {
+                "spark.jars": ",".join(s3a_jars() or []),
+                "spark.sql.shuffle.partitions": "2",
+                "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            },
+        },
     }
     config = tmp_path / "ingestion.yml"
     config.write_text(yaml.safe_dump(cfg_doc))

@@ -3,7 +3,8 @@ and each runs in a mount namespace where the driver's temp folder is an empty tm
 tests/spark_cluster.py), as on a cluster where executors live on other machines.
 
 An S3 lake and inbox on moto (through S3A) and a local lake on a folder every executor mounts both land
-CSV files and a PostgreSQL table through it, twice (a first load, then an incremental one).
+CSV files and a PostgreSQL table through it, twice (a first load, then an incremental one). The cluster
+starts once for the module (tests/cluster_driver.py serves every run).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +33,77 @@ pytestmark = [pytest.mark.slow, pytest.mark.spark]
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> dict[str, Any]:
-    """Environment and settings for a driver process whose executors cannot see its temp folder."""
+class ClusterDriver:
+    """tests/cluster_driver.py as one process for the module: the cluster (driver and two executor JVMs)
+    starts once, and each run is a request to it."""
+
+    def __init__(self, env: dict[str, str], hidden: Path, spark: dict[str, Any], log: Path) -> None:
+        self.spark, self.log = spark, log
+        self._err = open(log, "w")  # noqa: SIM115  (closed in close())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.cluster_driver", str(hidden)],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)  # the driver exited
+
+    def run(self, config: Path, doc: dict[str, Any]) -> dict[str, Any]:
+        """Run the pipeline of `doc` (its spark settings: the cluster's) in the driver; its report."""
+        config.write_text(yaml.safe_dump({**doc, "engine": "spark", "spark": self.spark}))
+        # What the run reads from the environment: the S3 endpoint and keys, the PostgreSQL password.
+        env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "TM_TEST_"))}
+        assert self.proc.stdin is not None and self.proc.poll() is None, self.tail()
+        self.proc.stdin.write(json.dumps({"config": str(config), "env": env}) + "\n")
+        self.proc.stdin.flush()
+        out: list[str] = []
+        while True:
+            try:
+                line = self.lines.get(timeout=900)
+            except queue.Empty:
+                pytest.fail("the cluster driver gave no report in 900 s\n" + self.tail(out))
+            if line is None:
+                pytest.fail("the cluster driver exited\n" + self.tail(out))
+            if line.startswith("REPORT="):
+                break
+            out.append(line)
+        report = json.loads(line.removeprefix("REPORT="))
+        assert report["master"] == "local-cluster[2,1,1024]" and report["executors"] == 2, report
+        return report
+
+    def tail(self, out: list[str] | None = None) -> str:
+        self._err.flush()
+        return "".join(out or [])[-3000:] + self.log.read_text()[-5000:]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._err.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDriver]:
+    """A driver process whose executors cannot see its temp folder, shared by the module's tests."""
     pytest.importorskip("pyspark")
-    hidden = tmp_path / "driver-tmp"
+    tmp = tmp_path_factory.mktemp("cluster")
+    hidden = tmp / "driver-tmp"
     hidden.mkdir()
-    java_home = hiding_java_home(tmp_path, hidden)
+    java_home = hiding_java_home(tmp, hidden)
     if java_home is None:
         pytest.skip("cannot hide the driver's folder from executors here (needs unshare -m and tmpfs mounts)")
     jars = s3a_jars()
@@ -51,25 +119,9 @@ def cluster(tmp_path: Path) -> dict[str, Any]:
         "master": "local-cluster[2,1,1024]",
         "conf": {"spark.jars": ",".join(jars), "spark.sql.shuffle.partitions": "4"},
     }
-    return {"env": env, "hidden": hidden, "spark": spark, "tmp": tmp_path}
-
-
-def run_on_cluster(cluster: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    config = cluster["tmp"] / "ingestion.yml"
-    config.write_text(yaml.safe_dump({**doc, "engine": "spark", "spark": cluster["spark"]}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.cluster_driver", str(config), str(cluster["hidden"])],
-        cwd=REPO,
-        env=cluster["env"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("REPORT=")), None)
-    assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-5000:]
-    report = json.loads(line.removeprefix("REPORT="))
-    assert report["master"] == "local-cluster[2,1,1024]" and report["executors"] == 2, report
-    return report
+    driver = ClusterDriver(env, hidden, spark, tmp / "driver.log")
+    yield driver
+    driver.close()
 
 
 def csv_bytes(rows: list[str]) -> bytes:
@@ -125,10 +177,9 @@ def lake_rows(root: str, folder: str, columns: str, s3: bool) -> list[tuple]:
 
 
 def test_s3_lake_and_inbox_land_through_executors_that_cannot_see_the_driver(
-    cluster: dict[str, Any], s3_bucket: str, pg_db: PgDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterDriver, s3_bucket: str, pg_db: PgDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLUSTER_COPY", str(tmp_path / "copies"))
-    cluster["env"].update({k: v for k, v in os.environ.items() if k.startswith(("AWS_", "TM_TEST_"))})
     s3 = boto3.client("s3")
     s3.put_object(
         Bucket=s3_bucket,
@@ -155,7 +206,7 @@ def test_s3_lake_and_inbox_land_through_executors_that_cannot_see_the_driver(
             jdbc_source(pg_db, tables=[{"name": "customers", "cursor": "updated_at", "num_partitions": 2}]),
         ],
     }
-    first = run_on_cluster(cluster, doc)
+    first = cluster.run(tmp_path / "ingestion.yml", doc)
     assert first["ok"], first
     assert first["tables"]["s.orders"]["rows_rejected"] == 1
     assert first["tables"]["pg.customers"]["rows_landed"] == 1000
@@ -170,7 +221,7 @@ def test_s3_lake_and_inbox_land_through_executors_that_cannot_see_the_driver(
     # An incremental run: a new file, an updated PostgreSQL row.
     s3.put_object(Bucket=s3_bucket, Key="drops/orders_3.csv", Body=csv_bytes(["1,11,2026-01-03 10:00:00"]))
     pg_db.con.execute("update customers set name = 'changed', updated_at = now() where id = 7")
-    second = run_on_cluster(cluster, doc)
+    second = cluster.run(tmp_path / "ingestion.yml", doc)
     assert second["ok"], second
     assert second["tables"]["s.orders"]["rows_landed"] == 1
     assert second["tables"]["pg.customers"]["rows_landed"] >= 1
@@ -179,9 +230,8 @@ def test_s3_lake_and_inbox_land_through_executors_that_cannot_see_the_driver(
 
 
 def test_local_lake_on_a_shared_folder_lands_through_executors(
-    cluster: dict[str, Any], pg_db: PgDb, tmp_path: Path
+    cluster: ClusterDriver, pg_db: PgDb, tmp_path: Path
 ) -> None:
-    cluster["env"].update({k: v for k, v in os.environ.items() if k.startswith("TM_TEST_")})
     shared = tmp_path / "shared"  # what every executor mounts (NFS, EFS …); the driver's temp is hidden
     inbox = shared / "inbox"
     inbox.mkdir(parents=True)
@@ -203,7 +253,7 @@ def test_local_lake_on_a_shared_folder_lands_through_executors(
             jdbc_source(pg_db, tables=[{"name": "customers", "cursor": "updated_at", "num_partitions": 2}]),
         ],
     }
-    report = run_on_cluster(cluster, doc)
+    report = cluster.run(tmp_path / "ingestion.yml", doc)
     assert report["ok"], report
     assert report["tables"]["s.orders"]["rows_rejected"] == 1
     assert lake_rows(str(lake), "landing/s/orders", "id, amount", s3=False) == [(1, 10), (3, 30)]
