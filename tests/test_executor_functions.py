@@ -51,7 +51,7 @@ def test_the_executor_functions_unpickle_and_run_without_any_third_party_module(
             ("1,a,b", False, False, False, "1", "a"),
         ),
         (functools.partial(type_reject, {"id": "bigint"}, ("id",), None), ("id", "x1")),
-        (functools.partial(content_start_lines, dialect), ('id,v\n1,"a\nb"\n\n2\n'.encode(), [1])),
+        (functools.partial(content_start_lines, dialect), (b'id,v\n1,"a\nb"\n\n2\n', [1])),
         (functools.partial(decode_line, "utf-8"), (b"Z\xfcrich\n",)),
     ]
     blob = tmp_path / "calls.pickle"
