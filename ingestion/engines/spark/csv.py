@@ -164,8 +164,7 @@ class _SparkCsv:
         # Rejected rows held on the executors until `keep_rejects` writes them: per group a frame, per file
         # counts by (code, column), per group a capped sample the driver has.
         self.kept: list[tuple[int, DataFrame]] = []
-        self.kept_files: set[str] = set()
-        self.kept_totals: dict[str, Counter] = {}
+        self.kept_totals: dict[str, Counter] = {}  # files with kept rejects → their counts
         self.samples: dict[int, list[Reject]] = {}
         self.persisted: list[DataFrame] = []  # reject frames, unpersisted with the caches
 
@@ -387,7 +386,6 @@ class _SparkCsv:
         self.kept.append((group, rejected))
         for f, c in counts.items():
             if c:
-                self.kept_files.add(f)
                 self.kept_counts(f).update(c)
         rows = rejected.orderBy(RECORD).limit(SAMPLE).collect()
         self.samples.setdefault(group, []).extend(
@@ -470,7 +468,7 @@ class _SparkCsv:
         batch, o = self.batch, self.batch.options
         frames = [df.withColumn("_record", index_col(self._starts(group))) for group, df in self.kept]
         rejects = reduce(lambda a, b: a.unionByName(b), frames)
-        files = [self.facts[r] for r in sorted(self.kept_files)]
+        files = [self.facts[r] for r in sorted(self.kept_totals)]
         lines = self._lines(files, rejects).withColumnRenamed(SOURCE_FILE, "_f")
         joined = rejects.join(
             lines, (F.col(SOURCE_FILE) == F.col("_f")) & (F.col("_record") == F.col("_rec")), "left"
