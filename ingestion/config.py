@@ -471,6 +471,11 @@ class DuckDBConfig(_Model):
         "inside and removed at the end of the run); default: the system's temporary folder",
     )
     threads: int | None = Field(None, ge=1, le=1024, description="DuckDB's threads; default: the CPU count")
+    one_pass: bool = Field(
+        True,
+        description="land a CSV file in one read when every value bears out what its first rows show (the "
+        "same result as the passes, which run instead when it does not); false: always land in passes",
+    )
 
 
 class CatalogConfig(_Model):

@@ -23,7 +23,17 @@ from ingestion.lake.model import Watermark
 from ingestion.plan.catalog import CatalogFile, CatalogSpec
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.jdbc import JdbcPlan, JdbcTable
-from ingestion.plan.normalize import ColumnStats, TypePlan, TypeRule, clean_header, plan_types, type_rules
+from ingestion.plan.normalize import (
+    ColumnStats,
+    TypePlan,
+    TypeRule,
+    ValueCheck,
+    clean_header,
+    one_pass_plan,
+    plan_types,
+    type_rules,
+    value_checks,
+)
 from ingestion.plan.rejects import (
     MAX_LINE_BYTES,
     FileCounts,
@@ -119,8 +129,35 @@ class Written:
     files: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class OnePass:
+    """What an engine's landing in one pass read and wrote: rows per file (all accepted), the write."""
+
+    read: dict[str, int]
+    written: Written
+
+
 class CsvOps(Protocol):
     """The data-parallel steps an engine supplies for one batch (it keeps per-file data between calls)."""
+
+    def sample_stats(
+        self, files: list[tuple[FileFacts, list[str], list[str]]]
+    ) -> dict[str, dict[str, ColumnStats]] | None:
+        """Per relpath, the statistics of every type rule over the file's first rows, for a landing in one
+        pass (`write_checked`); None: the engine lands in passes only (`read_files` and on)."""
+        ...
+
+    def write_checked(
+        self,
+        files: list[FileFacts],
+        columns: list[str],
+        plan: TypePlan,
+        checks: dict[str, dict[str, ValueCheck]],
+    ) -> OnePass | None:
+        """`write` in one read of the files, checking every value against its column's `checks` (per
+        relpath) and every record against the parser: None, with nothing written, when one fails (a
+        rejected record, a repeated header line, a value the sample did not foresee)."""
+        ...
 
     def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
         """Read files (each with its raw header and text column names), null tokens mapped; per relpath,
@@ -332,6 +369,9 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
             counts.error = exc.message
             continue
         pending.append((f, raw_names, names, too_long))
+    landed = _land_in_one_pass(batch, ops, pending, q)
+    if landed is not None:
+        return landed
     reads = ops.read_files([(f, raw_names, names) for f, raw_names, names, _ in pending])
     for f, _, names, too_long in pending:
         counts, read = q.files[f.relpath], reads[f.relpath]
@@ -382,11 +422,7 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
     if landable:
         require_columns(batch, columns)
         check_bound_type(batch, plan.types)
-        # A column with no value yet has no type yet: it is not written (readers see it as null until
-        # values arrive and type it), except the key and cursor, which the write itself needs.
-        needed = {*batch.primary_key, *([batch.cursor] if batch.cursor else [])}
-        typed = [c for c in columns if c not in plan.untyped or c in needed]
-        columns = typed or columns  # no column has a value: rows of nulls keep their (text) columns
+        columns = _written_columns(batch, columns, plan)
         written = ops.write(landable, columns, plan)
     ops.keep_rejects()
     if q.kept:
@@ -403,9 +439,28 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
                 }
             },
         )
-    landable_rows = sum(q.files[f.relpath].landable for f in landable)
     if batch.skip_lines:  # line numbers in the copy → the file's own
         q.rejects = [replace(r, line=r.line + batch.skip_lines if r.line else r.line) for r in q.rejects]
+    return _landed(batch, q, landable, written, plan, columns)
+
+
+def _written_columns(batch: CsvBatch, columns: list[str], plan: TypePlan) -> list[str]:
+    """A column with no value yet has no type yet: it is not written (readers see it as null until values
+    arrive and type it), except the key and cursor, which the write itself needs."""
+    needed = {*batch.primary_key, *([batch.cursor] if batch.cursor else [])}
+    typed = [c for c in columns if c not in plan.untyped or c in needed]
+    return typed or columns  # no column has a value: rows of nulls keep their (text) columns
+
+
+def _landed(
+    batch: CsvBatch,
+    q: Quarantine,
+    landable: list[FileFacts],
+    written: Written,
+    plan: TypePlan,
+    columns: list[str],
+) -> LandedBatch:
+    landable_rows = sum(q.files[f.relpath].landable for f in landable)
     return LandedBatch(
         rows_read=sum(q.files[f.relpath].read for f in landable),
         rows_landed=written.rows_landed,
@@ -416,6 +471,56 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
         files_written=written.files,
         quarantine=q,
     )
+
+
+def _land_in_one_pass(
+    batch: CsvBatch,
+    ops: CsvOps,
+    pending: list[tuple[FileFacts, list[str], list[str], list[Reject]]],
+    q: Quarantine,
+) -> LandedBatch | None:
+    """Land the files in one read when every value bears out what their first rows show (see
+    `plan.normalize.one_pass_plan`): the same rows, types and counts as the exact flow, which runs
+    instead (None) when the engine can't, a record is rejected or a value breaks the sample's findings."""
+    if not pending or any(too_long for *_, too_long in pending):
+        return None
+    samples = ops.sample_stats([(f, raw_names, names) for f, raw_names, names, _ in pending])
+    if samples is None:
+        return None
+    rules = batch.rules
+    plan = one_pass_plan(
+        [(f.relpath, samples[f.relpath]) for f, *_ in pending],
+        rules,
+        committed=batch.committed,
+        declared=batch.declared,
+        keys=batch.primary_key,
+        double_as_decimal=batch.double_as_decimal,
+        decimal_keys=batch.decimal_keys,
+        cursor=batch.cursor,
+    )
+    if plan is None:
+        return None
+    files = [f for f, *_ in pending]
+    columns = union_names(
+        [names + [k for k, _ in batch.file_columns.get(f.relpath, ())] for f, _, names, _ in pending]
+    )
+    try:  # the exact flow raises these errors itself, with every file's counts
+        require_columns(batch, columns)
+        check_bound_type(batch, plan.types)
+    except SchemaError:
+        return None
+    columns = _written_columns(batch, columns, plan)
+    checks = {f.relpath: value_checks(samples[f.relpath], rules, batch.primary_key) for f in files}
+    done = ops.write_checked(files, columns, plan, checks)
+    if done is None:
+        log.info("one-pass landing not possible: landing in passes", extra={"fields": {"table": batch.name}})
+        return None
+    for f in files:
+        counts = q.files[f.relpath]
+        counts.read = counts.accepted = counts.landable = done.read[f.relpath]
+        check_file(counts, batch.max_rejected_fraction)
+    ops.keep_rejects()
+    return _landed(batch, q, files, done.written, plan, columns)
 
 
 def _quarantine(

@@ -343,3 +343,101 @@ def union_columns(headers: Sequence[Sequence[str]]) -> list[str]:
     for header in headers:
         out.update(dict.fromkeys(header))
     return list(out)
+
+
+# --- Landing in one pass ---------------------------------------------------------------------------------
+# The exact flow reads a CSV file twice: once for its type statistics (every rule the sample left open,
+# on every value), once to cast, dedup and write. When every value of the file satisfies what its first
+# rows already show, those statistics are known without reading them: the rules every sample value
+# satisfied are satisfied by every value, the others keep their lower bound. An engine can then land the
+# file in one pass that checks this of every value while it writes, and the type plan is the one the exact
+# flow would make. A value that breaks it stops that pass (nothing is kept) and the exact flow runs.
+
+
+@dataclass(frozen=True)
+class ValueCheck:
+    """What every value of one column of one file must be for the one-pass landing to hold."""
+
+    # Every value other than null and "" satisfies each of these rules (the ones every sample value did).
+    rules: tuple[TypeRule, ...] = ()
+    # False: the sample had no value, and the file may hold none either (null only, "" when `empty`).
+    values: bool = True
+    empty: bool = True  # "" may occur (only matters when `values` is False)
+    present: bool = False  # a key column: never null, never ""
+
+
+def sample_rules(st: ColumnStats, rules: Sequence[TypeRule]) -> tuple[TypeRule, ...]:
+    """The rules every non-null value of a sample satisfied."""
+    return tuple(r for r in rules if st.ok.get(r.name, 0) == st.non_null)
+
+
+def value_checks(
+    sample: dict[str, ColumnStats], rules: Sequence[TypeRule], keys: Sequence[str]
+) -> dict[str, ValueCheck]:
+    """Per column of a file, what its values must satisfy for `assumed_stats` to be the file's statistics."""
+    out = {}
+    for c, st in sample.items():
+        if st.non_null == 0:
+            out[c] = ValueCheck(values=False, empty=st.empty > 0, present=c in keys)
+        else:
+            out[c] = ValueCheck(sample_rules(st, rules), present=c in keys)
+    return out
+
+
+def assumed_stats(
+    sample: dict[str, ColumnStats], rules: Sequence[TypeRule], cursor: str | None
+) -> dict[str, ColumnStats]:
+    """The statistics the exact flow would gather over a whole file whose values all pass `value_checks`.
+
+    The counts stand for the file's (`non_null` is the sample's; the plan only asks whether a column has
+    values and whether a rule takes all of them): a rule every sample value satisfied takes every value; the
+    others keep the exact flow's lower bound (0; the sample's own count for the cursor, whose rules the
+    exact flow counts in full, so the cursor's type must be one of the rules that take every value:
+    `one_pass_plan` checks it).
+    """
+    out = {}
+    for c, st in sample.items():
+        if st.non_null == 0:
+            out[c] = ColumnStats(0, {r.name: 0 for r in rules}, empty=st.empty)
+            continue
+        every = {r.name for r in sample_rules(st, rules)}
+        ok = {
+            r.name: st.non_null if r.name in every else (st.ok.get(r.name, 0) if c == cursor else 0)
+            for r in rules
+        }
+        out[c] = ColumnStats(st.non_null, ok, empty=st.empty)
+    return out
+
+
+def one_pass_plan(
+    samples: Sequence[tuple[str, dict[str, ColumnStats]]],
+    rules: Sequence[TypeRule],
+    *,
+    committed: dict[str, str],
+    declared: dict[str, str],
+    keys: Sequence[str] = (),
+    double_as_decimal: bool = True,
+    decimal_keys: bool = False,
+    cursor: str | None = None,
+) -> TypePlan | None:
+    """The type plan of files whose values all pass their `value_checks`, or None when a landing in one
+    pass can't be exact: some values would not fit (the exact flow rejects them), or the cursor's type
+    depends on counts only a full read gives."""
+    assumed = [(path, assumed_stats(st, rules, cursor)) for path, st in samples]
+    plan = plan_types(
+        assumed,
+        committed=committed,
+        declared=declared,
+        keys=keys,
+        double_as_decimal=double_as_decimal,
+        decimal_keys=decimal_keys,
+        cursor=cursor,
+    )
+    if plan.misfits:
+        return None
+    fits = [
+        plan.types[cursor] in {r.name for r in sample_rules(st[cursor], rules)}
+        for _, st in samples
+        if cursor and cursor in st and st[cursor].non_null
+    ]
+    return plan if all(fits) else None

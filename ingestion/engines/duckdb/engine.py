@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
 
 from ingestion.config import DuckDBConfig
-from ingestion.contract import SOURCE_FILE
+from ingestion.contract import SOURCE_FILE, OrderTerm, batch_dedup_order, render_window
 from ingestion.engines.base import (
     CatalogBatch,
     CsvBatch,
     FileRead,
     JdbcBatch,
+    OnePass,
     TombstoneBatch,
     Written,
     land_csv_files,
@@ -47,6 +50,7 @@ from ingestion.plan.normalize import (
     ColumnStats,
     TypePlan,
     TypeRule,
+    ValueCheck,
     accepted_rules,
     candidate_rules,
     column_batches,
@@ -124,6 +128,66 @@ def fits_expr(col: str, target: str, rules: dict[str, TypeRule], *, key: bool = 
     return f"({col} IS NULL OR {col} = '' OR {' OR '.join(alts)})"
 
 
+def check_expr(col: str, check: ValueCheck, value: str = "", target: str = "") -> str:
+    """TRUE when text column `col`'s value passes `check` (what the file's sample showed of every value).
+
+    `value`: the column's value as its landed `target` type (NULL when it doesn't parse), computed once
+    for the write: it stands for the parse of `target`'s own rule.
+    """
+    absent = f"({col} IS NULL OR {col} = '')"
+    if not check.values:
+        if check.present:
+            return "FALSE"
+        return absent if check.empty else f"{col} IS NULL"
+    ok = rules_ok_expr(col, check.rules, value, target)
+    if check.present:
+        return f"(NOT {absent} AND {ok})"
+    return "TRUE" if ok == "TRUE" else f"({absent} OR {ok})"
+
+
+def rules_ok_expr(col: str, rules: Sequence[TypeRule], value: str = "", target: str = "") -> str:
+    """TRUE when text column `col` satisfies every one of `rules` (pattern and parse), in fewer checks:
+    decimal and double take every value bigint takes, double every decimal value with a point; an
+    integer in DuckDB's own spelling of at most 18 characters is a bigint without the regex; `target`'s
+    rule takes `value` (see `check_expr`) as its parse."""
+
+    def ok(rule: TypeRule) -> str:
+        if value and rule.name == target:
+            return f"({pattern_expr(col, rule)} AND {value} IS NOT NULL)"
+        return rule_ok_expr(col, rule)
+
+    by_name = {r.name: r for r in rules}
+    terms = []
+    if "bigint" in by_name:
+        full = ok(by_name.pop("bigint"))
+        number = value if value and target == "bigint" else f"TRY_CAST({col} AS BIGINT)"
+        terms.append(
+            f"CASE WHEN length({col}) <= 18 AND CAST({number} AS VARCHAR) = {col} THEN TRUE ELSE {full} END"
+        )
+        by_name.pop(DECIMAL, None)
+        by_name.pop("double", None)
+    if DECIMAL in by_name and "double" in by_name:
+        double = ok(by_name.pop("double"))
+        terms.append(f"CASE WHEN contains({col}, '.') THEN TRUE ELSE {double} END")
+    terms += [ok(rule) for rule in by_name.values()]
+    return " AND ".join(f"({t})" for t in terms) if terms else "TRUE"
+
+
+def pattern_expr(col: str, rule: TypeRule) -> str:
+    """TRUE when text column `col` matches `rule`'s pattern (its length bounds first, then the regex)."""
+    low, high = rule.lengths
+    guard = f"length({col}) BETWEEN {low} AND {high}" if high else f"length({col}) >= {low}"
+    return f"CASE WHEN {guard} THEN regexp_full_match({col}, {sql_string(rule.pattern)}) ELSE FALSE END"
+
+
+def plain_cast(target: str, rules: dict[str, TypeRule]) -> bool:
+    """Is `cast_expr` to `target` NULL exactly when the value does not parse by `target`'s own rule? (Not
+    for an ISO timestamp column that also takes dates of a custom format.)"""
+    return target in rules and not (
+        target == "timestamp" and rules[target].fmt is None and "date" in rules and rules["date"].fmt
+    )
+
+
 def _default_rule(name: str) -> TypeRule:
     return next(r for r in TYPE_RULES if r.name == name)
 
@@ -179,6 +243,7 @@ class DuckDBEngine:
         if parent:
             Path(parent).mkdir(parents=True, exist_ok=True)
         self.temp_directory = tempfile.mkdtemp(prefix="tidemark-duckdb-", dir=parent)
+        self.one_pass = settings.one_pass
         config: dict[str, str | bool | int | float | list[str]] = {"temp_directory": self.temp_directory}
         memory = settings.memory_limit or default_memory_limit()
         self.line_limit = reader_line_limit(memory)
@@ -210,9 +275,10 @@ class DuckDBEngine:
         """
         local = os.path.join(scratch_dir(batch.lake_root, batch.run_id), "_inbox", batch.source, batch.table)
         batch = replace(batch, files=tuple(download(batch.files, local)))
+        # a connection of its own: temp tables stay per batch
         ops = _DuckDBCsv(
-            self.db.cursor(), batch, self.line_limit, self.row_group_bytes
-        )  # a connection of its own: temp tables stay per batch
+            self.db.cursor(), batch, self.line_limit, self.row_group_bytes, one_pass=self.one_pass
+        )
         try:
             return land_csv_files(batch, ops)
         except duckdb.Error as exc:
@@ -280,6 +346,7 @@ class _CsvFile:
     width: int  # fields per record
     hdr: str  # TRUE for a row that repeats the header line
     excl: str  # temp table of the ordinals left out (repeated headers, type rejects)
+    raw: list[str] = field(default_factory=list)  # the header line's fields
     guard: bool = False  # the file holds undecodable bytes: every pass reads every column
     excluded: int = 0
     live_rows: int = 0
@@ -303,8 +370,10 @@ class _DuckDBCsv:
         batch: CsvBatch,
         line_limit: int = MAX_LINE_BYTES,
         row_group_bytes: int = 0,
+        *,
+        one_pass: bool = True,
     ) -> None:
-        self.con, self.batch = con, batch
+        self.con, self.batch, self.one_pass = con, batch, one_pass
         self.line_limit, self.row_group_bytes = line_limit, row_group_bytes
         self.n = next(_batch_ids)
         self.files: dict[str, _CsvFile] = {}
@@ -316,10 +385,11 @@ class _DuckDBCsv:
     def keep_rejects(self) -> None:
         """Nothing to write: every rejected row goes back to the driver, which writes them."""
 
-    def _reader(self, f: FileFacts, width: int, rejects: str = "") -> str:
+    def _reader(self, f: FileFacts, width: int, rejects: str = "", line_limit: int = 0) -> str:
         """`read_csv` of the file as `width` text columns `c0…`: rows with errors are skipped, and stored
-        in the temp tables `rejects` + `_table`/`_scan` when it is given."""
-        o = self.batch.options
+        in the temp tables `rejects` + `_table`/`_scan` when it is given. `line_limit`: a shorter longest
+        record than the engine's (a smaller buffer: for a sample, whose rows may be any of the file's)."""
+        o, line_limit = self.batch.options, min(line_limit or self.line_limit, self.line_limit)
         positional = ", ".join(f"{sql_string(f'c{k}')}: 'VARCHAR'" for k in range(width))
         errors = (
             f"store_rejects = true, rejects_table = {sql_string(rejects + '_table')}, "
@@ -331,7 +401,7 @@ class _DuckDBCsv:
             f"read_csv({sql_string(f.path)}, columns = {{{positional}}}, header = {str(o.header).lower()}, "
             f"delim = {sql_string(o.delimiter)}, quote = {sql_string(o.quote)}, escape = {sql_string(o.escape)}, "
             f"encoding = {sql_string(o.encoding.replace('-sig', ''))}, auto_detect = false, strict_mode = true, "
-            f"null_padding = false, max_line_size = {self.line_limit}, buffer_size = {2 * self.line_limit}, "
+            f"null_padding = false, max_line_size = {line_limit}, buffer_size = {2 * line_limit}, "
             f"{errors}, "
             # PostgreSQL COPY: an unquoted empty field is NULL, a quoted "" the empty string.
             "allow_quoted_nulls = false, nullstr = '', compression = 'none')"
@@ -381,11 +451,9 @@ class _DuckDBCsv:
         """One file at a time: each pass over a file is a query of its own."""
         return {f.relpath: self.read(f, raw_names, names) for f, raw_names, names in files}
 
-    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
-        """One pass over the file (after a sample of its first rows): its structural rejects, its repeated
-        header lines and, from the sample's candidate rules, the type statistics of every value."""
-        o, i = self.batch.options, len(self.files)
-        rej = f"rej_{self.n}_{i}"
+    def _file(self, f: FileFacts, raw_names: list[str], names: list[str]) -> _CsvFile:
+        """The file as queries over `read_csv` (its named text columns, the repeated-header test)."""
+        o, i = self.batch.options, next(_batch_ids)
         nulls = [sql_string(v) for v in o.null_values if v]  # other tokens match quoted or not (as on Spark)
         cols, values = [], []
         for k, c in enumerate(names):
@@ -404,25 +472,44 @@ class _DuckDBCsv:
             same = " AND ".join(f"{v} = {sql_string(raw)}" for v, raw in zip(values, raw_names, strict=True))
             hdr = f"({same})"
         all_names = names + [k for k, _ in extra]
-        cf = _CsvFile(self._reader(f, len(names)), cols, all_names, len(names), hdr, f"excl_{self.n}_{i}")
+        cf = _CsvFile(
+            self._reader(f, len(names)), cols, all_names, len(names), hdr, f"excl_{self.n}_{i}", raw_names
+        )
         self.files[f.relpath] = cf
+        return cf
 
-        # The sample: type inference from the first rows, then every value verified with its candidates.
-        rules = self.batch.rules
-        sample, quoted = f"sample_{self.n}_{i}", ", ".join(quote_ident(c) for c in all_names)
+    def _sample(self, cf: _CsvFile, reader: str = "") -> tuple[dict[str, ColumnStats], bool]:
+        """The statistics of every rule over the file's first `SAMPLE_ROWS` rows (of `reader`, default
+        the file's), and whether they are all its rows."""
+        o = self.batch.options
+        sample, quoted = f"sample_{self.n}_{next(_batch_ids)}", ", ".join(quote_ident(c) for c in cf.names)
         self.con.execute(
-            f"CREATE TEMP TABLE {sample} AS SELECT {quoted} FROM ({self._rows(cf, hdr=o.header)}) "
+            f"CREATE TEMP TABLE {sample} AS SELECT {quoted} FROM ({self._rows(cf, reader=reader, hdr=o.header)}) "
             + ("WHERE NOT __hdr " if o.header else "")
             + f"LIMIT {SAMPLE_ROWS + 1}"
         )
         small = count_rows(self.con, sample) <= SAMPLE_ROWS  # the sample is the whole file
+        stats = self._rule_counts_long(sample, cf.names, self.batch.rules) if cf.names else {}
+        self.con.execute(f"DROP TABLE {sample}")
+        return stats, small
+
+    def read(self, f: FileFacts, raw_names: list[str], names: list[str]) -> FileRead:
+        """One pass over the file (after a sample of its first rows): its structural rejects, its repeated
+        header lines and, from the sample's candidate rules, the type statistics of every value."""
+        o = self.batch.options
+        cf = self._file(f, raw_names, names)
+        rej = f"rej_{cf.excl}"
+        all_names = cf.names
+
+        # The sample: type inference from the first rows, then every value verified with its candidates.
+        rules = self.batch.rules
+        sampled, small = self._sample(cf)
         candidates: dict[str, tuple[TypeRule, ...]] = {}
         if small:
-            cf.stats = self._rule_counts_long(sample, all_names, rules) if all_names else {}
+            cf.stats = sampled
         else:
             exact = [self.batch.cursor] if self.batch.cursor else []
-            candidates = candidate_rules(self._rule_counts_long(sample, all_names, rules), rules, exact)
-        self.con.execute(f"DROP TABLE {sample}")
+            candidates = candidate_rules(sampled, rules, exact)
         folded = not small and len(all_names) <= COLUMN_BATCH  # a wide file: a stats pass of its own
 
         # The pass that finds the rejects (the reader stores them), with the type counts folded in. It
@@ -632,10 +719,19 @@ class _DuckDBCsv:
             dedup += (
                 f" QUALIFY row_number() OVER ({dedup_window(batch.primary_key, batch.cursor, columns)}) = 1"
             )
-        # Write to the run's scratch folder, then rename into landing/: a crash mid-write never leaves
-        # a truncated file where dbt reads.
-        Path(batch.staging).mkdir(parents=True, exist_ok=True)
-        staged = stage_parquet(con, f"({dedup})", batch.staging, batch.ingested_at, self.row_group_bytes)
+        staged = self._stage(f"({dedup})")
+        return self._publish(staged, rows_kept, plan)
+
+    def _stage(self, query: str) -> str:
+        """Write `query` to the run's scratch folder (renamed into landing/ by `_publish`: a crash
+        mid-write never leaves a truncated file where dbt reads)."""
+        Path(self.batch.staging).mkdir(parents=True, exist_ok=True)
+        return stage_parquet(
+            self.con, query, self.batch.staging, self.batch.ingested_at, self.row_group_bytes
+        )
+
+    def _publish(self, staged: str, rows_kept: int, plan: TypePlan) -> Written:
+        batch, con, zone = self.batch, self.con, self.batch.options.timezone
         # Count what was written, not what was meant to be (the conservation check depends on it): the
         # row counts of the file's own footer.
         rows_landed = int(
@@ -656,6 +752,181 @@ class _DuckDBCsv:
             )
         published = publish_staged(batch.staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, top, tuple(published))
+
+    def sample_stats(
+        self, files: list[tuple[FileFacts, list[str], list[str]]]
+    ) -> dict[str, dict[str, ColumnStats]] | None:
+        """Every rule's statistics over each file's first rows (`_sample`), for `write_checked`."""
+        if not self.one_pass:
+            return None
+        out = {}
+        for f, raw_names, names in files:
+            cf = self._file(f, raw_names, names)
+            # A buffer of a few MiB, not the whole file: a longer record is left out of the sample (the
+            # write's checks cover every record anyway).
+            out[f.relpath] = self._sample(cf, self._reader(f, cf.width, line_limit=_SAMPLE_LINE_BYTES))[0]
+        return out
+
+    def write_checked(
+        self,
+        files: list[FileFacts],
+        columns: list[str],
+        plan: TypePlan,
+        checks: dict[str, dict[str, ValueCheck]],
+    ) -> OnePass | None:
+        """`write` in one read of the files, every value checked on its way (`check_expr`): a value that
+        fails stops the query (`error()`), a record the reader rejects or a repeated header line leaves the
+        written file unpublished; then None, and the exact flow runs.
+
+        The checks sit below the dedup, so every row passes them: a lower bound is not a filter under them
+        (DuckDB pushes a filter below a projection that doesn't make its column) but the first term of the
+        dedup order, the rows under it left out after the window.
+        """
+        batch, con, o = self.batch, self.con, self.batch.options
+        bounded = bool(batch.lower_bound and batch.cursor)
+        if bounded and not batch.primary_key:
+            return None  # no window to hold the filter above the checks
+        rules = {r.name: r for r in batch.rules}
+        zone, n = o.timezone, next(_batch_ids)
+        selects: list[str] = []
+        rejects: list[str] = []
+        for f in files:
+            cf, check = self.files[f.relpath], checks[f.relpath]
+            rej = f"one_{self.n}_{n}_{len(rejects)}"
+            rejects.append(rej)
+            values, items = [], []
+            for k, c in enumerate(cf.names):
+                if c not in columns:
+                    continue
+                q, target = quote_ident(c), plan.types[c]
+                value = q
+                if target != STRING:  # cast once, below the checks that read it
+                    value = quote_ident(f"__tidemark_v{k}")
+                    values.append(f"{cast_expr(q, target, rules, zone)} AS {value}")
+                shared = value if target != STRING and plain_cast(target, rules) else ""
+                ok = check_expr(q, check[c], shared, target)
+                items.append(
+                    f"{value if ok == 'TRUE' else f'CASE WHEN {ok} THEN {value} ELSE {_fail(c)} END'} AS {q}"
+                )
+            # the columns not written (no value yet) must still have none; the header line no repeat
+            idle = [check_expr(quote_ident(c), check[c]) for c in cf.names if c not in columns]
+            idle = [e for e in idle if e != "TRUE"]
+            hdr = o.header and not self._header_fails(cf, check)
+            if hdr:
+                idle.append("NOT __hdr")
+            where = f" WHERE CASE WHEN {' AND '.join(idle)} THEN TRUE ELSE {_fail('')} END" if idle else ""
+            rows = self._rows(cf, reader=self._reader(f, cf.width, rej), hdr=hdr)
+            if values:
+                rows = f"SELECT *, {', '.join(values)} FROM ({rows})"
+            selects.append(f"SELECT {', '.join(items)}, {SOURCE_FILE} FROM ({rows}){where}")
+        quoted = ", ".join(quote_ident(c) for c in columns)
+        select = f"SELECT {quoted}, {SOURCE_FILE} FROM (" + "\nUNION ALL BY NAME\n".join(selects) + ")"
+        if bounded:
+            assert batch.lower_bound and batch.cursor
+            cursor = quote_ident(batch.cursor)
+            ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], zone)]
+            bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
+            select = f"SELECT *, ({cursor} IS NULL OR {cursor} >= {bound}) AS {_KEEP} FROM ({select})"
+        dedup = select
+        if batch.primary_key:
+            order = batch_dedup_order(batch.primary_key, batch.cursor, columns)
+            if len(files) == 1:  # one file: the file term orders nothing
+                order = [t for t in order if t.column != SOURCE_FILE]
+            if bounded:
+                order = [OrderTerm(_KEEP), *order]
+            window = render_window(batch.primary_key, order, quote_ident)
+            dedup = f"SELECT * FROM ({select}) QUALIFY row_number() OVER ({window}) = 1"
+            if bounded:
+                dedup = f"{dedup} AND {_KEEP}"
+        # the metadata constants after the dedup: its window does not hold them
+        meta = metadata_select(batch.run_id, batch.ingested_at, source_file=True)
+        dedup = f"SELECT {quoted}, {meta} FROM ({dedup})"
+        con.execute("SET enable_profiling = 'no_output'")
+        try:
+            staged = self._stage(f"({dedup})")
+            profile = con.get_profiling_information(format="json")
+        except duckdb.Error as exc:
+            if _CHECK_FAILED not in str(exc):
+                raise
+            self._drop(rejects)
+            shutil.rmtree(batch.staging, ignore_errors=True)
+            return None
+        finally:
+            con.execute("PRAGMA disable_profiling")
+        refused = any(count_rows(con, f"{rej}_table") for rej in rejects)
+        self._drop(rejects)
+        if refused:
+            shutil.rmtree(batch.staging, ignore_errors=True)
+            return None
+        read = _scanned_rows(profile, {f.path: f.relpath for f in files})
+        if read is None:  # the profile's shape not the one known: count them
+            read = {f.relpath: count_rows(con, f"({self._rows(self.files[f.relpath])})") for f in files}
+        rows_kept = sum(read.values())
+        if bounded:
+            assert batch.lower_bound and batch.cursor
+            kept = " UNION ALL ".join(
+                f"SELECT {cast_expr(quote_ident(batch.cursor), plan.types[batch.cursor], rules, zone)} AS c "
+                f"FROM ({self._rows(self.files[f.relpath])})"
+                for f in files
+            )
+            rows_kept = count_rows(con, f"({kept}) WHERE c IS NULL OR c >= {bound}")
+        return OnePass(read, self._publish(staged, rows_kept, plan))
+
+    def _header_fails(self, cf: _CsvFile, checks: dict[str, ValueCheck]) -> bool:
+        """Does a written column's check refuse the file's header line as a row (then a repeated header
+        line stops the one-pass write without a test of its own)? The first field counts only if it
+        refuses it with and without a byte-order mark."""
+        nulls = set(self.batch.options.null_values)
+        tests = []
+        for k, raw in enumerate(cf.raw):
+            forms = [raw, "\ufeff" + raw] if k == 0 else [raw]
+            if raw in nulls or cf.names[k] not in checks:
+                continue
+            tests.append(
+                " AND ".join(
+                    f"NOT coalesce({check_expr(sql_string(v), checks[cf.names[k]])}, FALSE)" for v in forms
+                )
+            )
+        if not tests:
+            return False
+        row = self.con.execute(f"SELECT {' OR '.join(f'({t})' for t in tests)}").fetchone()
+        return bool(row and row[0])
+
+    def _drop(self, rejects: list[str]) -> None:
+        for rej in rejects:
+            self.con.execute(f"DROP TABLE IF EXISTS {rej}_table")
+            self.con.execute(f"DROP TABLE IF EXISTS {rej}_scan")
+
+
+_KEEP = "__tidemark_keep"
+_SAMPLE_LINE_BYTES = 4 * 2**20
+_CHECK_FAILED = "tidemark: a value the sample did not foresee"
+
+
+def _fail(column: str) -> str:
+    """An expression that stops the query: a value (or a row) failed its one-pass check."""
+    return f"error({sql_string(f'{_CHECK_FAILED} ({column})' if column else _CHECK_FAILED)})"
+
+
+def _scanned_rows(profile: str, paths: dict[str, str]) -> dict[str, int] | None:
+    """Rows each file's reader produced, from the query profile (per `read_csv` scan: its file and
+    rows); None unless every file is there once."""
+    try:
+        tree = json.loads(profile)
+    except ValueError:
+        return None
+    found: dict[str, int] = {}
+    stack = list(tree.get("operator", []) if isinstance(tree, dict) else [])
+    while stack:
+        node = stack.pop()
+        info = node.get("extra_info") or {}
+        if info.get("Function") == "READ_CSV":
+            path = paths.get(str(info.get("Filename(s)")))
+            if path is None or path in found or not isinstance(node.get("intermediate_rows"), int):
+                return None
+            found[path] = node["intermediate_rows"]
+        stack += node.get("children") or []
+    return found if set(found) == set(paths.values()) else None
 
 
 def _records_of_accepted(ordinals: list[int], rejected: list[int]) -> list[int]:

@@ -456,6 +456,14 @@ class _SparkCsv:
         self._keep(group, rejected, {f.relpath: counts})
         return KeptRejects(counts, tuple(self.samples.get(group, [])[before:]))
 
+    def sample_stats(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> None:
+        """No landing in one pass on Spark: a failed check could not stop a write the executors already
+        published parts of; the batch lands in passes."""
+        return None
+
+    def write_checked(self, files: list[FileFacts], columns: list[str], plan: TypePlan, checks: Any) -> None:
+        raise NotImplementedError("the Spark engine lands CSV files in passes (sample_stats is None)")
+
     def keep_rejects(self) -> None:
         """Write the batch's rejected rows (every read group's and file's) to the run's `_rejected/` folder
         from the executors: record indexes and line numbers worked out there, then one write, published
