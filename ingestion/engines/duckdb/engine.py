@@ -128,7 +128,9 @@ def fits_expr(col: str, target: str, rules: dict[str, TypeRule], *, key: bool = 
     return f"({col} IS NULL OR {col} = '' OR {' OR '.join(alts)})"
 
 
-def check_expr(col: str, check: ValueCheck, value: str = "", target: str = "") -> str:
+def check_expr(
+    col: str, check: ValueCheck, value: str = "", target: str = "", zone: str | None = None
+) -> str:
     """TRUE when text column `col`'s value passes `check` (what the file's sample showed of every value).
 
     `value`: the column's value as its landed `target` type (NULL when it doesn't parse), computed once
@@ -139,22 +141,32 @@ def check_expr(col: str, check: ValueCheck, value: str = "", target: str = "") -
         if check.present:
             return "FALSE"
         return absent if check.empty else f"{col} IS NULL"
-    ok = rules_ok_expr(col, check.rules, value, target)
+    ok = rules_ok_expr(col, check.rules, value, target, zone)
     if check.present:
         return f"(NOT {absent} AND {ok})"
     return "TRUE" if ok == "TRUE" else f"({absent} OR {ok})"
 
 
-def rules_ok_expr(col: str, rules: Sequence[TypeRule], value: str = "", target: str = "") -> str:
+def rules_ok_expr(
+    col: str, rules: Sequence[TypeRule], value: str = "", target: str = "", zone: str | None = None
+) -> str:
     """TRUE when text column `col` satisfies every one of `rules` (pattern and parse), in fewer checks:
     decimal and double take every value bigint takes, double every decimal value with a point; an
-    integer in DuckDB's own spelling of at most 18 characters is a bigint without the regex; `target`'s
-    rule takes `value` (see `check_expr`) as its parse."""
+    integer in DuckDB's own spelling of at most 18 characters is a bigint without the regex, so is a
+    `YYYY-MM-DD HH:MM:SS` timestamp; `target`'s rule takes `value` (see `check_expr`) as its parse
+    (`zone`: the value is an instant of naive times read there, not the naive time itself)."""
 
     def ok(rule: TypeRule) -> str:
-        if value and rule.name == target:
-            return f"({pattern_expr(col, rule)} AND {value} IS NOT NULL)"
-        return rule_ok_expr(col, rule)
+        if not (value and rule.name == target):
+            return rule_ok_expr(col, rule)
+        parsed = f"({pattern_expr(col, rule)} AND {value} IS NOT NULL)"
+        if target == "timestamp" and rule.fmt is None and not zone:
+            # the commonest spelling, without the regex: the value printed back is the text
+            return (
+                f"CASE WHEN length({col}) = 19 AND {col} >= '0' "
+                f"AND strftime({value}, '%Y-%m-%d %H:%M:%S') = {col} THEN TRUE ELSE {parsed} END"
+            )
+        return parsed
 
     by_name = {r.name: r for r in rules}
     terms = []
@@ -804,7 +816,7 @@ class _DuckDBCsv:
                     value = quote_ident(f"__tidemark_v{k}")
                     values.append(f"{cast_expr(q, target, rules, zone)} AS {value}")
                 shared = value if target != STRING and plain_cast(target, rules) else ""
-                ok = check_expr(q, check[c], shared, target)
+                ok = check_expr(q, check[c], shared, target, zone)
                 items.append(
                     f"{value if ok == 'TRUE' else f'CASE WHEN {ok} THEN {value} ELSE {_fail(c)} END'} AS {q}"
                 )
