@@ -455,6 +455,11 @@ class SparkConfig(_Model):
     master: str = "local[*]"
     app_name: str = "tidemark"
     conf: dict[str, str] = Field(default_factory=dict)
+    one_pass: bool = Field(
+        True,
+        description="land a CSV batch in one read when every value bears out what its files' first rows "
+        "show (the same result as the passes, which run instead when it does not); false: always in passes",
+    )
 
 
 class DuckDBConfig(_Model):

@@ -86,10 +86,21 @@ def _batch(tmp: Path, files: dict[str, bytes], **kw: Any) -> CsvBatch:
     return CsvBatch(**fields)
 
 
-def _land(tmp: Path, files: dict[str, bytes], one_pass: bool, caplog: Any, **kw: Any) -> dict[str, Any]:
+def _engine(one_pass: bool, spark: Any = None) -> Any:
+    if spark is None:
+        return DuckDBEngine(DuckDBConfig(one_pass=one_pass))
+    from ingestion.config import SparkConfig
+    from ingestion.engines.spark.engine import SparkEngine
+
+    return SparkEngine(SparkConfig(one_pass=one_pass), spark=spark)
+
+
+def _land(
+    tmp: Path, files: dict[str, bytes], one_pass: bool, caplog: Any, spark: Any = None, **kw: Any
+) -> dict[str, Any]:
     """Land the files; everything the run would commit, and whether the one-pass landing stood."""
     batch = _batch(tmp, files, **kw)
-    engine = DuckDBEngine(DuckDBConfig(one_pass=one_pass))
+    engine = _engine(one_pass, spark)
     caplog.clear()
     try:
         with caplog.at_level(logging.INFO, logger="tidemark"):
@@ -112,15 +123,16 @@ def _land(tmp: Path, files: dict[str, bytes], one_pass: bool, caplog: Any, **kw:
         "counts": (out.rows_read, out.rows_landed, out.rows_rejected, out.rows_filtered),
         "watermark": out.max_cursor,
         "columns": out.columns,
-        "rejects": sorted((r.file, r.record, r.line, r.code, r.column, r.raw) for r in q.rejects),
+        "rejects": sorted((r.file, r.record, r.line, r.code, r.column, r.raw) for r in q.rejects)
+        + sorted((f, code, col, n) for f, c in q.kept.items() for (code, col), n in c.items()),
         "refused": q.refused,
         "fell_back": any(FALLBACK in r.getMessage() for r in caplog.records),
     }
 
 
-def _both(tmp: Path, files: dict[str, bytes], caplog: Any, **kw: Any) -> tuple[dict, dict]:
-    one = _land(tmp / "one", files, True, caplog, **kw)
-    passes = _land(tmp / "passes", files, False, caplog, **kw)
+def _both(tmp: Path, files: dict[str, bytes], caplog: Any, spark: Any = None, **kw: Any) -> tuple[dict, dict]:
+    one = _land(tmp / "one", files, True, caplog, spark, **kw)
+    passes = _land(tmp / "passes", files, False, caplog, spark, **kw)
     assert not passes["fell_back"]  # the passes never try
     for key in ("rows", "schema", "counts", "watermark", "columns", "rejects", "refused"):
         assert one[key] == passes[key], key
@@ -282,3 +294,42 @@ def test_one_pass_can_be_turned_off(tmp_path: Path) -> None:
         }
     )
     assert cfg.duckdb.one_pass is False
+
+
+# The Spark engine: the same landing in one job (no cache), against its own passes.
+SPARK_CASES = ["widened number", "text in numbers", "late value", "signed integers", "bad cursor", "null key"]
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_spark_lands_a_clean_batch_in_one_pass_as_in_passes(spark: Any, tmp_path: Path, caplog: Any) -> None:
+    files = {"a.csv": _csv(_rows()), "b.csv": _csv([r[:4] for r in _rows(n=50)], HEADER[:4])}
+    one, _ = _both(tmp_path, files, caplog, spark)
+    assert not one["fell_back"] and one["counts"] == (N + 50, N, 0, 0)
+    # and with a lower bound: rows under it still checked, never winning a key
+    bound = Watermark(value="2025-01-15T00:00:00.000000", type="timestamp")
+    one, _ = _both(tmp_path / "bounded", files, caplog, spark, lower_bound=bound)
+    assert not one["fell_back"] and one["counts"][3] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.parametrize("case", SPARK_CASES)
+def test_spark_values_past_the_sample_land_as_in_passes(
+    spark: Any, tmp_path: Path, caplog: Any, case: str
+) -> None:
+    edit, stands = CASES[case]
+    one, _ = _both(tmp_path, {"a.csv": _csv(_rows(edit))}, caplog, spark)
+    assert one["fell_back"] is (not stands)
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_spark_records_it_finds_malformed_past_the_sample(spark: Any, tmp_path: Path, caplog: Any) -> None:
+    data = _csv(_rows())
+    lines = data.split(b"\n")
+    lines[N - 100] += b",extra"
+    lines[N - 20] = lines[N - 20].replace(b"name", b"n\xe4me")
+    lines.insert(N - 10, b",".join(h.encode() for h in HEADER))
+    one, _ = _both(tmp_path, {"a.csv": b"\n".join(lines)}, caplog, spark)
+    assert one["fell_back"] and len(one["rejects"]) == 3

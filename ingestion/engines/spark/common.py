@@ -104,12 +104,16 @@ def spark_type(ltype: str) -> str:
     return SQL_TYPES.get(ltype) or ltype
 
 
-def dedup_window(primary_key: Sequence[str], cursor: str | None, columns: Sequence[str]) -> Any:
-    """The batch dedup window of the landing contract as a Spark `WindowSpec`."""
+def dedup_window(
+    primary_key: Sequence[str], cursor: str | None, columns: Sequence[str], *, first: str | None = None
+) -> Any:
+    """The batch dedup window of the landing contract as a Spark `WindowSpec` (`first`: a column that
+    orders before the contract's terms, descending)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = [F.col(t.column).desc_nulls_last() for t in batch_dedup_order(primary_key, cursor, columns)]
+    terms = batch_dedup_order(primary_key, cursor, columns)
+    order = [F.col(t).desc_nulls_last() for t in [*([first] if first else []), *(t.column for t in terms)]]
     return Window.partitionBy(*primary_key).orderBy(*order)
 
 

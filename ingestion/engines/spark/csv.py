@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from functools import reduce
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from ingestion.contract import PARTITION_COLUMN, SOURCE_FILE
 from ingestion.engines.base import (
     CsvBatch,
     FileRead,
+    OnePass,
     Written,
     land_csv_files,
     landed_type,
@@ -47,11 +49,13 @@ from ingestion.lake.layout import lake_scratch, partition_value, publish_staged
 from ingestion.lake.rejected import rejected_dir
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
+    DECIMAL,
     SAMPLE_ROWS,
     STRING,
     ColumnStats,
     TypePlan,
     TypeRule,
+    ValueCheck,
     accepted_rules,
     candidate_rules,
     column_batches,
@@ -149,8 +153,10 @@ class _SparkCsv:
     """The CSV steps of one batch: the files of one header layout read together as one DataFrame of text
     columns (the file's relpath a column), cached once while the batch lands."""
 
-    def __init__(self, spark: SparkSession, batch: CsvBatch) -> None:
-        self.spark, self.batch = spark, batch
+    def __init__(self, spark: SparkSession, batch: CsvBatch, *, one_pass: bool = True) -> None:
+        self.spark, self.batch, self.one_pass = spark, batch, one_pass
+        # The batch's header layouts (files, raw header, names, CRLF records) for the one-pass landing.
+        self.layouts: list[tuple[list[FileFacts], list[str], list[str], bool]] = []
         self.frames: dict[str, DataFrame] = {}  # file → its accepted rows (a filter over its group's cache)
         self.cached: list[DataFrame] = []  # one per group of files read together
         self.group_of: dict[str, int] = {}  # file → its group (an index into `cached`)
@@ -197,9 +203,12 @@ class _SparkCsv:
             out.update(self._read_group(members, raw_names, names, crlf=key[2]))
         return out
 
-    def _read_group(
+    def _frame(
         self, files: list[FileFacts], raw_names: list[str], names: list[str], *, crlf: bool
-    ) -> dict[str, FileRead]:
+    ) -> tuple[DataFrame, list[Any], Any, Any, Any]:
+        """The files read as text columns `c0…` (and the corrupt record, the row's file): the named
+        columns (null tokens mapped) and three flags: a value with U+FFFD, the header line repeated, a
+        record longer than DuckDB takes."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import StringType, StructField, StructType
 
@@ -228,10 +237,6 @@ class _SparkCsv:
         )
         # Each row's file, by the URI Spark opened it through, as the file's relpath.
         df = df.withColumn(SOURCE_FILE, _relpath_col(self.spark, F.input_file_name(), files))
-        # File order survives in the monotonically increasing id: (partition << 33) + row in partition,
-        # a file's partitions ordered by its offsets, its rows contiguous within one. Record indexes are
-        # worked out from it (and per-(file, partition) counts) only for rejects.
-        df = df.withColumn(RECORD, F.monotonically_increasing_id())
         cols = []
         for k, c in enumerate(names):
             col = F.col(positional[k])
@@ -241,7 +246,7 @@ class _SparkCsv:
             cols.append(col.alias(c))
         # A value holding U+FFFD came from bytes the decoder couldn't read (DuckDB refuses those rows),
         # unless every byte of the file is valid: then it is a real U+FFFD character, and lands. Which of
-        # the two is decided below, only for a file where such a value turns up.
+        # the two is decided by the caller, only for a file where such a value turns up.
         garbled = (
             F.lit(False)
             if not positional
@@ -264,6 +269,22 @@ class _SparkCsv:
             if o.header and positional
             else F.lit(False)
         )
+        # DuckDB refuses a record longer than MAX_LINE_BYTES (line_too_long); Spark reads it: flag it.
+        record_text = F.coalesce(F.col(CORRUPT), F.concat_ws(o.delimiter, *[F.col(p) for p in positional]))
+        too_long = F.octet_length(record_text) > F.lit(MAX_LINE_BYTES)
+        return df, cols, garbled, F.coalesce(repeated, F.lit(False)), too_long
+
+    def _read_group(
+        self, files: list[FileFacts], raw_names: list[str], names: list[str], *, crlf: bool
+    ) -> dict[str, FileRead]:
+        from pyspark.sql import functions as F
+
+        o = self.batch.options
+        df, cols, garbled, repeated, too_long = self._frame(files, raw_names, names, crlf=crlf)
+        # File order survives in the monotonically increasing id: (partition << 33) + row in partition,
+        # a file's partitions ordered by its offsets, its rows contiguous within one. Record indexes are
+        # worked out from it (and per-(file, partition) counts) only for rejects.
+        df = df.withColumn(RECORD, F.monotonically_increasing_id())
         if o.multiline:
             unclosed = unbalanced_quotes(self.spark, files, o)
             if unclosed:
@@ -281,16 +302,13 @@ class _SparkCsv:
                     CORRUPT,
                     F.when(F.col(RECORD).isin(lasts), F.lit(UNCLOSED)).otherwise(F.col(CORRUPT)),
                 )
-        # DuckDB refuses a record longer than MAX_LINE_BYTES (line_too_long); Spark reads it: flag it.
-        record_text = F.coalesce(F.col(CORRUPT), F.concat_ws(o.delimiter, *[F.col(p) for p in positional]))
-        too_long = F.octet_length(record_text) > F.lit(MAX_LINE_BYTES)
         df = df.select(
             *cols,
             F.col(SOURCE_FILE),
             F.col(RECORD),
             F.col(CORRUPT),
             garbled.alias("_garbled"),
-            F.coalesce(repeated, F.lit(False)).alias("_header"),
+            repeated.alias("_header"),
             too_long.alias("_long"),
         ).persist()
         group = len(self.cached)
@@ -456,13 +474,144 @@ class _SparkCsv:
         self._keep(group, rejected, {f.relpath: counts})
         return KeptRejects(counts, tuple(self.samples.get(group, [])[before:]))
 
-    def sample_stats(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> None:
-        """No landing in one pass on Spark: a failed check could not stop a write the executors already
-        published parts of; the batch lands in passes."""
-        return None
+    def _layouts(
+        self, files: list[tuple[FileFacts, list[str], list[str]]]
+    ) -> list[tuple[list[FileFacts], list[str], list[str], bool]]:
+        """Files of the same header layout (and line ending, when records span lines): read together."""
+        o = self.batch.options
+        groups: dict[tuple, list[FileFacts]] = {}
+        headers: dict[tuple, tuple[list[str], list[str]]] = {}
+        for f, raw_names, names in files:
+            # Spark's own line-ending detection rewrites \r\n inside a quoted field of a Windows file to
+            # \n; told the file's line ending, it keeps the value as the file has it (so does DuckDB).
+            crlf = o.multiline and has_crlf(f.path)
+            key = (tuple(raw_names), tuple(names), crlf)
+            groups.setdefault(key, []).append(f)
+            headers[key] = (raw_names, names)
+        return [(members, *headers[key], key[2]) for key, members in groups.items()]
 
-    def write_checked(self, files: list[FileFacts], columns: list[str], plan: TypePlan, checks: Any) -> None:
-        raise NotImplementedError("the Spark engine lands CSV files in passes (sample_stats is None)")
+    def sample_stats(
+        self, files: list[tuple[FileFacts, list[str], list[str]]]
+    ) -> dict[str, dict[str, ColumnStats]] | None:
+        """Every rule's statistics over each file's first rows (its first split only), for
+        `write_checked`: none cached, nothing else read. Not for UTF-16 files (a text read can't split
+        them), a batch of more than `ONE_PASS_FILES` files (one count per file in the write's job), or
+        records spanning lines with a quote left open (the passes reject the record that opened it)."""
+        from pyspark.sql import functions as F
+
+        o = self.batch.options
+        if not self.one_pass or o.encoding == "utf-16" or not files or len(files) > ONE_PASS_FILES:
+            return None
+        if self.batch.file_columns:  # a catalog table's partition values: the passes add them
+            return None
+        if o.multiline and unbalanced_quotes(self.spark, [f for f, _, _ in files], o):
+            return None
+        self.layouts = self._layouts(files)
+        rules = self.batch.rules
+        out: dict[str, dict[str, ColumnStats]] = {}
+        for members, raw_names, names, crlf in self.layouts:
+            for f in members:
+                df, cols, garbled, repeated, too_long = self._frame([f], raw_names, names, crlf=crlf)
+                ok = F.col(CORRUPT).isNull() & ~garbled & ~repeated & ~too_long
+                sample = df.where(ok).select(*cols).limit(SAMPLE_ROWS)
+                out[f.relpath] = _rule_counts(sample, dict.fromkeys(names, rules)) if names else {}
+        return out
+
+    def write_checked(
+        self,
+        files: list[FileFacts],
+        columns: list[str],
+        plan: TypePlan,
+        checks: dict[str, dict[str, ValueCheck]],
+    ) -> OnePass | None:
+        """`write` in one read of the files (no cache), every value checked on its way: a record Spark
+        finds malformed (or too long, or with undecodable bytes, or the header again) or a value its
+        file's `checks` refuse fails the job (`raise_error`, nothing published), and the passes run.
+
+        The checks guard the key (or the first column), which every row computes before the dedup's
+        shuffle; rows per file (and kept under a lower bound) are counted by an observation of the same
+        job. A lower bound is the dedup order's first term, not a filter under the checks.
+        """
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        batch, o = self.batch, self.batch.options
+        bounded = bool(batch.lower_bound and batch.cursor)
+        if bounded and not batch.primary_key:
+            return None
+        rules = {r.name: r for r in batch.rules}
+        zone = o.timezone
+        guarded = batch.primary_key[0] if batch.primary_key else columns[0]
+        if any(guarded not in names for _, _, names, _ in self.layouts):
+            return None  # a file without the key column: the passes decide about its rows
+        fail = F.raise_error(F.lit(_CHECK_FAILED))
+        frames = []
+        for members, raw_names, names, crlf in self.layouts:
+            df, cols, garbled, repeated, too_long = self._frame(members, raw_names, names, crlf=crlf)
+            named = df.select(
+                *cols,
+                F.col(SOURCE_FILE),
+                # malformed, the header again, longer than DuckDB takes, a value with U+FFFD (an
+                # undecodable byte, or a real character the passes decide about)
+                (F.col(CORRUPT).isNotNull() | garbled | repeated | too_long).alias("_bad"),
+            )
+            per_file: Any = None
+            for f in members:
+                ok = reduce(
+                    lambda a, b: a & b, [check_col(c, checks[f.relpath][c]) for c in names], F.lit(True)
+                )
+                is_file = F.col(SOURCE_FILE) == F.lit(f.relpath)
+                per_file = F.when(is_file, ok) if per_file is None else per_file.when(is_file, ok)
+            row_ok = ~F.col("_bad") & per_file.otherwise(F.lit(False))
+            typed = [
+                (
+                    F.when(row_ok, cast_col(c, plan.types[c], rules, zone)).otherwise(fail)
+                    if c == guarded
+                    else cast_col(c, plan.types[c], rules, zone)
+                ).alias(c)
+                for c in columns
+                if c in names
+            ]
+            frames.append(named.select(*typed, F.col(SOURCE_FILE)))
+        raw = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+        typed_all = raw.select(*[F.col(quote_spark(c)) for c in columns], F.col(SOURCE_FILE))
+        ctype = landed_type(plan.types[batch.cursor], zone) if batch.cursor else ""
+        keep = F.lit(True)
+        if bounded:
+            assert batch.lower_bound and batch.cursor
+            bound = F.lit(batch.lower_bound.value).cast(SQL_TYPES[ctype])
+            keep = F.col(quote_spark(batch.cursor)).isNull() | (F.col(quote_spark(batch.cursor)) >= bound)
+            typed_all = typed_all.withColumn(_KEEP, keep)
+        observed = Observation(observation_name("read"))
+        counts = [
+            F.count(F.when(F.col(SOURCE_FILE) == F.lit(f.relpath), F.lit(1))).alias(f"f{k}")
+            for k, f in enumerate(files)
+        ]
+        counts.append(F.count(F.when(keep, F.lit(1))).alias("kept"))
+        typed_all = typed_all.observe(observed, *counts)
+        if batch.primary_key:
+            w = dedup_window(batch.primary_key, batch.cursor, columns, first=_KEEP if bounded else None)
+            winners = F.col("_rn") == 1
+            if bounded:
+                winners = winners & F.col(_KEEP)
+            typed_all = typed_all.withColumn("_rn", F.row_number().over(w)).where(winners)
+        out = typed_all.select(
+            *[F.col(quote_spark(c)) for c in columns],
+            *metadata_columns(batch.run_id, batch.ingested_at, source_file=True),
+        ).withColumn(PARTITION_COLUMN, F.lit(partition_value(batch.ingested_at)))
+        staging = batch.lake_staging
+        try:
+            rows_landed, max_cursor = write_observed(out, spark_uri(staging), batch.cursor, ctype, "written")
+        except Exception as exc:
+            if _CHECK_FAILED not in str(exc):
+                raise
+            lakefs.remove_tree(staging)
+            return None
+        got = observed.get
+        read = {f.relpath: int(got[f"f{k}"]) for k, f in enumerate(files)}
+        staged_files(staging, rows_landed, batch.name)
+        files_out = publish_staged(staging, batch.target, batch.run_id)
+        return OnePass(read, Written(int(got["kept"]), rows_landed, max_cursor, tuple(files_out)))
 
     def keep_rejects(self) -> None:
         """Write the batch's rejected rows (every read group's and file's) to the run's `_rejected/` folder
@@ -600,6 +749,46 @@ class _SparkCsv:
         staged_files(staging, rows_landed, batch.name)
         files_out = publish_staged(staging, batch.target, batch.run_id)
         return Written(rows_kept, rows_landed, max_cursor, tuple(files_out))
+
+
+# The one-pass landing counts rows per file in its write's job: up to this many files a batch.
+ONE_PASS_FILES = 64
+_KEEP = "_tidemark_keep"
+_CHECK_FAILED = "tidemark: a value the sample did not foresee"
+
+
+def check_col(c: str, check: ValueCheck):
+    """True when text column `c`'s value passes `check` (what its file's sample showed of every value)."""
+    from pyspark.sql import functions as F
+
+    col = F.col(quote_spark(c))
+    absent = col.isNull() | (col == F.lit(""))
+    if not check.values:
+        if check.present:
+            return F.lit(False)
+        return absent if check.empty else col.isNull()
+    ok = rules_ok_col(c, check.rules)
+    if check.present:
+        return ~absent & ok
+    return absent | ok
+
+
+def rules_ok_col(c: str, rules: Sequence[TypeRule]):
+    """True when text column `c` satisfies every one of `rules`, in fewer checks: decimal and double take
+    every value bigint takes, double every decimal value with a point."""
+    from pyspark.sql import functions as F
+
+    by_name = {r.name: r for r in rules}
+    terms = []
+    if "bigint" in by_name:
+        terms.append(rule_ok_col(c, by_name.pop("bigint")))
+        by_name.pop(DECIMAL, None)
+        by_name.pop("double", None)
+    if DECIMAL in by_name and "double" in by_name:
+        col = F.col(quote_spark(c))
+        terms.append(F.when(col.contains("."), F.lit(True)).otherwise(rule_ok_col(c, by_name.pop("double"))))
+    terms += [rule_ok_col(c, rule) for rule in by_name.values()]
+    return reduce(lambda a, b: a & b, terms, F.lit(True))
 
 
 def unbalanced_quotes(spark: SparkSession, files: list[FileFacts], options: CsvOptions) -> list[str]:

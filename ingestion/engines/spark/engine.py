@@ -141,6 +141,7 @@ class SparkEngine:
 
     def __init__(self, cfg: SparkConfig, spark: SparkSession | None = None) -> None:
         self.spark = spark or get_spark(cfg)
+        self.one_pass = cfg.one_pass
         # Whatever session we were handed, timestamps must be read and written in UTC.
         for key in (
             "spark.sql.session.timeZone",
@@ -157,7 +158,7 @@ class SparkEngine:
 
     def land_csv(self, batch: CsvBatch) -> LandedBatch:
         """Land `batch.files` as one deduplicated set of Parquet files under `batch.target`."""
-        return land_csv_ops(batch, _SparkCsv(self.spark, batch))
+        return land_csv_ops(batch, _SparkCsv(self.spark, batch, one_pass=self.one_pass))
 
     def land_jdbc(self, batch: JdbcBatch) -> LandedBatch:
         """Land a PostgreSQL batch through Spark's JDBC reader; see `engines.spark.jdbc`."""
