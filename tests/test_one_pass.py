@@ -303,13 +303,23 @@ SPARK_CASES = ["widened number", "text in numbers", "late value", "signed intege
 @pytest.mark.slow
 @pytest.mark.spark
 def test_spark_lands_a_clean_batch_in_one_pass_as_in_passes(spark: Any, tmp_path: Path, caplog: Any) -> None:
-    files = {"a.csv": _csv(_rows()), "b.csv": _csv([r[:4] for r in _rows(n=50)], HEADER[:4])}
+    files = {
+        "a.csv": _csv(_rows()),
+        "b.csv": _csv([r[:4] for r in _rows(n=50)], HEADER[:4]),
+        # a.csv's header: read with it, each file's rows checked by its own sample's findings
+        "c.csv": _csv([[str(N + i), *r[1:6], "note"] for i, r in enumerate(_rows(n=100))]),
+    }
     one, _ = _both(tmp_path, files, caplog, spark)
-    assert not one["fell_back"] and one["counts"] == (N + 50, N, 0, 0)
+    assert not one["fell_back"] and one["counts"] == (N + 150, N + 100, 0, 0)
     # and with a lower bound: rows under it still checked, never winning a key
     bound = Watermark(value="2025-01-15T00:00:00.000000", type="timestamp")
     one, _ = _both(tmp_path / "bounded", files, caplog, spark, lower_bound=bound)
     assert not one["fell_back"] and one["counts"][3] > 0
+    # a file of the same layout with a value past its sample: the one job stops, the passes land it
+    late = _rows({N - 10: {1: "2.5"}})
+    files["c.csv"] = _csv([[str(N + i), *r[1:]] for i, r in enumerate(late)])
+    one, _ = _both(tmp_path / "late", files, caplog, spark)
+    assert one["fell_back"] and one["columns"]["qty"] == "decimal"
 
 
 @pytest.mark.slow

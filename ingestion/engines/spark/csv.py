@@ -555,23 +555,21 @@ class _SparkCsv:
                 # undecodable byte, or a real character the passes decide about)
                 (F.col(CORRUPT).isNotNull() | garbled | repeated | too_long).alias("_bad"),
             )
-            per_file: Any = None
-            for f in members:
-                ok = reduce(
-                    lambda a, b: a & b, [check_col(c, checks[f.relpath][c]) for c in names], F.lit(True)
-                )
-                is_file = F.col(SOURCE_FILE) == F.lit(f.relpath)
-                per_file = F.when(is_file, ok) if per_file is None else per_file.when(is_file, ok)
-            row_ok = ~F.col("_bad") & per_file.otherwise(F.lit(False))
-            typed = [
-                (
-                    F.when(row_ok, cast_col(c, plan.types[c], rules, zone)).otherwise(fail)
-                    if c == guarded
-                    else cast_col(c, plan.types[c], rules, zone)
-                ).alias(c)
-                for c in columns
-                if c in names
-            ]
+
+            # Each column's checks in its own expression (a small generated method each); the row's own
+            # flag guards the key. Every column is computed for every row before the dedup's shuffle.
+            typed = []
+            for c in columns:
+                if c not in names:
+                    continue
+                ok = _checks_of(members, checks, [c])
+                if c == guarded:  # and the row's own flag, and the columns not written (no value yet)
+                    ok = (
+                        ~F.col("_bad")
+                        & ok
+                        & _checks_of(members, checks, [n for n in names if n not in columns])
+                    )
+                typed.append(F.when(ok, cast_col(c, plan.types[c], rules, zone)).otherwise(fail).alias(c))
             frames.append(named.select(*typed, F.col(SOURCE_FILE)))
         raw = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
         typed_all = raw.select(*[F.col(quote_spark(c)) for c in columns], F.col(SOURCE_FILE))
@@ -755,6 +753,20 @@ class _SparkCsv:
 ONE_PASS_FILES = 64
 _KEEP = "_tidemark_keep"
 _CHECK_FAILED = "tidemark: a value the sample did not foresee"
+
+
+def _checks_of(members: list[FileFacts], checks: dict[str, dict[str, ValueCheck]], cs: list[str]) -> Any:
+    """True when a row passes the checks of columns `cs`, each row by its own file's."""
+    from pyspark.sql import functions as F
+
+    ok: Any = None
+    for f in members:
+        fine = reduce(lambda a, b: a & b, [check_col(c, checks[f.relpath][c]) for c in cs], F.lit(True))
+        if len(members) == 1:
+            return fine
+        is_file = F.col(SOURCE_FILE) == F.lit(f.relpath)
+        ok = F.when(is_file, fine) if ok is None else ok.when(is_file, fine)
+    return ok.otherwise(F.lit(False))
 
 
 def check_col(c: str, check: ValueCheck):
