@@ -38,6 +38,7 @@ from ingestion.engines.spark.rejects import (
     index_col,
     line_bytes,
     record_lines,
+    ship_package,
     structural_udf,
     type_udf,
     utf16_lines,
@@ -187,6 +188,7 @@ class _SparkCsv:
 
     def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
         """Files of the same header layout (and line ending, when records span lines) in one read."""
+        ship_package(self.spark)  # the passes: rejected rows get their reasons on the executors
         o = self.batch.options
         groups: dict[tuple, list[FileFacts]] = {}
         headers: dict[tuple, tuple[list[str], list[str]]] = {}

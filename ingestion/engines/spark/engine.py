@@ -19,7 +19,6 @@ from ingestion.engines.base import (
 )
 from ingestion.engines.spark.csv import _SparkCsv, land_csv_ops
 from ingestion.engines.spark.jdbc import driver_conf, land_jdbc
-from ingestion.engines.spark.rejects import ship_package
 from ingestion.errors import EngineError
 from ingestion.plan.csv import LandedBatch
 
@@ -150,7 +149,6 @@ class SparkEngine:
         ):
             self.spark.conf.set(key, BASE_CONF[key])
         use_s3a(self.spark)
-        ship_package(self.spark)  # rejected rows get their reasons on the executors
 
     def close(self) -> None:
         # The session is shared (tests, Glue); stopping it is the caller's business.
