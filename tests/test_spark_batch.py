@@ -43,9 +43,11 @@ def _batch(tmp: Path, files: dict[str, bytes], run: str, options: CsvOptions | N
 
 
 def _land(spark: Any, batch: CsvBatch) -> LandedBatch:
+    """The batch in passes (every batch here has rejects: a one-pass attempt would stop and read again;
+    tests/test_one_pass.py covers that)."""
     from ingestion.engines.spark.engine import SparkEngine
 
-    return SparkEngine(SparkConfig(), spark=spark).land_csv(batch)
+    return SparkEngine(SparkConfig(one_pass=False), spark=spark).land_csv(batch)
 
 
 def _kept(tmp: Path) -> list[tuple]:

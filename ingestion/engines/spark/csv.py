@@ -50,6 +50,7 @@ from ingestion.lake.layout import lake_scratch, partition_value, publish_staged
 from ingestion.lake.rejected import rejected_dir
 from ingestion.plan.csv import FileFacts, LandedBatch
 from ingestion.plan.normalize import (
+    COLUMN_BATCH,
     DECIMAL,
     SAMPLE_ROWS,
     STRING,
@@ -497,13 +498,16 @@ class _SparkCsv:
     ) -> dict[str, dict[str, ColumnStats]] | None:
         """Every rule's statistics over each file's first rows (its first split only), for
         `write_checked`: none cached, nothing else read. Not for UTF-16 files (a text read can't split
-        them), a batch of more than `ONE_PASS_FILES` files (one count per file in the write's job), or
+        them), a batch of more than `ONE_PASS_FILES` files (one count per file in the write's job), a file
+        of more than `COLUMN_BATCH` columns (the passes check them a batch of columns at a time), or
         records spanning lines with a quote left open (the passes reject the record that opened it)."""
         from pyspark.sql import functions as F
 
         o = self.batch.options
         if not self.one_pass or o.encoding == "utf-16" or not files or len(files) > ONE_PASS_FILES:
             return None
+        if any(len(names) > COLUMN_BATCH for _, _, names in files):
+            return None  # a wide file: its checks in one job's plan would exhaust the driver's heap
         if self.batch.file_columns:  # a catalog table's partition values: the passes add them
             return None
         if o.multiline and unbalanced_quotes(self.spark, [f for f, _, _ in files], o):
