@@ -520,7 +520,7 @@ class _SparkCsv:
                 df, cols, garbled, repeated, too_long = self._frame([f], raw_names, names, crlf=crlf)
                 ok = F.col(CORRUPT).isNull() & ~garbled & ~repeated & ~too_long
                 sample = df.where(ok).select(*cols).limit(SAMPLE_ROWS)
-                out[f.relpath] = _rule_counts(sample, dict.fromkeys(names, rules)) if names else {}
+                out[f.relpath] = _rule_counts_long(sample, names, rules) if names else {}
         return out
 
     def write_checked(
@@ -866,6 +866,26 @@ def _rule_counts(df: DataFrame, rules: dict[str, tuple[TypeRule, ...]]) -> dict[
         row = df.agg(*aggs).first()
         assert row is not None
         out.update(unpack_rule_counts(part, row))
+    return out
+
+
+def _rule_counts_long(df: DataFrame, names: list[str], rules: Sequence[TypeRule]) -> dict[str, ColumnStats]:
+    """`_rule_counts` with every rule for every column, over the values stacked into one column: a plan of
+    one term per rule whatever the width (less to generate and compile; for samples)."""
+    from pyspark.sql import functions as F
+
+    pairs = F.array(*[F.struct(F.lit(c).alias("c"), F.col(quote_spark(c)).alias("v")) for c in names])
+    values = df.select(F.explode(pairs).alias("p")).select(F.col("p.c").alias("c"), F.col("p.v").alias("v"))
+    aggs = [
+        F.count(F.when(F.col("v") != F.lit(""), F.lit(1))),
+        F.count(F.when(F.col("v") == F.lit(""), F.lit(1))),
+    ]
+    aggs += [F.count(F.when(rule_ok_col("v", rule), F.lit(1))) for rule in rules]
+    out = {c: ColumnStats(0, {r.name: 0 for r in rules}, empty=0) for c in names}
+    for row in values.groupBy("c").agg(*aggs).collect():
+        out[str(row[0])] = ColumnStats(
+            int(row[1]), {r.name: int(k) for r, k in zip(rules, row[3:], strict=True)}, empty=int(row[2])
+        )
     return out
 
 
