@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ingestion.config import CsvOptions
 from ingestion.errors import SchemaError, SourceError
@@ -108,6 +108,18 @@ class CsvBatch:
     @property
     def rules(self) -> tuple[TypeRule, ...]:
         return type_rules(self.options.date_format, self.options.timestamp_format)
+
+    @property
+    def plan_options(self) -> dict[str, Any]:
+        """What `plan_types` (and `one_pass_plan`) take from the batch besides the statistics."""
+        return {
+            "committed": self.committed,
+            "declared": self.declared,
+            "keys": self.primary_key,
+            "double_as_decimal": self.double_as_decimal,
+            "decimal_keys": self.decimal_keys,
+            "cursor": self.cursor,
+        }
 
 
 @dataclass(frozen=True)
@@ -384,15 +396,7 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
 
     rules = batch.rules
     stats = [(f.relpath, ops.stats(f, rules)) for f, _ in readable]
-    plan = plan_types(
-        stats,
-        committed=batch.committed,
-        declared=batch.declared,
-        keys=batch.primary_key,
-        double_as_decimal=batch.double_as_decimal,
-        decimal_keys=batch.decimal_keys,
-        cursor=batch.cursor,
-    )
+    plan = plan_types(stats, **batch.plan_options)
     by_file = dict(stats)
     landable: list[FileFacts] = []
     headers: list[list[str]] = []
@@ -488,16 +492,7 @@ def _land_in_one_pass(
     if samples is None:
         return None
     rules = batch.rules
-    plan = one_pass_plan(
-        [(f.relpath, samples[f.relpath]) for f, *_ in pending],
-        rules,
-        committed=batch.committed,
-        declared=batch.declared,
-        keys=batch.primary_key,
-        double_as_decimal=batch.double_as_decimal,
-        decimal_keys=batch.decimal_keys,
-        cursor=batch.cursor,
-    )
+    plan = one_pass_plan([(f.relpath, samples[f.relpath]) for f, *_ in pending], rules, **batch.plan_options)
     if plan is None:
         return None
     files = [f for f, *_ in pending]

@@ -190,20 +190,9 @@ class _SparkCsv:
     def read_files(self, files: list[tuple[FileFacts, list[str], list[str]]]) -> dict[str, FileRead]:
         """Files of the same header layout (and line ending, when records span lines) in one read."""
         ship_package(self.spark)  # the passes: rejected rows get their reasons on the executors
-        o = self.batch.options
-        groups: dict[tuple, list[FileFacts]] = {}
-        headers: dict[tuple, tuple[list[str], list[str]]] = {}
-        for f, raw_names, names in files:
-            # Spark's own line-ending detection rewrites \r\n inside a quoted field of a Windows file to
-            # \n; told the file's line ending, it keeps the value as the file has it (so does DuckDB).
-            crlf = o.multiline and has_crlf(f.path)
-            key = (tuple(raw_names), tuple(names), crlf)
-            groups.setdefault(key, []).append(f)
-            headers[key] = (raw_names, names)
         out: dict[str, FileRead] = {}
-        for key, members in groups.items():
-            raw_names, names = headers[key]
-            out.update(self._read_group(members, raw_names, names, crlf=key[2]))
+        for members, raw_names, names, crlf in self._layouts(files):
+            out.update(self._read_group(members, raw_names, names, crlf=crlf))
         return out
 
     def _frame(
