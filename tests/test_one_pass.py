@@ -343,3 +343,14 @@ def test_spark_records_it_finds_malformed_past_the_sample(spark: Any, tmp_path: 
     lines.insert(N - 10, b",".join(h.encode() for h in HEADER))
     one, _ = _both(tmp_path, {"a.csv": b"\n".join(lines)}, caplog, spark)
     assert one["fell_back"] and len(one["rejects"]) == 3
+
+
+def test_a_file_without_the_key_column_is_refused(tmp_path: Path, caplog: Any) -> None:
+    """Its rows would land with no key (they did, before): the file is refused whole, the others land."""
+    files = {
+        "a.csv": _csv(_rows(n=100)),
+        "b.csv": _csv([["x", "2025-01-01 00:00:00"]], ["name", "updated_at"]),
+    }
+    one, _ = _both(tmp_path, files, caplog)
+    assert "b.csv" in one["refused"] and "primary key" in one["refused"]["b.csv"]
+    assert one["counts"][:2] == (100, 100) and all(r[0] is not None for r in one["rows"])

@@ -381,6 +381,7 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
             counts.error = exc.message
             continue
         pending.append((f, raw_names, names, too_long))
+    _refuse_keyless(batch, pending, q)
     landed = _land_in_one_pass(batch, ops, pending, q)
     if landed is not None:
         return landed
@@ -446,6 +447,27 @@ def land_csv_files(batch: CsvBatch, ops: CsvOps, text_dir: str | None = None) ->
     if batch.skip_lines:  # line numbers in the copy → the file's own
         q.rejects = [replace(r, line=r.line + batch.skip_lines if r.line else r.line) for r in q.rejects]
     return _landed(batch, q, landable, written, plan, columns)
+
+
+def _refuse_keyless(
+    batch: CsvBatch, pending: list[tuple[FileFacts, list[str], list[str], list[Reject]]], q: Quarantine
+) -> None:
+    """Refuse a file without a key column the batch's other files have: every row of it would land with
+    no key (a key column no file has is the table's error: `require_columns`)."""
+
+    def columns(f: FileFacts, names: list[str]) -> list[str]:
+        return names + [k for k, _ in batch.file_columns.get(f.relpath, ())]
+
+    have = set(union_names([columns(f, names) for f, _, names, _ in pending]))
+    for entry in list(pending):
+        f, _, names, _ = entry
+        missing = [k for k in batch.primary_key if k in have and k not in columns(f, names)]
+        if missing:
+            q.files[f.relpath].error = (
+                f"{f.relpath} has no column {', '.join(missing)} (the table's primary key): its rows would "
+                "land without a key"
+            )
+            pending.remove(entry)
 
 
 def _written_columns(batch: CsvBatch, columns: list[str], plan: TypePlan) -> list[str]:
