@@ -413,26 +413,14 @@ def one_pass_plan(
     samples: Sequence[tuple[str, dict[str, ColumnStats]]],
     rules: Sequence[TypeRule],
     *,
-    committed: dict[str, str],
-    declared: dict[str, str],
-    keys: Sequence[str] = (),
-    double_as_decimal: bool = True,
-    decimal_keys: bool = False,
     cursor: str | None = None,
+    **options: Any,
 ) -> TypePlan | None:
     """The type plan of files whose values all pass their `value_checks`, or None when a landing in one
     pass can't be exact: some values would not fit (the exact flow rejects them), or the cursor's type
-    depends on counts only a full read gives."""
+    depends on counts only a full read gives. `options`: the rest of `plan_types`' own."""
     assumed = [(path, assumed_stats(st, rules, cursor)) for path, st in samples]
-    plan = plan_types(
-        assumed,
-        committed=committed,
-        declared=declared,
-        keys=keys,
-        double_as_decimal=double_as_decimal,
-        decimal_keys=decimal_keys,
-        cursor=cursor,
-    )
+    plan = plan_types(assumed, cursor=cursor, **options)
     if plan.misfits:
         return None
     fits = [

@@ -717,9 +717,7 @@ class _DuckDBCsv:
         # Filter and dedup see the typed columns: in the SELECT above they would see the raw text.
         select = f"SELECT * FROM ({select}) AS typed"
         if batch.lower_bound and batch.cursor:
-            ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], zone)]
-            bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
-            select += f" WHERE {quote_ident(batch.cursor)} IS NULL OR {quote_ident(batch.cursor)} >= {bound}"
+            select += f" WHERE {self._kept(quote_ident(batch.cursor), plan)}"
         # One pass from the files to the Parquet file: no table of kept rows, none of deduplicated rows
         # (each was a full copy of the batch in memory).
         if batch.lower_bound and batch.cursor:
@@ -834,11 +832,8 @@ class _DuckDBCsv:
         quoted = ", ".join(quote_ident(c) for c in columns)
         select = f"SELECT {quoted}, {SOURCE_FILE} FROM (" + "\nUNION ALL BY NAME\n".join(selects) + ")"
         if bounded:
-            assert batch.lower_bound and batch.cursor
-            cursor = quote_ident(batch.cursor)
-            ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], zone)]
-            bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
-            select = f"SELECT *, ({cursor} IS NULL OR {cursor} >= {bound}) AS {_KEEP} FROM ({select})"
+            assert batch.cursor
+            select = f"SELECT *, ({self._kept(quote_ident(batch.cursor), plan)}) AS {_KEEP} FROM ({select})"
         dedup = select
         if batch.primary_key:
             order = batch_dedup_order(batch.primary_key, batch.cursor, columns)
@@ -881,8 +876,16 @@ class _DuckDBCsv:
                 f"FROM ({self._rows(self.files[f.relpath])})"
                 for f in files
             )
-            rows_kept = count_rows(con, f"({kept}) WHERE c IS NULL OR c >= {bound}")
+            rows_kept = count_rows(con, f"({kept}) WHERE {self._kept('c', plan)}")
         return OnePass(read, self._publish(staged, rows_kept, plan))
+
+    def _kept(self, cursor: str, plan: TypePlan) -> str:
+        """TRUE for a row the lower bound keeps: its typed cursor (SQL `cursor`) null or at the bound."""
+        batch = self.batch
+        assert batch.lower_bound and batch.cursor
+        ctype = SQL_TYPES[landed_type(plan.types[batch.cursor], batch.options.timezone)]
+        bound = f"CAST({sql_string(batch.lower_bound.value)} AS {ctype})"
+        return f"{cursor} IS NULL OR {cursor} >= {bound}"
 
     def _header_fails(self, cf: _CsvFile, checks: dict[str, ValueCheck]) -> bool:
         """Does a written column's check refuse the file's header line as a row (then a repeated header
